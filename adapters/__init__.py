@@ -1,0 +1,1 @@
+"""crmsync adapters: the SDK every adapter uses, and the shipped adapters (``sql``)."""

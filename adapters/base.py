@@ -1,0 +1,101 @@
+"""The adapter SDK's contract: what one CRM integration must implement.
+
+An adapter implements only *read changes since a cursor*, *write a record* and
+*delete a record* (plus *list ids* where deletes are hard, and optionally *list all*
+for migration). The SDK (:mod:`adapters.engine`, :mod:`adapters.runtime`) does the
+rest: links, clocks, echo suppression, the outbox, registration, heartbeats and the
+sink queue.
+
+Every method receives ``tx``, a SQLAlchemy connection inside a transaction on the
+database that holds the links, so a write and its bookkeeping commit together. For the
+SQL adapter that is the CRM's own database.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from router.events import Scalar
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """One record as the CRM holds it."""
+
+    entity: str
+    source_record_id: str
+    fields: dict[str, Any]  # canonical field name -> the CRM's raw value
+    deleted: bool
+    version: str | None  # opaque token: the row's updated_at exactly as stored
+    position: Any  # where the row sits in capture order (a typed updated_at)
+
+
+class VersionMismatch(Exception):
+    """A conditional write found the row changed since ``expected_version``."""
+
+    def __init__(self, current: SourceRow | None) -> None:
+        super().__init__("row changed since the version last seen")
+        self.current = current
+
+
+class Adapter(abc.ABC):
+    """One CRM. Methods are synchronous; the runtime calls them from one worker thread."""
+
+    name: str
+
+    @abc.abstractmethod
+    def entities(self) -> dict[str, list[str]]:
+        """Entity -> canonical fields this CRM maps (sent at registration)."""
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """A transaction on the database holding the links (and, for SQL, the data)."""
+
+    @abc.abstractmethod
+    def read_changes(
+        self, tx: Connection, entity: str, since: Any, after: tuple[Any, str] | None, limit: int
+    ) -> list[SourceRow]:
+        """Rows changed at or after ``since`` (None: from the beginning), ordered by
+        (position, id), strictly after the keyset position ``after``; at most ``limit``."""
+
+    @abc.abstractmethod
+    def read_record(self, tx: Connection, entity: str, source_record_id: str) -> SourceRow | None:
+        """The row as stored now, or None if it no longer exists."""
+
+    @abc.abstractmethod
+    def write_record(
+        self,
+        tx: Connection,
+        entity: str,
+        source_record_id: str | None,
+        record_id: str,
+        fields: dict[str, Scalar],
+        expected_version: str | None,
+    ) -> SourceRow:
+        """Insert (``source_record_id`` None) or update the row, only if it is still at
+        ``expected_version``; return it read back. Raises :class:`VersionMismatch`,
+        :class:`~router.errors.TransientWriteError` or
+        :class:`~router.errors.PermanentWriteError`."""
+
+    @abc.abstractmethod
+    def delete_record(
+        self, tx: Connection, entity: str, source_record_id: str, expected_version: str | None
+    ) -> SourceRow | None:
+        """Delete (soft where configured: return the row read back; hard: return None)."""
+
+    def list_ids(self, tx: Connection, entity: str) -> set[str] | None:
+        """Every id in the table, to find hard deletes; None where deletes are soft."""
+        return None
+
+    def list_all(self, tx: Connection, entity: str) -> Iterator[SourceRow]:
+        """Every row, for bulk migration."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list all records")
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections."""

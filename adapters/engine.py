@@ -1,0 +1,343 @@
+"""The synchronous heart of an adapter: capture local changes, apply deliveries.
+
+Runs on the adapter's single worker thread. Every method works in one transaction on
+the links database, so a data write, its link and any local change it uncovered are
+committed together. The async shell (:mod:`adapters.runtime`) publishes what this
+returns and reports confirms back.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from adapters import links
+from adapters.base import Adapter, SourceRow, VersionMismatch
+from adapters.canonical import InvalidRecord, validate
+from adapters.rules import (
+    DeliveryAction,
+    changed_fields,
+    content_hash,
+    delivery_action,
+    local_clock,
+)
+from router.errors import TransientWriteError
+from router.events import ChangeEvent, Scalar, encode, new_event_id
+from router.logs import kv
+
+MAX_WRITE_RETRIES = 3
+
+Pending = tuple[str, bytes]  # (record_id, encoded event) awaiting a broker confirm
+
+
+@dataclass
+class CaptureResult:
+    pending: list[Pending] = field(default_factory=list)
+    positions: dict[str, Any] = field(default_factory=dict)  # entity -> newest position seen
+    invalid: int = 0
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    action: str  # applied | skip-stale | skip-concurrent | local-change-first | not-mapped
+    pending: list[Pending]
+
+
+def before(position: Any, seconds: float) -> Any:
+    """``position`` moved back by the overlap window, for whatever type the cursor is."""
+    if position is None:
+        return None
+    if isinstance(position, datetime):
+        return position - timedelta(seconds=seconds)
+    if isinstance(position, (int, float)):
+        return position - seconds
+    return position  # opaque ordered text: no arithmetic, the window is zero
+
+
+def occurred_at(row: SourceRow) -> datetime:
+    if isinstance(row.position, datetime):
+        return row.position if row.position.tzinfo else row.position.replace(tzinfo=UTC)
+    return datetime.now(UTC)
+
+
+class SyncEngine:
+    def __init__(self, adapter: Adapter, actor: str, overlap: float, page_size: int = 500) -> None:
+        self.adapter = adapter
+        self.actor = actor
+        self.overlap = overlap
+        self.page_size = page_size
+        self.mapped = adapter.entities()
+        self.log = logging.getLogger(f"crmsync.adapter.{adapter.name}")
+        self._reported: set[tuple[str, str, str]] = set()
+        self.invalid_rows = 0
+
+    # -- capture ------------------------------------------------------------------------
+    def capture(self, cursors: dict[str, Any]) -> CaptureResult:
+        """Read rows changed since each entity's cursor (less the overlap window, so rows
+        committed late with an older timestamp are still seen) and record each real local
+        change as a pending link in the same transaction."""
+        result = CaptureResult()
+        for entity in self.mapped:
+            since = before(cursors.get(entity), self.overlap)
+            after: tuple[Any, str] | None = None
+            while True:
+                with self.adapter.transaction() as tx:
+                    rows = self.adapter.read_changes(tx, entity, since, after, self.page_size)
+                    if not rows:
+                        break
+                    result.pending += self._capture_rows(tx, entity, rows, result)
+                last = rows[-1]
+                after = (last.position, last.source_record_id)
+                result.positions[entity] = last.position
+                if len(rows) < self.page_size:
+                    break
+        return result
+
+    def _capture_rows(
+        self, tx: Connection, entity: str, rows: Sequence[SourceRow], result: CaptureResult
+    ) -> list[Pending]:
+        known = links.by_source(tx, entity, [r.source_record_id for r in rows])
+        pending: list[Pending] = []
+        for row in rows:
+            try:
+                fields = validate(entity, row.fields)
+            except InvalidRecord as e:
+                result.invalid += 1
+                self._report_invalid(row, str(e))
+                continue
+            link = known.get(row.source_record_id)
+            digest = content_hash(fields, row.deleted)
+            if link is not None and link.content_hash == digest:
+                if link.version != row.version:
+                    # Only columns we do not map changed: remember the version for our
+                    # conditional writes, publish nothing.
+                    links.save(tx, link.evolve(version=row.version))
+                continue
+            if link is None and row.deleted:
+                continue  # deleted before we ever shared it: nothing to tell anyone
+            item = self._local_change(
+                tx,
+                entity,
+                row.source_record_id,
+                link,
+                fields,
+                row.deleted,
+                row.version,
+                occurred_at(row),
+            )
+            pending.append(item)
+        return pending
+
+    def _local_change(
+        self,
+        tx: Connection,
+        entity: str,
+        source_record_id: str,
+        link: links.Link | None,
+        fields: dict[str, Scalar],
+        deleted: bool,
+        version: str | None,
+        when: datetime,
+    ) -> Pending:
+        record_id = link.record_id if link else str(uuid.uuid4())
+        clock = local_clock(link.clock if link else None, self.actor)
+        event = ChangeEvent(
+            event_id=new_event_id(),
+            source=self.adapter.name,
+            actor=self.actor,
+            entity=entity,
+            record_id=record_id,
+            source_record_id=source_record_id,
+            op="delete" if deleted else "upsert",
+            clock=clock.to_dict(),
+            fields=fields,
+            changed=changed_fields(link.fields if link else None, fields),
+            occurred_at=when,
+        )
+        body = encode(event)
+        links.save(
+            tx,
+            links.Link(
+                record_id=record_id,
+                entity=entity,
+                source_record_id=source_record_id,
+                clock=clock,
+                content_hash=content_hash(fields, deleted),
+                fields=fields,
+                version=version,
+                deleted=deleted,
+                published=False,
+                pending_event=body,
+            ),
+        )
+        self.log.debug(
+            "local change",
+            extra=kv(
+                event_id=event.event_id, record_id=record_id, adapter=self.adapter.name, op=event.op
+            ),
+        )
+        return record_id, body
+
+    def _report_invalid(self, row: SourceRow, reason: str) -> None:
+        self.invalid_rows += 1
+        key = (row.entity, row.source_record_id, str(row.version))
+        if key in self._reported:
+            return  # the overlap window re-reads rows: report each version once
+        self._reported.add(key)
+        self.log.warning(
+            "invalid source row not published",
+            extra=kv(
+                adapter=self.adapter.name,
+                entity=row.entity,
+                source_record_id=row.source_record_id,
+                reason=reason,
+            ),
+        )
+
+    def scan_hard_deletes(self) -> list[Pending]:
+        """Rows gone from a table without a ``deleted`` column become delete events."""
+        pending: list[Pending] = []
+        for entity in self.mapped:
+            with self.adapter.transaction() as tx:
+                present = self.adapter.list_ids(tx, entity)
+                if present is None:
+                    continue
+                live = links.live_source_ids(tx, entity)
+                gone = [sid for sid in live if sid not in present]
+                known = links.by_source(tx, entity, gone)
+                for sid in gone:
+                    link = known[sid]
+                    pending.append(
+                        self._local_change(
+                            tx, entity, sid, link, link.fields, True, None, datetime.now(UTC)
+                        )
+                    )
+        return pending
+
+    # -- outbox -------------------------------------------------------------------------
+    def pending(self) -> list[Pending]:
+        with self.adapter.transaction() as tx:
+            return links.pending(tx)
+
+    def mark_published(self, confirmed: list[Pending]) -> None:
+        with self.adapter.transaction() as tx:
+            links.mark_published(tx, confirmed)
+
+    # -- deliveries ---------------------------------------------------------------------
+    def apply_many(self, events: Sequence[ChangeEvent]) -> list[ApplyResult]:
+        """Apply a batch in one transaction (one commit for the lot)."""
+        with self.adapter.transaction() as tx:
+            return [self._apply(tx, event) for event in events]
+
+    def apply(self, event: ChangeEvent) -> ApplyResult:
+        with self.adapter.transaction() as tx:
+            return self._apply(tx, event)
+
+    def _apply(self, tx: Connection, event: ChangeEvent) -> ApplyResult:
+        mapped = self.mapped.get(event.entity)
+        if mapped is None:
+            return ApplyResult("not-mapped", [])
+        link = links.by_record(tx, event.record_id)
+        action = delivery_action(event.vclock, link.clock if link else None)
+        if action is not DeliveryAction.APPLY:
+            return ApplyResult(action.value, [])
+        fields = {name: value for name, value in event.fields.items() if name in mapped}
+        for _ in range(MAX_WRITE_RETRIES):
+            try:
+                back = self._write(tx, event, link, fields)
+            except VersionMismatch as miss:
+                outcome = self._on_miss(tx, event, link, miss.current)
+                if isinstance(outcome, ApplyResult):
+                    return outcome
+                link = outcome  # only unmapped columns changed: retry on the new version
+                continue
+            self._record_applied(tx, event, link, back)
+            return ApplyResult("applied", [])
+        raise TransientWriteError(f"record {event.record_id} kept changing under the write")
+
+    def _write(
+        self, tx: Connection, event: ChangeEvent, link: links.Link | None, fields: dict[str, Scalar]
+    ) -> SourceRow | None:
+        sid = link.source_record_id if link else None
+        if event.op == "delete":
+            if link is None or sid is None or link.deleted:
+                return None  # nothing here to delete: keep a tombstone only
+            return self.adapter.delete_record(tx, event.entity, sid, link.version)
+        gone = link is not None and link.deleted and sid is not None
+        if gone and self.adapter.read_record(tx, event.entity, str(sid)) is None:
+            sid = None  # hard-deleted here; the record comes back as a new row
+        return self.adapter.write_record(
+            tx, event.entity, sid, event.record_id, fields, link.version if link and sid else None
+        )
+
+    def _record_applied(
+        self, tx: Connection, event: ChangeEvent, link: links.Link | None, back: SourceRow | None
+    ) -> None:
+        deleted = event.op == "delete"
+        if back is not None:
+            # What the CRM actually stored (after its triggers) is this clock's version, so
+            # the echo capture will see is recognised by its hash.
+            fields = validate(event.entity, back.fields)
+            deleted = back.deleted
+            sid: str | None = back.source_record_id
+            version = back.version
+        else:
+            fields = link.fields if link else {}
+            sid = link.source_record_id if link else None
+            version = None
+        links.save(
+            tx,
+            links.Link(
+                record_id=event.record_id,
+                entity=event.entity,
+                source_record_id=sid,
+                clock=event.vclock,
+                content_hash=content_hash(fields, deleted),
+                fields=fields,
+                version=version,
+                deleted=deleted,
+            ),
+        )
+
+    def _on_miss(
+        self, tx: Connection, event: ChangeEvent, link: links.Link | None, current: SourceRow | None
+    ) -> ApplyResult | links.Link:
+        assert link is not None and link.source_record_id is not None
+        if current is None:
+            pending = self._local_change(
+                tx,
+                event.entity,
+                link.source_record_id,
+                link,
+                link.fields,
+                True,
+                None,
+                datetime.now(UTC),
+            )
+            return ApplyResult("local-change-first", [pending])
+        fields = validate(event.entity, current.fields)
+        if content_hash(fields, current.deleted) == link.content_hash:
+            return link.evolve(version=current.version)
+        # A user edit capture has not reported yet: never overwrite it. Publish it; the
+        # router sees it concurrent with this delivery and resolves for everyone.
+        pending = self._local_change(
+            tx,
+            event.entity,
+            link.source_record_id,
+            link,
+            fields,
+            current.deleted,
+            current.version,
+            occurred_at(current),
+        )
+        self.log.info(
+            "user edit won the race with a delivery; published it instead",
+            extra=kv(event_id=event.event_id, record_id=event.record_id, adapter=self.adapter.name),
+        )
+        return ApplyResult("local-change-first", [pending])

@@ -1,0 +1,305 @@
+"""The adapter process: register, then capture -> publish and consume -> write -> ack.
+
+Order of start-up matters: the sink queue is declared (so deliveries wait whenever the
+adapter is down) and the adapter registered before it publishes anything; owed local
+changes from the outbox go out first. A local change is marked published, and the
+capture cursor advances past it, only after the broker confirmed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from adapters.base import Adapter
+from adapters.engine import ApplyResult, Pending, SyncEngine
+from adapters.statefile import StateFile
+from router import __version__, topology
+from router.batching import Batcher
+from router.config import AdapterConfig, parse_duration
+from router.control import RpcClient
+from router.errors import (
+    BrokerUnavailable,
+    DecodeError,
+    PermanentWriteError,
+    PublishFailed,
+    RegistrationRefused,
+    RouterUnavailable,
+    TransientWriteError,
+)
+from router.events import ChangeEvent, decode
+from router.logs import kv
+from router.transport import Outgoing, Publisher, connect
+
+T = TypeVar("T")
+
+SINK_PREFETCH = 256
+SINK_BATCH = 128
+SINK_LINGER = 0.005
+
+
+def _outgoing(item: Pending) -> Outgoing:
+    record_id, body = item
+    event = decode(body)
+    return Outgoing(
+        topology.CHANGES,
+        event.routing_key,
+        body,
+        event.event_id,
+        {topology.RECORD_KEY_HEADER: record_id},
+    )
+
+
+class AdapterRuntime:
+    def __init__(self, config: AdapterConfig, adapter: Adapter) -> None:
+        self.config = config
+        self.adapter = adapter
+        self.name = config.name
+        self.log = logging.getLogger(f"crmsync.adapter.{self.name}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"crmsync-{self.name}"
+        )
+        self._stopping = asyncio.Event()
+        self._batcher = Batcher(SINK_BATCH, SINK_LINGER)
+        self._publisher: Publisher | None = None
+        self._engine: SyncEngine | None = None
+        self._state: StateFile | None = None
+        self._connection: AbstractRobustConnection | None = None
+        self.actor: str | None = None
+        self._rpc: RpcClient | None = None
+        self._publish_lock = asyncio.Lock()
+        self.ready = asyncio.Event()
+        self.stats: dict[str, int] = {"published": 0, "applied": 0, "skipped": 0}
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._batcher.close()
+
+    @property
+    def engine(self) -> SyncEngine:
+        assert self._engine is not None
+        return self._engine
+
+    @property
+    def publisher(self) -> Publisher:
+        assert self._publisher is not None
+        return self._publisher
+
+    async def run(self) -> None:
+        self._state = await self._db(StateFile, self.config.state.path)
+        self._connection = await connect(self.config.broker, f"crmsync-adapter-{self.name}")
+        try:
+            delays = [(d, int(parse_duration(d) * 1000)) for d in self.config.retry.delays]
+            await topology.declare(
+                self._connection, topology.adapter_queues(self.name, delays), hub=False
+            )
+            self.actor = await self._register()
+            self._engine = SyncEngine(
+                self.adapter,
+                self.actor,
+                parse_duration(self.config.capture.overlap),
+                self.config.capture.batch_size,
+            )
+            self._publisher = await Publisher.open(self._connection)
+            await self._publish_pending()
+            channel = await self._connection.channel()
+            await channel.set_qos(prefetch_count=SINK_PREFETCH)
+            sink = await channel.declare_queue(topology.sink_queue(self.name), passive=True)
+            await sink.consume(self._batcher.add)
+            self.log.info("adapter started", extra=kv(adapter=self.name, actor=self.actor))
+            self.ready.set()
+            tasks = [
+                asyncio.create_task(self._capture_loop(), name="capture"),
+                asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            ]
+            try:
+                await self._sink_loop()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        finally:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            await self._db(self.adapter.close)
+            if self._state is not None:
+                await self._db(self._state.close)
+            self._executor.shutdown(wait=True)
+            self.log.info("adapter stopped", extra=kv(adapter=self.name, **self.stats))
+
+    # -- registration -------------------------------------------------------------------
+    async def _register(self) -> str:
+        assert self._connection is not None and self._state is not None
+        rpc = RpcClient(self._connection)
+        claimed = await self._db(self._state.get, "actor")
+        payload = {"actor": claimed, "entities": self.adapter.entities(), "version": __version__}
+        waited = False
+        while True:
+            try:
+                reply = await rpc.call(f"register.{self.name}", payload, timeout=5.0)
+                break
+            except RouterUnavailable:
+                if self._stopping.is_set():
+                    raise
+                if not waited:
+                    self.log.warning(
+                        "waiting for the router to answer the registration",
+                        extra=kv(adapter=self.name),
+                    )
+                    waited = True
+        if not reply.get("ok"):
+            raise RegistrationRefused(f"router refused adapter {self.name!r}: {reply.get('error')}")
+        actor = str(reply["actor"])
+        if actor != claimed:
+            await self._db(self._state.set, "actor", actor)
+            if claimed is not None or actor != self.name:
+                self.log.warning(
+                    "adapter starts a new actor epoch", extra=kv(adapter=self.name, actor=actor)
+                )
+        self._rpc = rpc
+        return actor
+
+    async def _heartbeat_loop(self) -> None:
+        assert self._rpc is not None
+        while True:
+            with contextlib.suppress(Exception):
+                await self._rpc.notify(
+                    f"heartbeat.{self.name}", {"actor": self.actor, "at": time.time()}
+                )
+            await asyncio.sleep(self.config.heartbeat_interval)
+
+    # -- capture ------------------------------------------------------------------------
+    async def _publish_pending(self) -> None:
+        # Capture and the sink both owe publishes; one at a time so none goes out twice.
+        async with self._publish_lock:
+            while True:
+                pending = await self._db(self.engine.pending)
+                if not pending:
+                    return
+                await self.publisher.publish_many([_outgoing(p) for p in pending])
+                await self._db(self.engine.mark_published, pending)
+                self.stats["published"] += len(pending)
+
+    async def _capture_loop(self) -> None:
+        assert self._state is not None
+        cursors: dict[str, Any] = {
+            entity: await self._db(self._state.get, f"cursor.{entity}")
+            for entity in self.engine.mapped
+        }
+        polls = 0
+        every = self.config.capture.hard_delete_scan_every
+        while True:
+            try:
+                result = await self._db(self.engine.capture, cursors)
+                if polls % every == every - 1:
+                    await self._db(self.engine.scan_hard_deletes)
+                polls += 1
+                # Everything owed, this poll's and any earlier failure's, before the cursor moves.
+                await self._publish_pending()
+                for entity, position in result.positions.items():
+                    if position != cursors.get(entity):
+                        cursors[entity] = position
+                        await self._db(self._state.set, f"cursor.{entity}", position)
+            except (BrokerUnavailable, PublishFailed, TransientWriteError) as e:
+                self.log.warning(
+                    "capture cycle failed, retrying", extra=kv(adapter=self.name, error=str(e))
+                )
+            await asyncio.sleep(self.config.capture.poll_interval)
+
+    # -- sink -----------------------------------------------------------------------------
+    async def _sink_loop(self) -> None:
+        while not self._stopping.is_set():
+            batch = await self._batcher.take()
+            if batch:
+                await self._apply_batch(batch)
+
+    async def _apply_batch(self, batch: list[AbstractIncomingMessage]) -> None:
+        events: list[tuple[AbstractIncomingMessage, ChangeEvent]] = []
+        for message in batch:
+            try:
+                events.append((message, decode(message.body)))
+            except DecodeError as e:
+                self.log.error(
+                    "undecodable delivery dead-lettered",
+                    extra=kv(adapter=self.name, reason=e.reason, detail=e.detail),
+                )
+                await message.reject(requeue=False)
+        if not events:
+            return
+        try:
+            results = await self._db(self.engine.apply_many, [e for _, e in events])
+        except (TransientWriteError, PermanentWriteError):
+            # One bad write must not hold back the others: fall back to one at a time.
+            for message, event in events:
+                await self._apply_one(message, event)
+            return
+        await self._after_apply(results)
+        with contextlib.suppress(Exception):
+            await events[-1][0].ack(multiple=True)
+
+    async def _apply_one(self, message: AbstractIncomingMessage, event: ChangeEvent) -> None:
+        try:
+            result = await self._db(self.engine.apply, event)
+        except PermanentWriteError as e:
+            self.log.error(
+                "write failed permanently, dead-lettered",
+                extra=kv(
+                    adapter=self.name,
+                    event_id=event.event_id,
+                    record_id=event.record_id,
+                    error=str(e),
+                ),
+            )
+            await message.reject(requeue=False)
+            return
+        except TransientWriteError as e:
+            self.log.warning(
+                "write failed, will retry",
+                extra=kv(
+                    adapter=self.name,
+                    event_id=event.event_id,
+                    record_id=event.record_id,
+                    error=str(e),
+                ),
+            )
+            await asyncio.sleep(1.0)
+            await message.nack(requeue=True)
+            return
+        await self._after_apply([result])
+        await message.ack()
+
+    async def _after_apply(self, results: list[ApplyResult]) -> None:
+        for result in results:
+            if result.action == "applied":
+                self.stats["applied"] += 1
+            else:
+                self.stats["skipped"] += 1
+        if any(r.pending for r in results):
+            try:
+                await self._publish_pending()
+            except (BrokerUnavailable, PublishFailed) as e:
+                # The change is in the outbox; the capture loop publishes it when it can.
+                self.log.warning(
+                    "local change not published yet", extra=kv(adapter=self.name, error=str(e))
+                )
+
+
+async def run_adapter(config: AdapterConfig, adapter: Adapter) -> None:
+    runtime = AdapterRuntime(config, adapter)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runtime.stop)
+    await runtime.run()

@@ -1,0 +1,223 @@
+"""``kind = "sql"``: any database SQLAlchemy reaches (SQLite, PostgreSQL, MariaDB, ...).
+
+Capture polls the ``updated_at`` column; writes are conditional on the version last
+seen (``WHERE updated_at = <token>``), so a user edit that capture has not reported
+yet is never overwritten. The version token is the column cast to text on the server,
+so it compares exactly whatever the column's type and the driver's conversions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from adapters import links
+from adapters.base import Adapter, SourceRow, VersionMismatch
+from router.config import AdapterConfig, EntityMapping
+from router.errors import ConfigError, PermanentWriteError, TransientWriteError
+from router.events import Scalar
+from router.state import make_engine
+
+
+class _Table:
+    """One mapped entity: the reflected table and its configured columns."""
+
+    def __init__(self, entity: str, mapping: EntityMapping, table: sa.Table, where: str) -> None:
+        self.entity = entity
+        self.mapping = mapping
+        self.table = table
+        missing = [
+            col
+            for col in [mapping.id, mapping.updated_at, *mapping.fields.values()]
+            + ([mapping.deleted] if mapping.deleted else [])
+            if col not in table.c
+        ]
+        if missing:
+            raise ConfigError(
+                f"{where}: table {mapping.table!r} has no column(s) {', '.join(missing)} "
+                f"(entities.{entity})"
+            )
+        self.id = table.c[mapping.id]
+        self.updated_at = table.c[mapping.updated_at]
+        self.deleted = table.c[mapping.deleted] if mapping.deleted else None
+        self.fields = {name: table.c[col] for name, col in mapping.fields.items()}
+        self.token = sa.cast(self.updated_at, sa.String).label("crmsync_version")
+        self.int_ids = _python_type(self.id) is int
+        self.numeric_clock = _python_type(self.updated_at) in (int, float)
+
+    def key(self, source_record_id: str) -> Any:
+        return int(source_record_id) if self.int_ids else source_record_id
+
+    def select(self) -> sa.Select[Any]:
+        cols = [self.id, self.updated_at, self.token, *self.fields.values()]
+        if self.deleted is not None:
+            cols.append(self.deleted)
+        return sa.select(*cols)
+
+    def row(self, r: sa.Row[Any]) -> SourceRow:
+        m = r._mapping
+        return SourceRow(
+            entity=self.entity,
+            source_record_id=str(m[self.id]),
+            fields={name: m[col] for name, col in self.fields.items()},
+            deleted=bool(m[self.deleted]) if self.deleted is not None else False,
+            version=m["crmsync_version"],
+            position=m[self.updated_at],
+        )
+
+    def now(self) -> Any:
+        if self.numeric_clock:
+            return time.time()
+        stamp = datetime.now(UTC)
+        tz_aware = getattr(self.updated_at.type, "timezone", False)
+        return stamp if tz_aware else stamp.replace(tzinfo=None)
+
+
+def _python_type(column: sa.Column[Any]) -> type | None:
+    try:
+        return column.type.python_type
+    except NotImplementedError:
+        return None
+
+
+def _classify(err: sa.exc.DBAPIError) -> Exception:
+    """Library errors become write errors the SDK can route (retry vs dead-letter)."""
+    if isinstance(err, (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError)):
+        return PermanentWriteError(f"{type(err.orig).__name__}: {err.orig}")
+    return TransientWriteError(f"{type(err.orig).__name__}: {err.orig}")
+
+
+class SqlAdapter(Adapter):
+    def __init__(self, config: AdapterConfig, where: str = "adapter config") -> None:
+        self.name = config.name
+        self.config = config
+        self.engine = make_engine(config.database.url)
+        meta = sa.MetaData()
+        self.tables: dict[str, _Table] = {}
+        try:
+            with self.engine.begin() as conn:
+                for entity, mapping in config.entities.items():
+                    try:
+                        table = sa.Table(mapping.table, meta, autoload_with=conn)
+                    except sa.exc.NoSuchTableError:
+                        raise ConfigError(
+                            f"{where}: database has no table {mapping.table!r} "
+                            f"(entities.{entity}.table)"
+                        ) from None
+                    self.tables[entity] = _Table(entity, mapping, table, where)
+                links.create(conn)
+        except sa.exc.OperationalError as e:
+            raise ConfigError(f"{where}: cannot open database.url: {e.orig}") from e
+
+    def entities(self) -> dict[str, list[str]]:
+        return {entity: sorted(t.fields) for entity, t in self.tables.items()}
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.DBAPIError as e:
+            raise _classify(e) from e
+
+    def read_changes(
+        self, tx: Connection, entity: str, since: Any, after: tuple[Any, str] | None, limit: int
+    ) -> list[SourceRow]:
+        t = self.tables[entity]
+        query = t.select()
+        if since is not None:
+            query = query.where(t.updated_at >= since)
+        if after is not None:
+            position, sid = after
+            key = t.key(sid)
+            query = query.where(
+                sa.or_(t.updated_at > position, sa.and_(t.updated_at == position, t.id > key))
+            )
+        query = query.order_by(t.updated_at, t.id).limit(limit)
+        return [t.row(r) for r in tx.execute(query)]
+
+    def read_record(self, tx: Connection, entity: str, source_record_id: str) -> SourceRow | None:
+        t = self.tables[entity]
+        r = tx.execute(t.select().where(t.id == t.key(source_record_id))).first()
+        return t.row(r) if r else None
+
+    def write_record(
+        self,
+        tx: Connection,
+        entity: str,
+        source_record_id: str | None,
+        record_id: str,
+        fields: dict[str, Scalar],
+        expected_version: str | None,
+    ) -> SourceRow:
+        t = self.tables[entity]
+        values: dict[str, Any] = {t.fields[name].name: value for name, value in fields.items()}
+        values[t.updated_at.name] = t.now()
+        if t.deleted is not None:
+            values[t.deleted.name] = False
+        if source_record_id is None:
+            if not t.int_ids:
+                values[t.id.name] = record_id  # a text id: the global id keeps inserts idempotent
+            result = self._execute(tx, t.table.insert().values(**values))
+            key = result.inserted_primary_key[0] if result.inserted_primary_key else record_id
+            source_record_id = str(key)
+        else:
+            query = t.table.update().where(t.id == t.key(source_record_id)).values(**values)
+            if expected_version is not None:
+                query = query.where(t.token == expected_version)
+            if self._execute(tx, query).rowcount != 1:
+                raise VersionMismatch(self.read_record(tx, entity, source_record_id))
+        back = self.read_record(tx, entity, source_record_id)
+        if back is None:
+            raise TransientWriteError(f"row {source_record_id} vanished right after the write")
+        return back
+
+    def delete_record(
+        self, tx: Connection, entity: str, source_record_id: str, expected_version: str | None
+    ) -> SourceRow | None:
+        t = self.tables[entity]
+        where = [t.id == t.key(source_record_id)]
+        if expected_version is not None:
+            where.append(t.token == expected_version)
+        query: sa.Update | sa.Delete
+        if t.deleted is not None:
+            query = (
+                t.table.update()
+                .where(*where)
+                .values({t.deleted.name: True, t.updated_at.name: t.now()})
+            )
+        else:
+            query = t.table.delete().where(*where)
+        if self._execute(tx, query).rowcount != 1:
+            current = self.read_record(tx, entity, source_record_id)
+            if current is None:
+                return None  # already gone: the delete is done
+            raise VersionMismatch(current)
+        return self.read_record(tx, entity, source_record_id) if t.deleted is not None else None
+
+    def list_ids(self, tx: Connection, entity: str) -> set[str] | None:
+        t = self.tables[entity]
+        if t.deleted is not None:
+            return None
+        return {str(r[0]) for r in tx.execute(sa.select(t.id))}
+
+    def list_all(self, tx: Connection, entity: str) -> Iterator[SourceRow]:
+        t = self.tables[entity]
+        for r in tx.execute(t.select().order_by(t.id)):
+            yield t.row(r)
+
+    @staticmethod
+    def _execute(tx: Connection, query: sa.Executable) -> sa.CursorResult[Any]:
+        try:
+            return tx.execute(query)
+        except sa.exc.DBAPIError as e:
+            raise _classify(e) from e
+
+    def close(self) -> None:
+        self.engine.dispose()

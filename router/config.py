@@ -1,0 +1,213 @@
+"""TOML configuration validated with pydantic.
+
+Every model forbids unknown keys, so a typo (``pol_interval``) is an error that names
+the key and the file instead of a silently ignored setting. ``CRMSYNC_AMQP_URL``
+overrides the broker URL everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from router.errors import ConfigError
+from router.events import ENTITY_RE, NAME_RE
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+AMQP_URL_ENV = "CRMSYNC_AMQP_URL"
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"1.5s"``, ``"10m"``, ``"250ms"`` -> seconds."""
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 1s, 10m, 1h)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class BrokerConfig(Strict):
+    url: str = DEFAULT_AMQP_URL
+    # Secrets stay out of the TOML: the password may come from a file or the environment.
+    password_file: Path | None = None
+    tls: TlsConfig | None = None
+
+    def effective_url(self) -> str:
+        url = os.environ.get(AMQP_URL_ENV) or self.url
+        if self.password_file is not None and "@" not in url:
+            raise ConfigError("broker.password_file needs a user in broker.url")
+        if self.password_file is not None:
+            secret = self.password_file.read_text().strip()
+            scheme, rest = url.split("://", 1)
+            creds, host = rest.split("@", 1)
+            user = creds.split(":", 1)[0]
+            url = f"{scheme}://{user}:{secret}@{host}"
+        return url
+
+
+class RouterStateConfig(Strict):
+    url: str = "sqlite:///state/router.db"
+    # How long processed event ids are kept for redelivery dedup.
+    inbox_retention: str = "168h"
+
+    @field_validator("inbox_retention")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class RouterTuning(Strict):
+    batch_size: Annotated[int, Field(ge=1, le=5000)] = 256
+    linger: str = "5ms"
+    prefetch: Annotated[int, Field(ge=1, le=65535)] = 1024
+    heartbeat_timeout: str = "30s"
+
+    @field_validator("linger", "heartbeat_timeout")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class ConflictConfig(Strict):
+    policy: Literal["lww", "priority", "field-merge", "manual"] = "lww"
+    fallback: Literal["lww", "priority", "manual"] = "lww"
+    priority: list[Annotated[str, Field(pattern=NAME_RE)]] = []
+    deletes: Literal["update-wins", "delete-wins"] = "update-wins"
+    fields: dict[str, Literal["lww", "priority", "manual"]] = {}
+
+
+class MetricsConfig(Strict):
+    port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0: no metrics endpoint
+
+
+class RouterConfig(Strict):
+    broker: BrokerConfig = BrokerConfig()
+    state: RouterStateConfig = RouterStateConfig()
+    router: RouterTuning = RouterTuning()
+    metrics: MetricsConfig = MetricsConfig()
+    conflicts: dict[Annotated[str, Field(pattern=ENTITY_RE)], ConflictConfig] = {}
+
+
+class CaptureConfig(Strict):
+    poll_interval: Annotated[float, Field(gt=0, le=3600)] = 0.5
+    overlap: str = "2s"
+    batch_size: Annotated[int, Field(ge=1, le=100000)] = 500
+    hard_delete_scan_every: Annotated[int, Field(ge=1)] = 20
+
+    @field_validator("overlap")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class AdapterStateConfig(Strict):
+    path: Path = Path("state/adapter.state.db")
+
+
+class RetryConfig(Strict):
+    delays: list[str] = ["1s", "10s", "1m", "10m"]
+
+    @field_validator("delays")
+    @classmethod
+    def _durations(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_duration(item)
+        return value
+
+
+class DatabaseConfig(Strict):
+    url: str
+
+
+class EntityMapping(Strict):
+    table: str
+    id: str = "id"
+    updated_at: str = "updated_at"
+    deleted: str | None = None
+    fields: dict[Annotated[str, Field(pattern=ENTITY_RE)], str]
+
+    @field_validator("fields")
+    @classmethod
+    def _non_empty(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("map at least one field")
+        return value
+
+
+class AdapterConfig(Strict):
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    kind: Literal["sql"] = "sql"
+    broker: BrokerConfig = BrokerConfig()
+    database: DatabaseConfig
+    capture: CaptureConfig = CaptureConfig()
+    state: AdapterStateConfig = AdapterStateConfig()
+    retry: RetryConfig = RetryConfig()
+    heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    entities: dict[Annotated[str, Field(pattern=ENTITY_RE)], EntityMapping]
+
+    @field_validator("name")
+    @classmethod
+    def _not_hub(cls, value: str) -> str:
+        if value in ("hub", "router"):
+            raise ValueError(f"{value!r} is reserved")
+        return value
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _explain(err: ValidationError, path: Path) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{path}: unknown key '{key}'"
+    if first["type"] == "missing":
+        return f"{path}: missing key '{key}'"
+    return f"{path}: key '{key}': {first['msg']}"
+
+
+def load(model: type[M], path: Path | str, base: dict[str, Any] | None = None) -> M:
+    """Read and validate ``path``. Relative paths inside are relative to the working directory."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    try:
+        return model.model_validate({**(base or {}), **raw})
+    except ValidationError as e:
+        raise ConfigError(_explain(e, path)) from None
+
+
+def load_router(path: Path | str) -> RouterConfig:
+    return load(RouterConfig, path)
+
+
+def load_adapter(path: Path | str) -> AdapterConfig:
+    return load(AdapterConfig, path)

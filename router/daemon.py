@@ -1,0 +1,426 @@
+"""The router daemon: consume -> decode -> decide -> store -> publish -> ack, in batches.
+
+The rules live in :mod:`router.decide`; this module is the I/O shell around them. Per
+batch: one state transaction (inbox + records + outbox), one gathered round of
+publisher confirms, one multi-ack. Nothing is acked upstream before what it caused is
+confirmed downstream; a crash anywhere only causes redelivery, which the inbox and the
+clocks make harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import prometheus_client as prom
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from router import control, topology
+from router.batching import Batcher
+from router.config import RouterConfig, parse_duration
+from router.decide import Verdict, decide
+from router.errors import BrokerUnavailable, CrmsyncError, DecodeError, PublishFailed
+from router.events import ChangeEvent, decode, encode
+from router.logs import kv
+from router.record import RecordState
+from router.registry import register, subscribers
+from router.state import Registration, RouterStore, VersionConflict
+from router.transport import Outgoing, Publisher, connect
+
+log = logging.getLogger("crmsync.router")
+T = TypeVar("T")
+
+EVENTS = prom.Counter("crmsync_router_events", "Events judged by the router", ["verdict"])
+INVALID = prom.Counter("crmsync_router_invalid", "Events refused to the invalid queue", ["reason"])
+BATCH_SECONDS = prom.Histogram("crmsync_router_batch_seconds", "Time to process one batch")
+
+
+@dataclass
+class Stats:
+    """Counters the router reports over ``op.status``."""
+
+    verdicts: Counter[str] = field(default_factory=Counter)
+    invalid: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    started_at: float = field(default_factory=time.time)
+    last_batch_at: float = 0.0
+
+    def add(self, verdict: str, n: int = 1) -> None:
+        self.verdicts[verdict] += n
+        EVENTS.labels(verdict).inc(n)
+
+    def add_invalid(self, reason: str) -> None:
+        self.invalid[reason] += 1
+        INVALID.labels(reason).inc()
+
+
+@dataclass(frozen=True)
+class Refused:
+    message: AbstractIncomingMessage
+    reason: str
+    detail: str
+
+
+class Router:
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config
+        self.stats = Stats()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmsync-state")
+        self._store: RouterStore | None = None
+        self._registry: dict[str, Registration] = {}
+        self._beats: dict[str, float] = {}
+        self._batcher = Batcher(config.router.batch_size, parse_duration(config.router.linger))
+        self._stopping = asyncio.Event()
+        self._confirmed_outbox: list[int] = []
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: Publisher | None = None
+        self._retention = parse_duration(config.state.inbox_retention)
+        self.ready = asyncio.Event()
+
+    # -- plumbing -----------------------------------------------------------------------
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Every store call runs on one worker thread: serialised, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def store(self) -> RouterStore:
+        assert self._store is not None, "router not started"
+        return self._store
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from :meth:`run`."""
+        self._stopping.set()
+        self._batcher.close()
+
+    async def run(self) -> None:
+        self._store = await self._db(RouterStore, self.config.state.url)
+        self._registry = await self._db(self.store.registrations)
+        self._connection = await connect(self.config.broker, "crmsync-router")
+        try:
+            await topology.declare(self._connection)
+            self._publisher = await Publisher.open(self._connection)
+            await self._flush_outbox()
+            ingress_channel = await self._connection.channel()
+            await ingress_channel.set_qos(prefetch_count=self.config.router.prefetch)
+            ingress = await ingress_channel.declare_queue(topology.INGRESS, passive=True)
+            control_channel = await self._connection.channel()
+            await control_channel.set_qos(prefetch_count=32)
+            ctl = await control_channel.declare_queue(topology.ROUTER_CONTROL, passive=True)
+            await ctl.consume(self._on_control)
+            await ingress.consume(self._batcher.add)
+            log.info(
+                "router started",
+                extra=kv(hub_actor=self.store.hub_actor, adapters=",".join(sorted(self._registry))),
+            )
+            self.ready.set()
+            housekeeping = asyncio.create_task(self._housekeeping())
+            try:
+                await self._batch_loop()
+            finally:
+                housekeeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await housekeeping
+                await self._db(self.store.touch_heartbeats, dict(self._beats))
+        finally:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+            if self._store is not None:
+                await self._db(self._store.close)
+            self._executor.shutdown(wait=True)
+            log.info("router stopped", extra=kv(**dict(self.stats.verdicts)))
+
+    async def _batch_loop(self) -> None:
+        while not self._stopping.is_set():
+            batch = await self._batcher.take()
+            if not batch:
+                continue
+            try:
+                with BATCH_SECONDS.time():
+                    await self._process(batch)
+            except (BrokerUnavailable, PublishFailed, ConnectionError) as e:
+                # Unacked messages come back after the reconnect; owed deliveries are in the
+                # outbox. Drop what we hold (its delivery tags die with the old channel).
+                log.warning(
+                    "batch not completed, will retry", extra=kv(error=str(e), size=len(batch))
+                )
+                self._batcher.drop()
+                await self._recover()
+
+    async def _recover(self) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(1.0)
+            try:
+                await self._flush_outbox()
+                return
+            except (BrokerUnavailable, PublishFailed, ConnectionError) as e:
+                log.warning("still cannot publish owed deliveries", extra=kv(error=str(e)))
+
+    async def _flush_outbox(self) -> None:
+        assert self._publisher is not None
+        pending = await self._db(self.store.pending_outbox)
+        if pending:
+            log.info("publishing owed deliveries from the outbox", extra=kv(count=len(pending)))
+            for start in range(0, len(pending), 500):
+                chunk = pending[start : start + 500]
+                await self._publisher.publish_many([item for _, item in chunk])
+                await self._db(self.store.delete_outbox, [oid for oid, _ in chunk])
+        self._confirmed_outbox = []
+
+    # -- the batch --------------------------------------------------------------------
+    def _judge(
+        self, messages: list[AbstractIncomingMessage]
+    ) -> tuple[list[ChangeEvent], list[Refused], dict[str, AbstractIncomingMessage]]:
+        events: list[ChangeEvent] = []
+        origin: dict[str, AbstractIncomingMessage] = {}
+        refused: list[Refused] = []
+        seen_ids: set[str] = set()
+        for message in messages:
+            try:
+                event = decode(message.body)
+            except DecodeError as e:
+                refused.append(Refused(message, e.reason, e.detail))
+                continue
+            if event.source not in self._registry:
+                refused.append(
+                    Refused(
+                        message, "unregistered-source", f"source {event.source!r} never registered"
+                    )
+                )
+                continue
+            if event.event_id in seen_ids:
+                continue  # the same event twice in one batch (a redelivery overtook its ack)
+            seen_ids.add(event.event_id)
+            origin[event.event_id] = message
+            events.append(event)
+        return events, refused, origin
+
+    def _apply(
+        self, events: list[ChangeEvent]
+    ) -> tuple[list[str], list[RecordState], list[Outgoing], list[tuple[ChangeEvent, str]]]:
+        """Runs on the store thread: dedup, decide, and commit one batch."""
+        store = self.store
+        already = store.seen([e.event_id for e in events])
+        fresh = [e for e in events if e.event_id not in already]
+        if len(events) > len(fresh):
+            self.stats.add("duplicate", len(events) - len(fresh))
+        states = store.load(e.record_id for e in fresh)
+        changed: dict[str, RecordState] = {}
+        deliveries: list[Outgoing] = []
+        reused: list[tuple[ChangeEvent, str]] = []
+        processed: list[str] = []
+        for event in fresh:
+            conflicts = self.config.conflicts.get(event.entity)
+            decision = decide(
+                event,
+                states.get(event.record_id),
+                subscribers(self._registry, event.entity),
+                store.hub_actor,
+                conflicts.deletes if conflicts else "update-wins",
+            )
+            self.stats.add(decision.verdict.value)
+            if decision.verdict is Verdict.CLOCK_REUSE:
+                reused.append(
+                    (event, f"clock {event.clock} equals the stored clock, content differs")
+                )
+                continue
+            processed.append(event.event_id)
+            if decision.state is not None:
+                states[event.record_id] = changed[event.record_id] = decision.state
+            if decision.delivery is not None and decision.targets:
+                deliveries.append(_delivery(decision.delivery, decision.targets))
+            if decision.verdict is Verdict.CONFLICT:
+                log.info(
+                    "conflict resolved (lww)",
+                    extra=kv(
+                        event_id=event.event_id,
+                        record_id=event.record_id,
+                        adapter=event.source,
+                        resolution=decision.delivery.event_id if decision.delivery else "",
+                    ),
+                )
+        return processed, list(changed.values()), deliveries, reused
+
+    def _apply_and_commit(
+        self, events: list[ChangeEvent], published: list[int]
+    ) -> tuple[list[Outgoing], list[int], list[tuple[ChangeEvent, str]]]:
+        for attempt in range(5):
+            try:
+                processed, states, deliveries, reused = self._apply(events)
+                ids = self.store.commit_batch(processed, states, deliveries, published)
+                return deliveries, ids, reused
+            except VersionConflict:
+                if attempt == 4:
+                    raise
+                log.info("another router changed a record of this batch; retrying")
+        raise AssertionError("unreachable")
+
+    async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
+        assert self._publisher is not None
+        events, refused, origin = self._judge(batch)
+        deliveries, outbox_ids, reused = await self._db(
+            self._apply_and_commit, events, self._confirmed_outbox
+        )
+        self._confirmed_outbox = []
+        for event, detail in reused:
+            refused.append(Refused(origin[event.event_id], "clock-reuse", detail))
+            log.error(
+                "clock reuse: an adapter reused a counter (lost state without a new epoch?)",
+                extra=kv(event_id=event.event_id, record_id=event.record_id, adapter=event.source),
+            )
+        await self._publisher.publish_many([*deliveries, *(_refusal(r) for r in refused)])
+        for r in refused:
+            self.stats.add_invalid(r.reason)
+            log.warning(
+                "event refused",
+                extra=kv(reason=r.reason, detail=r.detail, message_id=r.message.message_id or ""),
+            )
+        self._confirmed_outbox = outbox_ids
+        if self._batcher.idle:
+            # Quiet: clear the confirmed rows now rather than waiting for the next batch,
+            # so a restart after a quiet spell republishes nothing.
+            await self._db(self.store.delete_outbox, self._confirmed_outbox)
+            self._confirmed_outbox = []
+        self.stats.batches += 1
+        self.stats.last_batch_at = time.time()
+        with contextlib.suppress(Exception):
+            # A closed channel means these come back; the inbox turns them into no-ops.
+            await batch[-1].ack(multiple=True)
+
+    # -- control plane ----------------------------------------------------------------
+    async def _on_control(self, message: AbstractIncomingMessage) -> None:
+        async with message.process(ignore_processed=True):
+            key = message.routing_key or ""
+            try:
+                body = control.unpack(message.body)
+                if not isinstance(body, dict):
+                    raise ValueError("control body must be a map")
+                if key.startswith("heartbeat."):
+                    self._beats[key.split(".", 1)[1]] = time.time()
+                    return
+                if key.startswith("register."):
+                    reply = await self._register(key.split(".", 1)[1], body)
+                elif key == "op.status":
+                    reply = await self._status()
+                elif key == "op.adapter-remove":
+                    reply = await self._remove(str(body.get("name", "")))
+                else:
+                    reply = {"ok": False, "error": f"unknown control request {key!r}"}
+            except (CrmsyncError, ValueError, TypeError, KeyError) as e:
+                reply = {"ok": False, "error": str(e)}
+            if message.reply_to and self._connection is not None:
+                await self._reply(message, reply)
+
+    async def _reply(self, request: AbstractIncomingMessage, reply: dict[str, Any]) -> None:
+        assert self._publisher is not None
+        with contextlib.suppress(PublishFailed):  # the caller gave up and its queue is gone
+            await self._publisher.publish(
+                Outgoing(
+                    "",
+                    request.reply_to or "",
+                    control.pack(reply),
+                    correlation_id=request.correlation_id,
+                )
+            )
+
+    async def _register(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        entities = {str(k): [str(f) for f in v] for k, v in dict(body.get("entities", {})).items()}
+        reg = register(
+            self._registry.get(name),
+            name,
+            body.get("actor"),
+            entities,
+            str(body.get("version", "")),
+            time.time(),
+        )
+        assert self._connection is not None
+        # The adapter declared its sink already; declaring it here too means a delivery is
+        # never returned as unroutable because of the order processes started in.
+        await topology.declare(self._connection, topology.adapter_queues(name), hub=False)
+        await self._db(self.store.save_registration, reg)
+        self._registry[name] = reg
+        self._beats[name] = reg.last_heartbeat
+        log.info(
+            "adapter registered",
+            extra=kv(adapter=name, actor=reg.actor, entities=",".join(sorted(entities))),
+        )
+        return {"ok": True, "actor": reg.actor, "epoch": reg.epoch}
+
+    async def _remove(self, name: str) -> dict[str, Any]:
+        removed = await self._db(self.store.remove_registration, name)
+        self._registry.pop(name, None)
+        self._beats.pop(name, None)
+        if not removed:
+            return {"ok": False, "error": f"no adapter named {name!r} is registered"}
+        log.info("adapter removed", extra=kv(adapter=name))
+        return {"ok": True, "queue": topology.sink_queue(name)}
+
+    async def _status(self) -> dict[str, Any]:
+        counts = await self._db(self.store.counts)
+        now = time.time()
+        return {
+            "ok": True,
+            "hub_actor": self.store.hub_actor,
+            "heartbeat_timeout": parse_duration(self.config.router.heartbeat_timeout),
+            "uptime": now - self.stats.started_at,
+            "last_batch_age": now - self.stats.last_batch_at if self.stats.last_batch_at else None,
+            "verdicts": dict(self.stats.verdicts),
+            "invalid": dict(self.stats.invalid),
+            "store": counts,
+            "adapters": [
+                {
+                    "name": r.name,
+                    "actor": r.actor,
+                    "entities": sorted(r.entities),
+                    "version": r.sw_version,
+                    "last_heartbeat": self._beats.get(r.name, r.last_heartbeat),
+                }
+                for r in sorted(self._registry.values(), key=lambda r: r.name)
+            ],
+        }
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            try:
+                await self._db(self.store.touch_heartbeats, dict(self._beats))
+                pruned = await self._db(self.store.prune_inbox, time.time() - self._retention)
+                if pruned:
+                    log.info("pruned processed event ids", extra=kv(count=pruned))
+            except Exception:
+                log.exception("housekeeping failed")
+
+
+def _delivery(event: ChangeEvent, targets: tuple[str, ...]) -> Outgoing:
+    """One publish per event; the other targets ride in ``BCC`` (sender-selected distribution)."""
+    first, *rest = targets
+    headers: dict[str, Any] = {topology.RECORD_KEY_HEADER: event.record_id}
+    if rest:
+        headers["BCC"] = rest
+    return Outgoing(topology.DELIVERIES, first, encode(event), event.event_id, headers)
+
+
+def _refusal(refused: Refused) -> Outgoing:
+    headers: dict[str, Any] = {
+        topology.REASON_HEADER: refused.reason,
+        topology.DETAIL_HEADER: refused.detail[:1000],
+    }
+    return Outgoing("", topology.INVALID, refused.message.body, refused.message.message_id, headers)
+
+
+async def run_router(config: RouterConfig) -> None:
+    """Run until SIGTERM/SIGINT; the batch in hand is finished first."""
+    router = Router(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, router.stop)
+    if config.metrics.port:
+        prom.start_http_server(config.metrics.port, addr="127.0.0.1")
+    await router.run()

@@ -1,0 +1,190 @@
+"""The router's decision for one event against one record's stored state.
+
+``decide`` takes values and returns values: what to store and what to send. The daemon
+does the I/O around it. The rules (DESIGN "Vector clocks and the router's decision"):
+
+* event clock before or equal to the stored clock: stale or duplicate, send nothing;
+  equal with other content is a reused counter (``clock-reuse``), refused loudly;
+* after: accept, overlay the event's fields onto the stored ones, send to every
+  subscriber but the source;
+* concurrent: resolve, the result gets ``merge(both) + hub`` and goes to every subscriber.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from router.clock import Order, VectorClock, compare, merge
+from router.events import ChangeEvent, Scalar, new_event_id
+from router.policies import DeleteRule, Side, resolve_lww
+from router.record import RecordState
+
+
+class Verdict(enum.Enum):
+    ACCEPTED = "accepted"
+    STALE = "stale"
+    CONFLICT = "conflict"
+    CLOCK_REUSE = "clock-reuse"
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    state: RecordState | None = None  # the new state to store, when it changed
+    delivery: ChangeEvent | None = None  # what to fan out
+    targets: tuple[str, ...] = ()
+
+
+def _same_content(event: ChangeEvent, state: RecordState) -> bool:
+    if (event.op == "delete") != state.deleted:
+        return False
+    return all(state.fields.get(name) == value for name, value in event.fields.items())
+
+
+def _field_clocks(
+    base: dict[str, VectorClock],
+    old: dict[str, Scalar],
+    new: dict[str, Scalar],
+    changed: Sequence[str],
+    clock: VectorClock,
+) -> dict[str, VectorClock]:
+    clocks = dict(base)
+    for name, value in new.items():
+        if name in changed or name not in old or old[name] != value:
+            clocks[name] = clock
+    return clocks
+
+
+def accept(event: ChangeEvent, stored: RecordState | None) -> RecordState:
+    old_fields = stored.fields if stored else {}
+    fields = {**old_fields, **event.fields}
+    clock = event.vclock
+    return RecordState(
+        record_id=event.record_id,
+        entity=event.entity,
+        clock=clock,
+        fields=fields,
+        field_clocks=_field_clocks(
+            stored.field_clocks if stored else {}, old_fields, event.fields, event.changed, clock
+        ),
+        deleted=event.op == "delete",
+        source=event.source,
+        actor=event.actor,
+        event_id=event.event_id,
+        occurred_at=event.occurred_at,
+        version=stored.version if stored else 0,
+    )
+
+
+def stored_changed(event: ChangeEvent, stored: RecordState) -> frozenset[str]:
+    """Fields the stored side changed since the event's base: their clock is not <= it."""
+    base = event.vclock.base(event.actor)
+    return frozenset(
+        name
+        for name, clock in stored.field_clocks.items()
+        if compare(clock, base) in (Order.AFTER, Order.CONCURRENT)
+    )
+
+
+def event_changed(event: ChangeEvent, stored: RecordState) -> frozenset[str]:
+    """Fields the event changed: its ``changed`` list, or, when the router never saw the
+    event's parent (its actor's counter jumped by more than one), every field whose
+    value differs from the stored one."""
+    changed = set(event.changed)
+    if stored.clock.get(event.actor) < event.vclock.get(event.actor) - 1:
+        changed |= {
+            n
+            for n, v in event.fields.items()
+            if stored.fields.get(n, v) != v or n not in stored.fields
+        }
+    return frozenset(changed)
+
+
+def resolve_conflict(
+    event: ChangeEvent,
+    stored: RecordState,
+    hub_actor: str,
+    deletes: DeleteRule = "update-wins",
+) -> tuple[RecordState, ChangeEvent]:
+    incoming = Side(
+        event.actor,
+        event.occurred_at,
+        dict(event.fields),
+        event.op == "delete",
+        event_changed(event, stored),
+    )
+    current = Side(
+        stored.actor,
+        stored.occurred_at,
+        stored.fields,
+        stored.deleted,
+        stored_changed(event, stored),
+    )
+    outcome = resolve_lww(current, incoming, deletes)
+    clock = merge(event.vclock, stored.clock).increment(hub_actor)
+    changed = sorted(
+        name
+        for name, value in outcome.fields.items()
+        if stored.fields.get(name) != value or event.fields.get(name, value) != value
+    )
+    state = RecordState(
+        record_id=stored.record_id,
+        entity=stored.entity,
+        clock=clock,
+        fields=outcome.fields,
+        field_clocks=_field_clocks(
+            stored.field_clocks, stored.fields, outcome.fields, changed, clock
+        ),
+        deleted=outcome.deleted,
+        source="hub",
+        actor=hub_actor,
+        event_id=new_event_id(),
+        # The winner's time, so a later conflict compares against when the data was written.
+        occurred_at=outcome.winner.occurred_at,
+        version=stored.version,
+    )
+    resolution = ChangeEvent(
+        event_id=state.event_id,
+        source="hub",
+        actor=hub_actor,
+        entity=stored.entity,
+        record_id=stored.record_id,
+        source_record_id="",
+        op="delete" if state.deleted else "upsert",
+        clock=clock.to_dict(),
+        fields=state.fields,
+        changed=changed,
+        occurred_at=state.occurred_at,
+        origin="live",
+    )
+    return state, resolution
+
+
+def decide(
+    event: ChangeEvent,
+    stored: RecordState | None,
+    subscribers: Sequence[str],
+    hub_actor: str,
+    deletes: DeleteRule = "update-wins",
+) -> Decision:
+    """What to do with ``event`` given the record's ``stored`` state (None: never seen)."""
+    order = compare(event.vclock, stored.clock) if stored else Order.AFTER
+    if stored is None or order is Order.AFTER:
+        state = accept(event, stored)
+        delivery = event.model_copy(update={"fields": state.fields})
+        targets = tuple(name for name in subscribers if name != event.source)
+        return Decision(Verdict.ACCEPTED, state, delivery, targets)
+    if order is Order.EQUAL:
+        if _same_content(event, stored):
+            return Decision(Verdict.STALE)
+        return Decision(Verdict.CLOCK_REUSE)
+    if order is Order.BEFORE:
+        return Decision(Verdict.STALE)
+    state, resolution = resolve_conflict(event, stored, hub_actor, deletes)
+    return Decision(Verdict.CONFLICT, state, resolution, tuple(subscribers))
+
+
+def with_version(state: RecordState, version: int) -> RecordState:
+    return replace(state, version=version)

@@ -1,0 +1,151 @@
+"""The wire contract: ``ChangeEvent`` and its msgpack encoding.
+
+Both ends validate with the same model, so an adapter can never publish what the
+router would refuse for its shape. Field values are plain scalars (str, int, float,
+bool, None): canonical models turn richer CRM types into these before publishing.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal
+
+import msgpack
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from router.clock import VectorClock, actor_name
+from router.errors import DecodeError
+
+SCHEMA_VERSION: Final = 1
+CONTENT_TYPE: Final = "application/msgpack"
+
+NAME_RE: Final = r"^[a-z][a-z0-9_-]{0,62}$"
+ACTOR_RE: Final = r"^[a-z][a-z0-9_-]{0,62}(@[1-9][0-9]{0,8})?$"
+ENTITY_RE: Final = r"^[a-z][a-z0-9_]{0,62}$"
+
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**64 - 1
+MAX_COUNTER: Final = 2**63 - 1
+
+Scalar = str | int | float | bool | None
+Op = Literal["upsert", "delete"]
+Origin = Literal["live", "migration", "replay"]
+
+
+def _uuid_str(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as e:
+        raise ValueError(f"not a uuid: {value!r}") from e
+
+
+class ChangeEvent(BaseModel):
+    """One version of one record, as a source (or the hub) made it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    v: Literal[1] = SCHEMA_VERSION
+    event_id: str
+    source: Annotated[str, Field(pattern=NAME_RE)]
+    actor: Annotated[str, Field(pattern=ACTOR_RE)]
+    entity: Annotated[str, Field(pattern=ENTITY_RE)]
+    record_id: str
+    source_record_id: Annotated[str, Field(max_length=255)] = ""
+    op: Op
+    clock: dict[str, Annotated[int, Field(ge=1)]]
+    fields: dict[Annotated[str, Field(pattern=ENTITY_RE)], Scalar]
+    changed: list[str]
+    occurred_at: AwareDatetime
+    origin: Origin = "live"
+
+    @field_validator("event_id", "record_id")
+    @classmethod
+    def _is_uuid(cls, value: str) -> str:
+        return _uuid_str(value)
+
+    @field_validator("clock")
+    @classmethod
+    def _clock_actors(cls, value: dict[str, int]) -> dict[str, int]:
+        if not value:
+            raise ValueError("clock must not be empty")
+        for actor, counter in value.items():
+            if not re.fullmatch(ACTOR_RE, actor):
+                raise ValueError(f"bad clock actor {actor!r}")
+            if counter > MAX_COUNTER:
+                raise ValueError(f"clock counter of {actor!r} out of range")
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _encodable(cls, value: dict[str, Scalar]) -> dict[str, Scalar]:
+        for name, item in value.items():
+            if (
+                isinstance(item, int)
+                and not isinstance(item, bool)
+                and not INT_MIN <= item <= INT_MAX
+            ):
+                raise ValueError(f"field {name!r}: integer out of the 64-bit range")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChangeEvent:
+        if actor_name(self.actor) != self.source:
+            raise ValueError(f"actor {self.actor!r} does not belong to source {self.source!r}")
+        if self.clock.get(self.actor, 0) < 1:
+            raise ValueError(f"clock has no entry for its own actor {self.actor!r}")
+        unknown = set(self.changed) - set(self.fields)
+        if unknown and self.op == "upsert":
+            raise ValueError(f"changed names fields not in fields: {sorted(unknown)}")
+        return self
+
+    @property
+    def vclock(self) -> VectorClock:
+        return VectorClock(self.clock)
+
+    @property
+    def routing_key(self) -> str:
+        return f"{self.source}.{self.entity}.{self.op}"
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def encode(event: ChangeEvent) -> bytes:
+    return encode_dict(event.model_dump())
+
+
+def encode_dict(payload: dict[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb(payload, datetime=True, use_bin_type=True)
+    return packed
+
+
+def decode(raw: bytes) -> ChangeEvent:
+    """Bytes -> validated event, or :class:`DecodeError` with a reason for the invalid queue."""
+    try:
+        payload = msgpack.unpackb(raw, raw=False, timestamp=3, strict_map_key=True)
+    except Exception as e:  # msgpack raises several unrelated types for garbage
+        raise DecodeError("undecodable", f"{type(e).__name__}: {e}", raw) from e
+    if not isinstance(payload, dict):
+        raise DecodeError("invalid-schema", f"body is a {type(payload).__name__}, not a map", raw)
+    try:
+        return ChangeEvent.model_validate(payload)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "event"
+        detail = f"{where}: {first['msg']} ({e.error_count()} error(s))"
+        raise DecodeError("invalid-schema", detail, raw) from e

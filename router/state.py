@@ -1,0 +1,347 @@
+"""The router's state store: records, inbox, outbox, adapter registry.
+
+One transaction per batch holds the inbox entries (processed ``event_id``s), the new
+record states (compare-and-set on ``version``) and the outbox rows of the deliveries
+they cause, so a crash can never separate "state stored" from "deliveries owed".
+Outbox rows are deleted in the *next* batch's transaction after their confirms: one
+commit per batch, and a crash in between only republishes (harmless, adapters apply by
+clock). SQLite (WAL, ``synchronous=FULL``) by default; any SQLAlchemy URL works, and
+PostgreSQL is the one for several routers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from router.clock import HUB, VectorClock, actor_epoch, make_actor
+from router.errors import ConfigError, StateError
+from router.record import RecordState
+from router.transport import Outgoing
+
+metadata = sa.MetaData()
+
+records = sa.Table(
+    "crmsync_records",
+    metadata,
+    sa.Column("record_id", sa.String(36), primary_key=True),
+    sa.Column("entity", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("doc", sa.LargeBinary, nullable=False),
+)
+inbox = sa.Table(
+    "crmsync_inbox",
+    metadata,
+    sa.Column("event_id", sa.String(36), primary_key=True),
+    sa.Column("processed_at", sa.Float, nullable=False, index=True),
+)
+outbox = sa.Table(
+    "crmsync_outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("exchange", sa.String(255), nullable=False),
+    sa.Column("routing_key", sa.String(255), nullable=False),
+    sa.Column("message_id", sa.String(64)),
+    sa.Column("headers", sa.LargeBinary, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+)
+registry = sa.Table(
+    "crmsync_registry",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("entities", sa.LargeBinary, nullable=False),
+    sa.Column("sw_version", sa.String(64), nullable=False),
+    sa.Column("registered_at", sa.Float, nullable=False),
+    sa.Column("last_heartbeat", sa.Float, nullable=False),
+)
+meta = sa.Table(
+    "crmsync_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+)
+
+
+class VersionConflict(StateError):
+    """Another router changed a record between our read and our write; retry the batch."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    epoch: int
+    entities: dict[str, list[str]]  # entity -> fields the adapter maps
+    sw_version: str
+    registered_at: float
+    last_heartbeat: float
+
+    @property
+    def actor(self) -> str:
+        return make_actor(self.name, self.epoch)
+
+
+def _pack(value: Any) -> bytes:
+    packed: bytes = msgpack.packb(value, datetime=True, use_bin_type=True)
+    return packed
+
+
+def _unpack(raw: bytes) -> Any:
+    return msgpack.unpackb(raw, raw=False, timestamp=3)
+
+
+def _doc(state: RecordState) -> bytes:
+    return _pack(
+        {
+            "clock": state.clock.to_dict(),
+            "fields": state.fields,
+            "field_clocks": {k: v.to_dict() for k, v in state.field_clocks.items()},
+            "source": state.source,
+            "actor": state.actor,
+            "event_id": state.event_id,
+            "occurred_at": state.occurred_at,
+        }
+    )
+
+
+def _state(row: sa.Row[Any]) -> RecordState:
+    doc = _unpack(row.doc)
+    return RecordState(
+        record_id=row.record_id,
+        entity=row.entity,
+        clock=VectorClock(doc["clock"]),
+        fields=doc["fields"],
+        field_clocks={k: VectorClock(v) for k, v in doc["field_clocks"].items()},
+        deleted=bool(row.deleted),
+        source=doc["source"],
+        actor=doc["actor"],
+        event_id=doc["event_id"],
+        occurred_at=doc["occurred_at"],
+        version=row.version,
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and full fsync, and its folder is created."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as e:
+        raise ConfigError(f"state.url is not a database URL: {url!r}") from e
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class RouterStore:
+    """Synchronous store; the daemon calls it from one worker thread."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.OperationalError as e:
+            raise StateError(f"cannot open state store {url!r}: {e.orig}") from e
+        self._hub_actor = self._init_hub_actor()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- identity -----------------------------------------------------------------
+    def _init_hub_actor(self) -> str:
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(meta.c.value).where(meta.c.key == "hub_actor")).first()
+            if row:
+                return str(row.value)
+            conn.execute(meta.insert().values(key="hub_actor", value=HUB))
+            return HUB
+
+    @property
+    def hub_actor(self) -> str:
+        return self._hub_actor
+
+    def bump_hub_epoch(self) -> str:
+        """After restoring from a backup: a new hub actor, so its counters are never reused."""
+        new = make_actor(HUB, actor_epoch(self._hub_actor) + 1)
+        with self.engine.begin() as conn:
+            conn.execute(meta.update().where(meta.c.key == "hub_actor").values(value=new))
+        self._hub_actor = new
+        return new
+
+    # -- records and inbox ----------------------------------------------------------
+    def seen(self, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(inbox.c.event_id).where(inbox.c.event_id.in_(event_ids)))
+            return {r.event_id for r in rows}
+
+    def load(self, record_ids: Iterable[str]) -> dict[str, RecordState]:
+        ids = list(set(record_ids))
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(records).where(records.c.record_id.in_(ids)))
+            return {r.record_id: _state(r) for r in rows}
+
+    def get(self, record_id: str) -> RecordState | None:
+        return self.load([record_id]).get(record_id)
+
+    def commit_batch(
+        self,
+        processed: Sequence[str],
+        states: Sequence[RecordState],
+        deliveries: Sequence[Outgoing],
+        published: Sequence[int],
+    ) -> list[int]:
+        """Store one batch atomically; returns the outbox ids of ``deliveries``.
+
+        ``published`` are outbox ids confirmed by the broker since the last batch.
+        Raises :class:`VersionConflict` when another router got there first.
+        """
+        now = time.time()
+        with self.engine.begin() as conn:
+            if processed:
+                conn.execute(
+                    inbox.insert(), [{"event_id": e, "processed_at": now} for e in processed]
+                )
+            self._write_states(conn, states, now)
+            if published:
+                conn.execute(outbox.delete().where(outbox.c.id.in_(list(published))))
+            ids: list[int] = []
+            for item in deliveries:
+                result = conn.execute(
+                    outbox.insert().values(
+                        exchange=item.exchange,
+                        routing_key=item.routing_key,
+                        message_id=item.message_id,
+                        headers=_pack(item.headers),
+                        body=item.body,
+                    )
+                )
+                ids.append(int(result.inserted_primary_key[0]))  # type: ignore[index]
+            return ids
+
+    def _write_states(self, conn: Connection, states: Sequence[RecordState], now: float) -> None:
+        new = [s for s in states if s.version == 0]
+        old = [s for s in states if s.version > 0]
+        if new:
+            try:
+                conn.execute(
+                    records.insert(),
+                    [
+                        {
+                            "record_id": s.record_id,
+                            "entity": s.entity,
+                            "version": 1,
+                            "deleted": s.deleted,
+                            "updated_at": now,
+                            "doc": _doc(s),
+                        }
+                        for s in new
+                    ],
+                )
+            except sa.exc.IntegrityError as e:
+                raise VersionConflict("a record was created concurrently") from e
+        for s in old:
+            result = conn.execute(
+                records.update()
+                .where(records.c.record_id == s.record_id, records.c.version == s.version)
+                .values(version=s.version + 1, deleted=s.deleted, updated_at=now, doc=_doc(s))
+            )
+            if result.rowcount != 1:
+                raise VersionConflict(f"record {s.record_id} changed under us")
+
+    def pending_outbox(self) -> list[tuple[int, Outgoing]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(outbox).order_by(outbox.c.id))
+            return [
+                (
+                    r.id,
+                    Outgoing(r.exchange, r.routing_key, r.body, r.message_id, _unpack(r.headers)),
+                )
+                for r in rows
+            ]
+
+    def delete_outbox(self, ids: Sequence[int]) -> None:
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(outbox.delete().where(outbox.c.id.in_(list(ids))))
+
+    def prune_inbox(self, older_than: float) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(inbox.delete().where(inbox.c.processed_at < older_than))
+            return int(result.rowcount)
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                "records": conn.execute(
+                    sa.select(sa.func.count()).select_from(records)
+                ).scalar_one(),
+                "inbox": conn.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one(),
+                "outbox": conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one(),
+            }
+
+    # -- registry -------------------------------------------------------------------
+    def registrations(self) -> dict[str, Registration]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(registry))
+            return {
+                r.name: Registration(
+                    r.name,
+                    r.epoch,
+                    _unpack(r.entities),
+                    r.sw_version,
+                    r.registered_at,
+                    r.last_heartbeat,
+                )
+                for r in rows
+            }
+
+    def save_registration(self, reg: Registration) -> None:
+        values = {
+            "epoch": reg.epoch,
+            "entities": _pack(reg.entities),
+            "sw_version": reg.sw_version,
+            "registered_at": reg.registered_at,
+            "last_heartbeat": reg.last_heartbeat,
+        }
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                registry.update().where(registry.c.name == reg.name).values(**values)
+            )
+            if updated.rowcount == 0:
+                conn.execute(registry.insert().values(name=reg.name, **values))
+
+    def touch_heartbeats(self, beats: dict[str, float]) -> None:
+        if beats:
+            with self.engine.begin() as conn:
+                for name, at in beats.items():
+                    conn.execute(
+                        registry.update().where(registry.c.name == name).values(last_heartbeat=at)
+                    )
+
+    def remove_registration(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            return bool(conn.execute(registry.delete().where(registry.c.name == name)).rowcount)

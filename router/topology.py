@@ -1,0 +1,162 @@
+"""Names and declarations of every exchange and queue crmsync uses.
+
+All durable; queues are quorum queues. Declaring is idempotent; declaring an existing
+queue with other arguments is a :class:`TopologyMismatch` with the fix in the message,
+never a crash loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, ExchangeType
+
+from router.errors import TopologyMismatch
+
+CHANGES: Final = "crmsync.changes"
+DELIVERIES: Final = "crmsync.deliveries"
+DEAD: Final = "crmsync.dead"
+CONTROL: Final = "crmsync.control"
+INGRESS: Final = "crmsync.router.ingress"
+INVALID: Final = "crmsync.router.invalid"
+ROUTER_CONTROL: Final = "crmsync.router.control"
+
+RECORD_KEY_HEADER: Final = "x-record-key"
+REASON_HEADER: Final = "x-crmsync-reason"
+DETAIL_HEADER: Final = "x-crmsync-detail"
+
+# The poison-message backstop sits well above any retry budget (see DESIGN "Known traps").
+SINK_DELIVERY_LIMIT: Final = 50
+
+
+def sink_queue(adapter: str) -> str:
+    return f"crmsync.sink.{adapter}"
+
+
+def dlq_queue(adapter: str) -> str:
+    return f"crmsync.dlq.{adapter}"
+
+
+def retry_queue(adapter: str, delay: str) -> str:
+    return f"crmsync.retry.{adapter}.{delay}"
+
+
+def _quorum(**extra: object) -> dict[str, object]:
+    return {"x-queue-type": "quorum", **extra}
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    arguments: dict[str, object]
+    bindings: tuple[tuple[str, str], ...] = field(default=())  # (exchange, routing key)
+
+
+HUB_EXCHANGES: Final = (
+    (CHANGES, ExchangeType.TOPIC),
+    (DELIVERIES, ExchangeType.DIRECT),
+    (DEAD, ExchangeType.DIRECT),
+    (CONTROL, ExchangeType.TOPIC),
+)
+
+
+def hub_queues() -> list[QueueSpec]:
+    return [
+        QueueSpec(INGRESS, _quorum(), ((CHANGES, "#"),)),
+        QueueSpec(INVALID, _quorum()),
+        QueueSpec(
+            ROUTER_CONTROL,
+            _quorum(),
+            ((CONTROL, "register.*"), (CONTROL, "heartbeat.*"), (CONTROL, "op.#")),
+        ),
+    ]
+
+
+def adapter_queues(
+    adapter: str, retry_delays_ms: Iterable[tuple[str, int]] = ()
+) -> list[QueueSpec]:
+    """The sink, its DLQ and its back-off tiers.
+
+    At-least-once dead-lettering needs the strategy *and* reject-publish overflow and an
+    existing dead-letter exchange; otherwise RabbitMQ silently falls back to at-most-once.
+    """
+    specs = [
+        QueueSpec(dlq_queue(adapter), _quorum(), ((DEAD, adapter),)),
+        QueueSpec(
+            sink_queue(adapter),
+            _quorum(
+                **{
+                    "x-delivery-limit": SINK_DELIVERY_LIMIT,
+                    "x-dead-letter-exchange": DEAD,
+                    "x-dead-letter-routing-key": adapter,
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                }
+            ),
+            ((DELIVERIES, adapter),),
+        ),
+    ]
+    for label, delay_ms in retry_delays_ms:
+        # One queue per tier: a per-message TTL only expires at the head of a queue.
+        specs.append(
+            QueueSpec(
+                retry_queue(adapter, label),
+                _quorum(
+                    **{
+                        "x-message-ttl": delay_ms,
+                        "x-dead-letter-exchange": DELIVERIES,
+                        "x-dead-letter-routing-key": adapter,
+                        "x-dead-letter-strategy": "at-least-once",
+                        "x-overflow": "reject-publish",
+                    }
+                ),
+            )
+        )
+    return specs
+
+
+async def _declare_queue(channel: AbstractChannel, spec: QueueSpec) -> None:
+    try:
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)  # type: ignore[arg-type]
+    except aiormq.exceptions.ChannelPreconditionFailed as e:
+        raise TopologyMismatch(
+            f"queue {spec.name} already exists with other arguments "
+            f"({e.args[0] if e.args else e}); "
+            f"drain and delete it (rabbitmqctl delete_queue {spec.name}) then run "
+            "'crmsync topology declare' again"
+        ) from e
+    for exchange, key in spec.bindings:
+        await queue.bind(exchange, key)
+
+
+async def declare(
+    connection: AbstractConnection, queues: Iterable[QueueSpec] = (), *, hub: bool = True
+) -> None:
+    """Declare exchanges (always) and the hub queues (``hub=True``) plus ``queues``.
+
+    Each queue gets a fresh channel: a precondition failure closes the channel it
+    happened on, and we want to report it, not poison the caller's channel.
+    """
+    channel = await connection.channel()
+    try:
+        for name, kind in HUB_EXCHANGES:
+            try:
+                await channel.declare_exchange(name, kind, durable=True)
+            except aiormq.exceptions.ChannelPreconditionFailed as e:
+                raise TopologyMismatch(
+                    f"exchange {name} already exists with another type; expected {kind.value}"
+                ) from e
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    specs = [*(hub_queues() if hub else []), *queues]
+    for spec in specs:
+        channel = await connection.channel()
+        try:
+            await _declare_queue(channel, spec)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
