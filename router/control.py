@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import aio_pika
+import aiormq
 import msgpack
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
@@ -49,24 +50,34 @@ class RpcClient:
         if future is not None and not future.done():
             future.set_result(unpack(message.body))
 
+    async def _publish(self, routing_key: str, message: aio_pika.Message) -> None:
+        channel, _ = await self._ensure()
+        try:
+            exchange = await channel.get_exchange(CONTROL, ensure=False)
+            await exchange.publish(message, routing_key, mandatory=False)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            self._channel = None  # the broker closed it
+            raise RouterUnavailable(
+                f"{CONTROL} does not exist on this broker/vhost: no router has run here yet "
+                "(start 'crmsync router' or run 'crmsync topology declare')"
+            ) from None
+
     async def call(self, routing_key: str, payload: dict[str, Any], timeout: float = 10.0) -> Any:
-        channel, reply_to = await self._ensure()
+        _, reply_to = await self._ensure()
         correlation_id = str(uuid.uuid4())
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
-        exchange = await channel.get_exchange(CONTROL, ensure=False)
-        await exchange.publish(
-            aio_pika.Message(
-                pack(payload),
-                content_type="application/msgpack",
-                correlation_id=correlation_id,
-                reply_to=reply_to,
-                expiration=timeout,
-            ),
-            routing_key,
-            mandatory=False,
-        )
         try:
+            await self._publish(
+                routing_key,
+                aio_pika.Message(
+                    pack(payload),
+                    content_type="application/msgpack",
+                    correlation_id=correlation_id,
+                    reply_to=reply_to,
+                    expiration=timeout,
+                ),
+            )
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise RouterUnavailable(
@@ -77,10 +88,7 @@ class RpcClient:
             self._pending.pop(correlation_id, None)
 
     async def notify(self, routing_key: str, payload: dict[str, Any]) -> None:
-        channel, _ = await self._ensure()
-        exchange = await channel.get_exchange(CONTROL, ensure=False)
-        await exchange.publish(
-            aio_pika.Message(pack(payload), content_type="application/msgpack", expiration=60),
+        await self._publish(
             routing_key,
-            mandatory=False,
+            aio_pika.Message(pack(payload), content_type="application/msgpack", expiration=60),
         )

@@ -1,0 +1,90 @@
+"""A crmsync installation in a temp folder: router + SQL adapters as real processes on
+this test's own vhost, and the demo CRMs' databases to act as their users."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from router.config import BrokerConfig
+from router.demo import Fleet
+from router.demo_crms import CRMS, DemoDb
+from router.status import gather_status
+from router.transport import connect
+
+
+class Spine:
+    def __init__(self, workdir: Path, url: str) -> None:
+        self.workdir = workdir
+        self.url = url
+        self.fleet = Fleet(workdir, url)
+        self.dbs = {name: DemoDb(crm, workdir / f"{name}.db") for name, crm in CRMS.items()}
+        for name, crm in CRMS.items():
+            (workdir / f"{name}.toml").write_text(
+                crm.adapter_toml(workdir / f"{name}.db", workdir / f"{name}.state.db", url)
+            )
+        (workdir / "router.toml").write_text(
+            f'[broker]\nurl = "{url}"\n[state]\nurl = "sqlite:///{workdir / "router.db"}"\n'
+            '[router]\nheartbeat_timeout = "3s"\n'
+        )
+
+    def start_router(self) -> None:
+        self.fleet.start("router", "router", "--config", "router.toml")
+
+    def start_adapter(self, name: str) -> None:
+        self.fleet.start(name, "adapter", "--config", f"{name}.toml")
+
+    def status(self) -> dict[str, Any]:
+        async def go() -> dict[str, Any]:
+            connection = await connect(BrokerConfig(url=self.url), "crmsync-test")
+            try:
+                return await gather_status(connection, timeout=2.0)
+            finally:
+                await connection.close()
+
+        return asyncio.run(go())
+
+    def wait(self, what: str, predicate: Callable[[], bool], timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            self.fleet.check()
+            if time.monotonic() > deadline:
+                counts = {n: db.count() for n, db in self.dbs.items()}
+                raise AssertionError(f"timed out waiting for {what}; counts {counts}")
+            time.sleep(0.1)
+
+    def wait_registered(self, names: list[str]) -> None:
+        def ok() -> bool:
+            status = self.status()
+            alive = {a["name"] for a in status["adapters"] if a["alive"]}
+            return set(names) <= alive
+
+        self.wait(f"adapters {names} registered", ok)
+
+    def wait_quiet(self) -> dict[str, int]:
+        """Until the router's verdict counters and every queue stop moving; returns verdicts."""
+        last: dict[str, int] | None = None
+        stable = 0
+        deadline = time.monotonic() + 60
+        while stable < 3:
+            status = self.status()
+            verdicts = dict(status["router"].get("verdicts", {}))
+            if verdicts == last and status["drained"]:
+                stable += 1
+            else:
+                stable = 0
+            last = verdicts
+            if time.monotonic() > deadline:
+                raise AssertionError(f"system never went quiet: {status}")
+            time.sleep(0.7)
+        assert last is not None
+        return last
+
+    def stop(self) -> dict[str, int | None]:
+        codes = self.fleet.stop()
+        for db in self.dbs.values():
+            db.close()
+        return codes
