@@ -89,6 +89,10 @@ class Adapter(abc.ABC):
     ) -> SourceRow | None:
         """Delete (soft where configured: return the row read back; hard: return None)."""
 
+    def soft_deletes(self, entity: str) -> bool:
+        """True when a deleted record stays as a flagged row (False: rows are removed)."""
+        return False
+
     def list_ids(self, tx: Connection, entity: str) -> set[str] | None:
         """Every id in the table, to find hard deletes; None where deletes are soft."""
         return None

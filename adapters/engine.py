@@ -27,7 +27,7 @@ from adapters.rules import (
     delivery_action,
     local_clock,
 )
-from router.errors import TransientWriteError
+from router.errors import PermanentWriteError, TransientWriteError
 from router.events import ChangeEvent, Scalar, encode, new_event_id
 from router.logs import kv
 
@@ -112,6 +112,13 @@ class SyncEngine:
                 self._report_invalid(row, str(e))
                 continue
             link = known.get(row.source_record_id)
+            if link is not None and link.deleted and not self.adapter.soft_deletes(entity):
+                # Without a deleted column, a row under the id of a deleted record is a new
+                # record that reused the id (crmsync re-inserts resurrected records under a
+                # fresh id). Tying it to the old record would resurrect that customer with
+                # someone else's data.
+                links.save(tx, link.evolve(source_record_id=None))
+                link = None
             digest = content_hash(fields, row.deleted)
             if link is not None and link.content_hash == digest:
                 if link.version != row.version:
@@ -185,11 +192,11 @@ class SyncEngine:
         return record_id, body
 
     def _report_invalid(self, row: SourceRow, reason: str) -> None:
-        self.invalid_rows += 1
         key = (row.entity, row.source_record_id, str(row.version))
         if key in self._reported:
-            return  # the overlap window re-reads rows: report each version once
+            return  # the overlap window re-reads rows: report and count each version once
         self._reported.add(key)
+        self.invalid_rows += 1
         self.log.warning(
             "invalid source row not published",
             extra=kv(
@@ -283,7 +290,7 @@ class SyncEngine:
         if back is not None:
             # What the CRM actually stored (after its triggers) is this clock's version, so
             # the echo capture will see is recognised by its hash.
-            fields = validate(event.entity, back.fields)
+            fields = self._validate_written(event, back)
             deleted = back.deleted
             sid: str | None = back.source_record_id
             version = back.version
@@ -305,6 +312,17 @@ class SyncEngine:
             ),
         )
 
+    @staticmethod
+    def _validate_written(event: ChangeEvent, row: SourceRow) -> dict[str, Scalar]:
+        """Canonical values of a row we are about to record as a version. A value that
+        breaks the model cannot be fixed by retrying: the write goes to the DLQ."""
+        try:
+            return validate(event.entity, row.fields)
+        except InvalidRecord as e:
+            raise PermanentWriteError(
+                f"record {event.record_id} would hold an invalid value: {e}"
+            ) from e
+
     def _on_miss(
         self, tx: Connection, event: ChangeEvent, link: links.Link | None, current: SourceRow | None
     ) -> ApplyResult | links.Link:
@@ -321,7 +339,7 @@ class SyncEngine:
                 datetime.now(UTC),
             )
             return ApplyResult("local-change-first", [pending])
-        fields = validate(event.entity, current.fields)
+        fields = self._validate_written(event, current)
         if content_hash(fields, current.deleted) == link.content_hash:
             return link.evolve(version=current.version)
         # A user edit capture has not reported yet: never overwrite it. Publish it; the

@@ -13,9 +13,10 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
@@ -46,7 +47,7 @@ SINK_BATCH = 128
 SINK_LINGER = 0.005
 
 
-def _outgoing(item: Pending) -> Outgoing:
+def _outgoing(item: Pending, user: str | None) -> Outgoing:
     record_id, body = item
     event = decode(body)
     return Outgoing(
@@ -55,6 +56,7 @@ def _outgoing(item: Pending) -> Outgoing:
         body,
         event.event_id,
         {topology.RECORD_KEY_HEADER: record_id},
+        user_id=user,
     )
 
 
@@ -75,6 +77,7 @@ class AdapterRuntime:
         self._connection: AbstractRobustConnection | None = None
         self.actor: str | None = None
         self._rpc: RpcClient | None = None
+        self._user = unquote(urlsplit(config.broker.effective_url()).username or "") or None
         self._publish_lock = asyncio.Lock()
         self.ready = asyncio.Event()
         self.stats: dict[str, int] = {"published": 0, "applied": 0, "skipped": 0}
@@ -189,7 +192,7 @@ class AdapterRuntime:
                 pending = await self._db(self.engine.pending)
                 if not pending:
                     return
-                await self.publisher.publish_many([_outgoing(p) for p in pending])
+                await self.publisher.publish_many([_outgoing(p, self._user) for p in pending])
                 await self._db(self.engine.mark_published, pending)
                 self.stats["published"] += len(pending)
 
@@ -236,50 +239,42 @@ class AdapterRuntime:
                     "undecodable delivery dead-lettered",
                     extra=kv(adapter=self.name, reason=e.reason, detail=e.detail),
                 )
-                await message.reject(requeue=False)
+                await _settle(message.reject(requeue=False))
         if not events:
             return
         try:
             results = await self._db(self.engine.apply_many, [e for _, e in events])
-        except (TransientWriteError, PermanentWriteError):
-            # One bad write must not hold back the others: fall back to one at a time.
+        except Exception:
+            # One bad write must not hold back the others: the batch rolled back as a
+            # whole, so apply one at a time and settle each on its own.
             for message, event in events:
                 await self._apply_one(message, event)
             return
         await self._after_apply(results)
-        with contextlib.suppress(Exception):
-            await events[-1][0].ack(multiple=True)
+        await _settle(events[-1][0].ack(multiple=True))
 
     async def _apply_one(self, message: AbstractIncomingMessage, event: ChangeEvent) -> None:
+        ids = kv(adapter=self.name, event_id=event.event_id, record_id=event.record_id)
         try:
             result = await self._db(self.engine.apply, event)
         except PermanentWriteError as e:
-            self.log.error(
-                "write failed permanently, dead-lettered",
-                extra=kv(
-                    adapter=self.name,
-                    event_id=event.event_id,
-                    record_id=event.record_id,
-                    error=str(e),
-                ),
-            )
-            await message.reject(requeue=False)
+            ids["kv"]["error"] = str(e)
+            self.log.error("write failed permanently, dead-lettered", extra=ids)
+            await _settle(message.reject(requeue=False))
             return
-        except TransientWriteError as e:
-            self.log.warning(
-                "write failed, will retry",
-                extra=kv(
-                    adapter=self.name,
-                    event_id=event.event_id,
-                    record_id=event.record_id,
-                    error=str(e),
-                ),
-            )
+        except Exception as e:
+            # Transient, or unknown (counted as transient): back off and let the broker
+            # redeliver. The sink's delivery limit is the backstop for a poison message.
+            ids["kv"]["error"] = f"{type(e).__name__}: {e}"
+            if isinstance(e, TransientWriteError):
+                self.log.warning("write failed, will retry", extra=ids)
+            else:
+                self.log.exception("write failed unexpectedly, will retry", extra=ids)
             await asyncio.sleep(1.0)
-            await message.nack(requeue=True)
+            await _settle(message.nack(requeue=True))
             return
         await self._after_apply([result])
-        await message.ack()
+        await _settle(message.ack())
 
     async def _after_apply(self, results: list[ApplyResult]) -> None:
         for result in results:
@@ -295,6 +290,12 @@ class AdapterRuntime:
                 self.log.warning(
                     "local change not published yet", extra=kv(adapter=self.name, error=str(e))
                 )
+
+
+async def _settle(outcome: Awaitable[None]) -> None:
+    """Ack/nack/reject; on a channel that died meanwhile the broker redelivers anyway."""
+    with contextlib.suppress(Exception):
+        await outcome
 
 
 async def run_adapter(config: AdapterConfig, adapter: Adapter) -> None:

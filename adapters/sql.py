@@ -201,6 +201,9 @@ class SqlAdapter(Adapter):
             raise VersionMismatch(current)
         return self.read_record(tx, entity, source_record_id) if t.deleted is not None else None
 
+    def soft_deletes(self, entity: str) -> bool:
+        return self.tables[entity].deleted is not None
+
     def list_ids(self, tx: Connection, entity: str) -> set[str] | None:
         t = self.tables[entity]
         if t.deleted is not None:

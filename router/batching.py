@@ -31,11 +31,16 @@ class Batcher:
         self._closed = True
         self._arrived.set()
 
-    def drop(self) -> None:
-        """Forget buffered messages (their channel died: the broker redelivers them)."""
-        self._buffer.clear()
+    def drain(self) -> list[AbstractIncomingMessage]:
+        """Hand back everything buffered, to be settled by the caller.
+
+        Never just forget a message: on a channel that is still open, an unsettled
+        message would be swept up by the next ``ack(multiple=True)`` unprocessed.
+        """
+        drained, self._buffer = self._buffer, []
         if not self._closed:
             self._arrived.clear()
+        return drained
 
     @property
     def idle(self) -> bool:

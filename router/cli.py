@@ -59,13 +59,21 @@ def router(
     config: Annotated[
         Path, typer.Option("--config", "-c", help="Router config (TOML).", envvar="CRMSYNC_CONFIG")
     ] = Path("config/router.toml"),
+    new_hub_epoch: Annotated[
+        bool,
+        typer.Option(
+            "--new-hub-epoch",
+            help="After restoring the state store from a backup: start a new epoch of the "
+            "hub actor so its counters are never reused.",
+        ),
+    ] = False,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run the router daemon (SIGTERM: finish the batch in hand, exit 0)."""
     from router.daemon import run_router
 
     logs.configure(log_level)
-    asyncio.run(run_router(load_router(config)))
+    asyncio.run(run_router(load_router(config), new_hub_epoch=new_hub_epoch))
 
 
 @adapter_app.callback(invoke_without_command=True)
@@ -231,10 +239,11 @@ def _confirm(question: str, yes: bool) -> None:
 
 def main() -> None:
     """Entry point: usage errors are typer's (exit 2); crmsync's own are one line."""
+    logs.quiet_libraries()
     try:
         app()
     except CrmsyncError as e:
-        err.print(f"crmsync: error: {e}", highlight=False, soft_wrap=True)
+        err.print(f"crmsync: error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
 
 

@@ -99,8 +99,15 @@ class MetricsConfig(Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0: no metrics endpoint
 
 
+class SecurityConfig(Strict):
+    # adapter name -> the RabbitMQ user it connects as. For these sources the router
+    # accepts only events whose broker-verified user_id is that user.
+    adapter_users: dict[Annotated[str, Field(pattern=NAME_RE)], str] = {}
+
+
 class RouterConfig(Strict):
     broker: BrokerConfig = BrokerConfig()
+    security: SecurityConfig = SecurityConfig()
     state: RouterStateConfig = RouterStateConfig()
     router: RouterTuning = RouterTuning()
     metrics: MetricsConfig = MetricsConfig()

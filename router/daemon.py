@@ -21,13 +21,20 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import prometheus_client as prom
+import sqlalchemy as sa
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from router import control, topology
 from router.batching import Batcher
 from router.config import RouterConfig, parse_duration
 from router.decide import Verdict, decide
-from router.errors import BrokerUnavailable, CrmsyncError, DecodeError, PublishFailed
+from router.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    CrmsyncError,
+    DecodeError,
+    PublishFailed,
+)
 from router.events import ChangeEvent, decode, encode
 from router.logs import kv
 from router.record import RecordState
@@ -69,9 +76,26 @@ class Refused:
     detail: str
 
 
+IMPLEMENTED_POLICIES = ("lww",)
+
+
+def check_policies(config: RouterConfig) -> None:
+    """Refuse a policy this release cannot honour rather than resolve it some other way."""
+    for entity, conflict in config.conflicts.items():
+        wanted = {conflict.policy, *conflict.fields.values()}
+        missing = sorted(wanted - set(IMPLEMENTED_POLICIES))
+        if missing:
+            raise ConfigError(
+                f"conflicts.{entity}: policy {', '.join(missing)} is not available in this "
+                f"release (available: {', '.join(IMPLEMENTED_POLICIES)})"
+            )
+
+
 class Router:
-    def __init__(self, config: RouterConfig) -> None:
+    def __init__(self, config: RouterConfig, new_hub_epoch: bool = False) -> None:
+        check_policies(config)
         self.config = config
+        self._new_hub_epoch = new_hub_epoch
         self.stats = Stats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmsync-state")
         self._store: RouterStore | None = None
@@ -102,10 +126,14 @@ class Router:
 
     async def run(self) -> None:
         self._store = await self._db(RouterStore, self.config.state.url)
+        if self._new_hub_epoch:
+            actor = await self._db(self._store.bump_hub_epoch)
+            log.warning("state restored: the hub starts a new actor epoch", extra=kv(actor=actor))
         self._registry = await self._db(self.store.registrations)
         self._connection = await connect(self.config.broker, "crmsync-router")
         try:
             await topology.declare(self._connection)
+            await self._declare_sinks()
             self._publisher = await Publisher.open(self._connection)
             await self._flush_outbox()
             ingress_channel = await self._connection.channel()
@@ -145,22 +173,38 @@ class Router:
             try:
                 with BATCH_SECONDS.time():
                     await self._process(batch)
-            except (BrokerUnavailable, PublishFailed, ConnectionError) as e:
-                # Unacked messages come back after the reconnect; owed deliveries are in the
-                # outbox. Drop what we hold (its delivery tags die with the old channel).
+            except (
+                BrokerUnavailable,
+                PublishFailed,
+                ConnectionError,
+                sa.exc.OperationalError,
+            ) as e:
+                # Owed deliveries of a committed batch are in the outbox. Every message we
+                # hold goes back to the queue: the inbox makes the committed ones no-ops.
+                held = [*batch, *self._batcher.drain()]
                 log.warning(
-                    "batch not completed, will retry", extra=kv(error=str(e), size=len(batch))
+                    "batch not completed, will retry", extra=kv(error=str(e), held=len(held))
                 )
-                self._batcher.drop()
+                for message in held:
+                    with contextlib.suppress(Exception):  # a dead channel redelivers anyway
+                        await message.nack(requeue=True)
                 await self._recover()
+
+    async def _declare_sinks(self) -> None:
+        """Every registered adapter's sink exists, so no delivery is returned as unroutable
+        because someone deleted a queue or the broker lost its definitions."""
+        assert self._connection is not None
+        for name in sorted(self._registry):
+            await topology.declare(self._connection, topology.adapter_queues(name), hub=False)
 
     async def _recover(self) -> None:
         while not self._stopping.is_set():
             await asyncio.sleep(1.0)
             try:
+                await self._declare_sinks()
                 await self._flush_outbox()
                 return
-            except (BrokerUnavailable, PublishFailed, ConnectionError) as e:
+            except (BrokerUnavailable, PublishFailed, ConnectionError, CrmsyncError) as e:
                 log.warning("still cannot publish owed deliveries", extra=kv(error=str(e)))
 
     async def _flush_outbox(self) -> None:
@@ -187,6 +231,17 @@ class Router:
                 event = decode(message.body)
             except DecodeError as e:
                 refused.append(Refused(message, e.reason, e.detail))
+                continue
+            expected_user = self.config.security.adapter_users.get(event.source)
+            if expected_user is not None and message.user_id != expected_user:
+                refused.append(
+                    Refused(
+                        message,
+                        "spoofed-source",
+                        f"source {event.source!r} must be published by user {expected_user!r}, "
+                        f"not {message.user_id or '(no user_id)'!r}",
+                    )
+                )
                 continue
             if event.source not in self._registry:
                 refused.append(
@@ -415,9 +470,9 @@ def _refusal(refused: Refused) -> Outgoing:
     return Outgoing("", topology.INVALID, refused.message.body, refused.message.message_id, headers)
 
 
-async def run_router(config: RouterConfig) -> None:
+async def run_router(config: RouterConfig, new_hub_epoch: bool = False) -> None:
     """Run until SIGTERM/SIGINT; the batch in hand is finished first."""
-    router = Router(config)
+    router = Router(config, new_hub_epoch=new_hub_epoch)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, router.stop)

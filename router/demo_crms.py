@@ -38,7 +38,8 @@ class DemoCrm:
         ]
         if self.deleted:
             cols.append(sa.Column(self.deleted, sa.Boolean, nullable=False, default=False))
-        return sa.Table(self.table, meta, *cols)
+        # Like most CRMs, never hand out a deleted record's id again.
+        return sa.Table(self.table, meta, *cols, sqlite_autoincrement=self.int_ids)
 
     def adapter_toml(
         self, db_path: Path, state_path: Path, amqp_url: str, poll: float = 0.2

@@ -42,9 +42,15 @@ def configure(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
-    # aio-pika logs every reconnect attempt with a traceback at WARNING; ours say it in one line.
-    logging.getLogger("aio_pika").setLevel(logging.ERROR)
-    logging.getLogger("aiormq").setLevel(logging.ERROR)
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """aio-pika/aiormq log connection failures with tracebacks (and, with no handler
+    configured, through Python's last-resort handler). crmsync reports them itself, as
+    one line: a typed error for commands, a log event for daemons."""
+    for name in ("aio_pika", "aiormq"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def kv(**fields: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ always chained, so the rest of the code never imports aiormq to catch something.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,8 +26,11 @@ from aio_pika.abc import (
 from router.config import BrokerConfig
 from router.errors import BrokerUnavailable, PublishFailed
 from router.events import CONTENT_TYPE
+from router.logs import kv
 
 CONNECT_TIMEOUT = 10.0
+
+log = logging.getLogger("crmsync.transport")
 
 
 def redact(url: str) -> str:
@@ -53,7 +57,7 @@ async def connect(cfg: BrokerConfig, client_name: str) -> AbstractRobustConnecti
     """A robust connection: it reconnects by itself and restores channels and consumers."""
     url = cfg.effective_url()
     try:
-        return await aio_pika.connect_robust(
+        connection = await aio_pika.connect_robust(
             url,
             timeout=CONNECT_TIMEOUT,
             ssl_context=_ssl_context(cfg),
@@ -64,6 +68,20 @@ async def connect(cfg: BrokerConfig, client_name: str) -> AbstractRobustConnecti
             f"cannot reach RabbitMQ at {redact(url)} ({type(e).__name__}: {e or 'no answer'}); "
             "start it with 'rabbitmq-server -detached' or point CRMSYNC_AMQP_URL at it"
         ) from e
+
+    # The libraries' own logs are silenced (see logs.quiet_libraries); say it here instead.
+    def on_close(_conn: object, exc: BaseException | None = None) -> None:
+        if exc is not None and not isinstance(exc, asyncio.CancelledError):  # ours: clean
+            log.warning(
+                "lost the broker connection; reconnecting",
+                extra=kv(client=client_name, error=str(exc)),
+            )
+
+    connection.close_callbacks.add(on_close)
+    connection.reconnect_callbacks.add(
+        lambda _conn: log.warning("broker connection restored", extra=kv(client=client_name))
+    )
+    return connection
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,8 @@ class Outgoing:
     headers: dict[str, Any] = field(default_factory=dict)
     reply_to: str | None = None
     correlation_id: str | None = None
+    # RabbitMQ checks a user_id against the connection's user: it proves who published.
+    user_id: str | None = None
 
     def to_message(self) -> aio_pika.Message:
         return aio_pika.Message(
@@ -87,6 +107,7 @@ class Outgoing:
             headers=self.headers or None,
             reply_to=self.reply_to,
             correlation_id=self.correlation_id,
+            user_id=self.user_id,
         )
 
 

@@ -44,7 +44,9 @@ def create_vhost(prefix: str = "crmsync-test") -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     quoted = urllib.parse.quote(name, safe="")
     _request("PUT", f"/vhosts/{quoted}", {})
-    _request("PUT", f"/permissions/{quoted}/{USER}", {"configure": ".*", "write": ".*", "read": ".*"})
+    _request(
+        "PUT", f"/permissions/{quoted}/{USER}", {"configure": ".*", "write": ".*", "read": ".*"}
+    )
     return name
 
 

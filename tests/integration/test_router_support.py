@@ -1,0 +1,181 @@
+"""Helpers shared by the router integration tests (this module holds no tests).
+
+The router runs in-process on the test's event loop against the test's own vhost; the
+tests talk to it the way adapters do: raw publishes to ``crmsync.changes``, registration
+over ``crmsync.control``, and reads of the sink and invalid queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from router import topology
+from router.config import RouterConfig
+from router.control import RpcClient
+from router.daemon import Router
+from router.events import encode_dict
+
+ENTITIES = {"contact": ["email", "first_name"]}
+
+
+def router_config(amqp: str, db: Path, **tuning: Any) -> RouterConfig:
+    raw: dict[str, Any] = {"broker": {"url": amqp}, "state": {"url": f"sqlite:///{db}"}}
+    if tuning:
+        raw["router"] = tuning
+    return RouterConfig.model_validate(raw)
+
+
+async def start_router(amqp: str, db: Path, **tuning: Any) -> tuple[Router, asyncio.Task[None]]:
+    router = Router(router_config(amqp, db, **tuning))
+    task = asyncio.create_task(router.run())
+    ready = asyncio.create_task(router.ready.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if ready not in done:
+        ready.cancel()
+        if task in done:
+            task.result()  # re-raise why the router died
+        raise AssertionError("router did not become ready within 10s")
+    return router, task
+
+
+async def stop_router(router: Router, task: asyncio.Task[None]) -> None:
+    router.stop()
+    await asyncio.wait_for(task, 10)
+
+
+async def register(
+    connection: AbstractRobustConnection,
+    name: str,
+    actor: str | None = None,
+    entities: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    reply: dict[str, Any] = await RpcClient(connection).call(
+        f"register.{name}",
+        {"actor": actor, "entities": entities or ENTITIES, "version": "t"},
+        timeout=5.0,
+    )
+    return reply
+
+
+def event(
+    source: str,
+    record_id: str,
+    clock: dict[str, Any],
+    fields: dict[str, Any],
+    *,
+    actor: str | None = None,
+    event_id: str | None = None,
+    changed: list[str] | None = None,
+    occurred_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A ChangeEvent as the plain map an adapter puts on the wire."""
+    return {
+        "v": 1,
+        "event_id": event_id or str(uuid.uuid4()),
+        "source": source,
+        "actor": actor or source,
+        "entity": "contact",
+        "record_id": record_id,
+        "source_record_id": "1",
+        "op": "upsert",
+        "clock": clock,
+        "fields": fields,
+        "changed": list(fields) if changed is None else changed,
+        "occurred_at": occurred_at or datetime.now(UTC),
+        "origin": "live",
+    }
+
+
+async def publish_raw(
+    channel: AbstractChannel,
+    body: bytes,
+    routing_key: str,
+    *,
+    message_id: str | None = None,
+    record_key: str | None = None,
+) -> None:
+    exchange = await channel.get_exchange(topology.CHANGES, ensure=False)
+    headers = {topology.RECORD_KEY_HEADER: record_key} if record_key else None
+    await exchange.publish(
+        aio_pika.Message(
+            body,
+            content_type="application/msgpack",
+            message_id=message_id,
+            headers=headers,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        ),
+        routing_key,
+        mandatory=True,
+    )
+
+
+async def publish_event(channel: AbstractChannel, payload: dict[str, Any]) -> bytes:
+    body = encode_dict(payload)
+    await publish_raw(
+        channel,
+        body,
+        f"{payload['source']}.{payload['entity']}.{payload['op']}",
+        message_id=payload["event_id"],
+        record_key=payload["record_id"],
+    )
+    return body
+
+
+async def collect(
+    channel: AbstractChannel, queue_name: str, count: int, timeout: float = 5.0
+) -> list[AbstractIncomingMessage]:
+    """Take ``count`` messages from a queue (no ack), failing if they do not come in time."""
+    queue = await channel.declare_queue(queue_name, passive=True)
+    got: list[AbstractIncomingMessage] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count:
+        message = await queue.get(no_ack=True, fail=False)
+        if message is not None:
+            got.append(message)
+            continue
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{queue_name}: expected {count} message(s) within {timeout}s, got {len(got)}"
+            )
+        await asyncio.sleep(0.05)
+    return got
+
+
+async def depth(connection: AbstractRobustConnection, queue_name: str) -> int:
+    """Ready messages in a queue, read with a passive declare on a throwaway channel."""
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(queue_name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        await channel.close()
+
+
+async def eventually(
+    check: Callable[[], bool] | Callable[[], Awaitable[bool]],
+    timeout: float = 5.0,
+    what: str = "condition",
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,414 @@
+"""SyncEngine + SqlAdapter against real database servers: PostgreSQL and MariaDB.
+
+The core flow of the SQLite unit tests (tests/unit/adapters/test_sql_engine_sqlite.py)
+on the servers crmsync supports: capture an insert, apply a delivery and read it back,
+and the conditional write that never overwrites a user edit capture has not seen.
+
+Each test gets its own PostgreSQL schema / MariaDB database (``crmsync_link`` is a fixed
+table name, so concurrent runs must never share one) and drops it at the end. In CI
+(env ``CI`` set) an unreachable server fails the test; elsewhere it is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from adapters import links
+from adapters.engine import SyncEngine
+from adapters.sql import SqlAdapter
+from router.clock import Order, VectorClock, compare, merge
+from router.config import AdapterConfig
+from router.events import ChangeEvent, decode, new_event_id
+
+pytestmark = pytest.mark.integration
+
+# Candidate admin URLs per backend (env overrides first). PostgreSQL trusts local users:
+# try ``postgres``, then ``root``.
+CANDIDATES: dict[str, list[str]] = {
+    "postgresql": [
+        u
+        for u in (
+            os.environ.get("CRMSYNC_TEST_PG_URL"),
+            "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+            "postgresql+psycopg://root@127.0.0.1:5432/test",
+        )
+        if u
+    ],
+    "mariadb": [
+        u
+        for u in (
+            os.environ.get("CRMSYNC_TEST_MYSQL_URL"),
+            "mysql+pymysql://root@127.0.0.1:3306/test",
+        )
+        if u
+    ],
+}
+
+UPDATED_AT = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+FIELDS = {"email": "email_addr", "first_name": "fname", "last_name": "lname", "phone": "phone"}
+
+
+def _admin_engine(backend: str) -> sa.Engine:
+    problems: list[str] = []
+    for url in CANDIDATES[backend]:
+        engine = sa.create_engine(
+            url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+        )
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.DBAPIError as e:
+            engine.dispose()
+            problems.append(f"{engine.url.render_as_string()}: {str(e.orig).strip()[:200]}")
+            continue
+        return engine
+    reason = f"{backend} is not reachable: " + "; ".join(problems)
+    if os.environ.get("CI"):
+        pytest.fail(f"integration tests need {backend} and CI must have it: {reason}")
+    pytest.skip(reason)
+
+
+@dataclass
+class Server:
+    """One test's private database on one server."""
+
+    backend: str
+    url: str  # for the adapter: points into the private schema/database
+    user: sa.Engine  # the CRM's users (and the test) edit rows through this
+    prefix: str
+    meta: sa.MetaData = field(default_factory=sa.MetaData)
+    adapters: list[SqlAdapter] = field(default_factory=list)
+
+    def contacts_table(self, text_ids: bool = False) -> sa.Table:
+        name = f"{self.prefix}_{'people' if text_ids else 'contacts'}"
+        table = sa.Table(
+            name,
+            self.meta,
+            sa.Column("id", sa.String(64), primary_key=True)
+            if text_ids
+            else sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            *(sa.Column(col, sa.String(255)) for col in FIELDS.values()),
+            sa.Column("updated_at", UPDATED_AT, nullable=False, index=True),
+            sa.Column("notes", sa.String(255)),
+            sa.Column("is_deleted", sa.Boolean, nullable=False, default=False),
+        )
+        table.create(self.user)
+        return table
+
+    def engine_for(self, table: sa.Table, name: str = "legacy") -> SyncEngine:
+        config = AdapterConfig.model_validate(
+            {
+                "name": name,
+                "database": {"url": self.url},
+                "entities": {
+                    "contact": {
+                        "table": table.name,
+                        "id": "id",
+                        "updated_at": "updated_at",
+                        "deleted": "is_deleted",
+                        "fields": FIELDS,
+                    }
+                },
+            }
+        )
+        adapter = SqlAdapter(config, where=f"{self.backend} test config")
+        self.adapters.append(adapter)
+        return SyncEngine(adapter, name, overlap=2.0)
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    backend: str = request.param
+    admin = _admin_engine(backend)
+    private = f"crmsync_t_{uuid.uuid4().hex[:16]}"
+    base = admin.url
+    if backend == "postgresql":
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{private}"'))
+        url = base.update_query_dict({"options": f"-csearch_path={private}"})
+        drop = f'DROP SCHEMA IF EXISTS "{private}" CASCADE'
+    else:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE `{private}`"))
+        url = base.set(database=private)
+        drop = f"DROP DATABASE IF EXISTS `{private}`"
+    url_text = url.render_as_string(hide_password=False)
+    user = sa.create_engine(url_text)
+    srv = Server(backend, url_text, user, prefix=f"t{uuid.uuid4().hex[:8]}")
+    try:
+        yield srv
+    finally:
+        for adapter in srv.adapters:
+            adapter.close()
+        user.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(drop))
+        admin.dispose()
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def insert_row(srv: Server, table: sa.Table, email: str, **extra: Any) -> Any:
+    values: dict[str, Any] = {
+        "email_addr": email,
+        "fname": "Ada",
+        "lname": "Lovelace",
+        "phone": "+44-1",
+        "updated_at": now(),
+        "is_deleted": False,
+        **extra,
+    }
+    with srv.user.begin() as conn:
+        key = conn.execute(table.insert().values(values)).inserted_primary_key
+    assert key is not None
+    return key[0]
+
+
+def edit_row(srv: Server, table: sa.Table, row_id: Any, **columns: Any) -> None:
+    columns["updated_at"] = now()
+    with srv.user.begin() as conn:
+        conn.execute(table.update().where(table.c.id == row_id).values(columns))
+
+
+def read_row(srv: Server, table: sa.Table, row_id: Any) -> dict[str, Any] | None:
+    with srv.user.connect() as conn:
+        r = conn.execute(sa.select(table).where(table.c.id == row_id)).mappings().first()
+    return dict(r) if r else None
+
+
+def all_rows(srv: Server, table: sa.Table) -> list[dict[str, Any]]:
+    with srv.user.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(table)).mappings()]
+
+
+def link_of(engine: SyncEngine, record_id: str) -> links.Link | None:
+    with engine.adapter.transaction() as tx:
+        return links.by_record(tx, record_id)
+
+
+def delivery(
+    record_id: str, clock: VectorClock | dict[str, int], fields: dict[str, Any], op: str = "upsert"
+) -> ChangeEvent:
+    return ChangeEvent(
+        event_id=new_event_id(),
+        source="sales",
+        actor="sales",
+        entity="contact",
+        record_id=record_id,
+        source_record_id="S-1",
+        op=op,  # type: ignore[arg-type]
+        clock=dict(clock),
+        fields=fields,
+        changed=sorted(fields),
+        occurred_at=datetime.now(UTC),
+    )
+
+
+def capture_one(engine: SyncEngine) -> ChangeEvent:
+    result = engine.capture({})
+    assert len(result.pending) == 1, result.pending
+    engine.mark_published(result.pending)
+    return decode(result.pending[0][1])
+
+
+# -- tests ----------------------------------------------------------------------------
+
+
+def test_capture_insert_yields_event(server: Server) -> None:
+    table = server.contacts_table()
+    engine = server.engine_for(table)
+    row_id = insert_row(server, table, "ada@example.com")
+
+    result = engine.capture({})
+    assert result.invalid == 0
+    [(record_id, body)] = result.pending
+    event = decode(body)
+    assert event.record_id == record_id
+    assert event.op == "upsert"
+    assert event.source == "legacy"
+    assert event.clock == {"legacy": 1}
+    assert event.source_record_id == str(row_id)
+    assert event.fields == {
+        "email": "ada@example.com",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "phone": "+44-1",
+    }
+    position = result.positions["contact"]
+    assert isinstance(position, datetime)
+
+    engine.mark_published(result.pending)
+    assert engine.pending() == []
+    # the version token and the content hash are stable across re-reads on this server
+    assert engine.capture(result.positions).pending == []
+    assert engine.capture({}).pending == []
+
+    edit_row(server, table, row_id, fname="Grace")
+    update = capture_one(engine)
+    assert update.record_id == event.record_id
+    assert update.clock == {"legacy": 2}
+    assert update.changed == ["first_name"]
+
+
+def test_overlap_window_captures_late_commit(server: Server) -> None:
+    table = server.contacts_table()
+    engine = server.engine_for(table)
+    insert_row(server, table, "first@example.com")
+    first = engine.capture({})
+    engine.mark_published(first.pending)
+    cursor = first.positions["contact"]
+    insert_row(server, table, "late@example.com", updated_at=cursor - timedelta(seconds=1))
+    second = engine.capture(first.positions)
+    [(_, body)] = second.pending
+    assert decode(body).fields["email"] == "late@example.com"
+
+
+def test_apply_delivery_writes_row_and_reads_it_back(server: Server) -> None:
+    table = server.contacts_table()
+    engine = server.engine_for(table)
+    row_id = insert_row(server, table, "ada@example.com")
+    created = capture_one(engine)
+
+    clock = merge(created.vclock, VectorClock({"sales": 1}))
+    event = delivery(
+        created.record_id, clock, {**created.fields, "first_name": "Augusta", "phone": None}
+    )
+    result = engine.apply(event)
+    assert result.action == "applied"
+    assert result.pending == []
+
+    row = read_row(server, table, row_id)
+    assert row is not None
+    assert (row["email_addr"], row["fname"], row["lname"], row["phone"]) == (
+        "ada@example.com",
+        "Augusta",
+        "Lovelace",
+        None,
+    )
+    assert not row["is_deleted"]
+    link = link_of(engine, created.record_id)
+    assert link is not None
+    assert link.clock == clock
+    assert link.source_record_id == str(row_id)
+    assert link.fields["first_name"] == "Augusta"
+    with server.user.connect() as conn:
+        token = conn.execute(
+            sa.select(sa.cast(table.c.updated_at, sa.String)).where(table.c.id == row_id)
+        ).scalar_one()
+    assert link.version == token
+
+    # the echo is not published; duplicates are skipped
+    assert engine.capture({}).pending == []
+    assert engine.apply(event).action == "skip-stale"
+    assert len(all_rows(server, table)) == 1
+
+
+def test_apply_unknown_record_inserts_row(server: Server) -> None:
+    table = server.contacts_table()
+    engine = server.engine_for(table)
+    existing = insert_row(server, table, "first@example.com")
+    capture_one(engine)
+    record_id = str(uuid.uuid4())
+    fields = {"email": "new@example.com", "first_name": "New", "last_name": "Person"}
+    assert engine.apply(delivery(record_id, {"sales": 1}, fields)).action == "applied"
+    rows = {r["email_addr"]: r for r in all_rows(server, table)}
+    new = rows["new@example.com"]
+    assert new["id"] != existing
+    assert (new["fname"], new["lname"], new["phone"]) == ("New", "Person", None)
+    link = link_of(engine, record_id)
+    assert link is not None and link.source_record_id == str(new["id"])
+    assert engine.capture({}).pending == []
+
+
+def test_apply_unknown_record_text_ids_use_record_id(server: Server) -> None:
+    table = server.contacts_table(text_ids=True)
+    engine = server.engine_for(table, name="sales")
+    record_id = str(uuid.uuid4())
+    event = delivery(record_id, {"sales": 1}, {"email": "new@example.com"}).model_copy(
+        update={"source": "legacy", "actor": "legacy", "clock": {"legacy": 1}}
+    )
+    assert engine.apply(event).action == "applied"
+    row = read_row(server, table, record_id)
+    assert row is not None and row["email_addr"] == "new@example.com"
+    assert engine.capture({}).pending == []
+
+
+def test_user_edit_not_yet_captured_wins_over_delivery(server: Server) -> None:
+    table = server.contacts_table()
+    engine = server.engine_for(table)
+    row_id = insert_row(server, table, "ada@example.com")
+    created = capture_one(engine)
+    edit_row(server, table, row_id, fname="UserEdit")  # capture has not seen this
+
+    clock = merge(created.vclock, VectorClock({"sales": 1}))
+    event = delivery(created.record_id, clock, {**created.fields, "first_name": "Delivered"})
+    result = engine.apply(event)
+
+    assert result.action == "local-change-first"
+    row = read_row(server, table, row_id)
+    assert row is not None and row["fname"] == "UserEdit"
+    [(_, body)] = result.pending
+    local = decode(body)
+    assert [decode(b) for _, b in engine.pending()] == [local]
+    assert local.fields["first_name"] == "UserEdit"
+    assert local.clock == {"legacy": 2}
+    assert compare(local.vclock, event.vclock) is Order.CONCURRENT
+    assert engine.capture({}).pending == []
+    assert engine.apply(event).action == "skip-concurrent"
+
+
+def test_unmapped_column_edit_does_not_block_delivery(server: Server) -> None:
+    table = server.contacts_table()
+    engine = server.engine_for(table)
+    row_id = insert_row(server, table, "ada@example.com")
+    created = capture_one(engine)
+    edit_row(server, table, row_id, notes="VIP")
+
+    clock = merge(created.vclock, VectorClock({"sales": 1}))
+    event = delivery(created.record_id, clock, {**created.fields, "first_name": "Delivered"})
+    result = engine.apply(event)
+
+    assert result.action == "applied"
+    assert result.pending == []
+    row = read_row(server, table, row_id)
+    assert row is not None
+    assert (row["fname"], row["notes"]) == ("Delivered", "VIP")
+    assert engine.pending() == []
+    assert engine.capture({}).pending == []
+
+
+def test_delete_delivery_sets_flag_and_update_wins_resurrects(server: Server) -> None:
+    table = server.contacts_table()
+    engine = server.engine_for(table)
+    row_id = insert_row(server, table, "ada@example.com")
+    created = capture_one(engine)
+
+    gone = delivery(
+        created.record_id, created.vclock.increment("sales"), created.fields, op="delete"
+    )
+    assert engine.apply(gone).action == "applied"
+    row = read_row(server, table, row_id)
+    assert row is not None and row["is_deleted"]
+    assert engine.capture({}).pending == []
+
+    back = delivery(created.record_id, gone.vclock.increment("sales"), created.fields)
+    assert engine.apply(back).action == "applied"
+    row = read_row(server, table, row_id)
+    assert row is not None and not row["is_deleted"]
+    assert len(all_rows(server, table)) == 1
+    assert engine.capture({}).pending == []
