@@ -220,6 +220,11 @@ class AdapterRuntime:
                 self.log.warning(
                     "capture cycle failed, retrying", extra=kv(adapter=self.name, error=str(e))
                 )
+            except Exception:
+                # Never let capture die quietly while the sink keeps the process looking alive.
+                self.log.exception(
+                    "capture cycle failed unexpectedly, retrying", extra=kv(adapter=self.name)
+                )
             await asyncio.sleep(self.config.capture.poll_interval)
 
     # -- sink -----------------------------------------------------------------------------

@@ -204,7 +204,7 @@ class Router:
                 await self._declare_sinks()
                 await self._flush_outbox()
                 return
-            except (BrokerUnavailable, PublishFailed, ConnectionError, CrmsyncError) as e:
+            except Exception as e:  # anything: keep trying until the broker is back
                 log.warning("still cannot publish owed deliveries", extra=kv(error=str(e)))
 
     async def _flush_outbox(self) -> None:

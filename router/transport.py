@@ -140,7 +140,10 @@ class Publisher:
     async def publish_many(self, items: Sequence[Outgoing]) -> None:
         if not items:
             return
-        exchanges = [await self._exchange(item.exchange) for item in items]
+        try:
+            exchanges = [await self._exchange(item.exchange) for item in items]
+        except Exception as e:
+            raise _publish_error(items[0], e) from e
         results = await asyncio.gather(
             *(
                 exchange.publish(item.to_message(), item.routing_key, mandatory=True)
@@ -166,6 +169,13 @@ def _publish_error(item: Outgoing, err: BaseException) -> Exception:
         return PublishFailed(f"publish to {where} was returned as unroutable")
     if isinstance(err, aio_pika.exceptions.DeliveryError):
         return PublishFailed(f"broker refused publish to {where} (nack)")
-    if isinstance(err, (aiormq.exceptions.AMQPError, ConnectionError, asyncio.TimeoutError)):
+    # ChannelInvalidStateError (a RuntimeError): the robust channel is mid-reconnect.
+    broker_gone = (
+        aiormq.exceptions.AMQPError,
+        aiormq.exceptions.ChannelInvalidStateError,
+        ConnectionError,
+        TimeoutError,
+    )
+    if isinstance(err, broker_gone):
         return BrokerUnavailable(f"lost the broker while publishing to {where}: {err}")
     return err if isinstance(err, Exception) else RuntimeError(str(err))

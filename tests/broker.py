@@ -68,3 +68,17 @@ def queue_depth(vhost: str, queue: str) -> int:
     )
     assert isinstance(info, dict)
     return int(info.get("messages", 0))
+
+
+def close_connections(vhost: str) -> int:
+    """Force-close every client connection on ``vhost``, as a broker restart or a network
+    cut would. Returns how many were closed."""
+    conns = _request("GET", f"/vhosts/{urllib.parse.quote(vhost, safe='')}/connections")
+    assert isinstance(conns, list)
+    for conn in conns:
+        try:
+            _request("DELETE", f"/connections/{urllib.parse.quote(conn['name'], safe='')}")
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
+    return len(conns)

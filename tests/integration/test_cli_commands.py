@@ -26,7 +26,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from router import topology
 from router.control import RpcClient
-from tests.integration.test_router_support import depth, register, start_router, stop_router
+from tests.integration.support import depth, register, start_router, stop_router
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from router.events import decode, encode_dict
 from router.record import RecordState
 from router.state import RouterStore
 from router.transport import Outgoing
-from tests.integration.test_router_support import (
+from tests.integration.support import (
     collect,
     depth,
     event,

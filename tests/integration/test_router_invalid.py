@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from router import topology
 from router.events import encode_dict
-from tests.integration.test_router_support import (
+from tests.integration.support import (
     collect,
     depth,
     event,

@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractRobustConnection
 from router import topology
 from router.control import RpcClient
 from router.errors import TopologyMismatch
-from tests.integration.test_router_support import (
+from tests.integration.support import (
     collect,
     depth,
     event,
