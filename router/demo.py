@@ -85,6 +85,7 @@ def _fresh_vhost(base_url: str) -> str | None:
 def _broker_url(console: Console) -> str:
     explicit = os.environ.get(AMQP_URL_ENV)
     if explicit:
+        _check_reachable(explicit)
         return explicit
     _check_reachable(DEFAULT_BROKER)
     vhost = _fresh_vhost(DEFAULT_BROKER)
