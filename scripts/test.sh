@@ -8,7 +8,7 @@ ensure_mariadb
 ensure_venv test
 cd "$ROOT"
 say "ruff"
-.venv/bin/ruff check router adapters tests bench
+.venv/bin/ruff check .
 say "mypy --strict (router, adapters)"
 .venv/bin/mypy router adapters
 say "pytest"
