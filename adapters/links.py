@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from router.clock import VectorClock
 from router.events import Scalar
+from router.sqltypes import Blob
 
 link_metadata = sa.MetaData()
 
@@ -28,13 +29,13 @@ link_table = sa.Table(
     sa.Column("record_id", sa.String(36), primary_key=True),
     sa.Column("entity", sa.String(64), nullable=False),
     sa.Column("source_record_id", sa.String(255), nullable=True),
-    sa.Column("clock", sa.LargeBinary, nullable=False),
+    sa.Column("clock", Blob, nullable=False),
     sa.Column("content_hash", sa.String(64), nullable=False),
-    sa.Column("fields", sa.LargeBinary, nullable=False),
+    sa.Column("fields", Blob, nullable=False),
     sa.Column("version", sa.String(64), nullable=True),
     sa.Column("deleted", sa.Boolean, nullable=False),
     sa.Column("published", sa.Boolean, nullable=False),
-    sa.Column("pending_event", sa.LargeBinary, nullable=True),
+    sa.Column("pending_event", Blob, nullable=True),
     sa.UniqueConstraint("entity", "source_record_id", name="crmsync_link_source"),
 )
 sa.Index("crmsync_link_pending", link_table.c.published)

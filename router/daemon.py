@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import prometheus_client as prom
 import sqlalchemy as sa
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from sqlalchemy.engine import Connection
 
 from router import control, topology
 from router.batching import Batcher
@@ -67,6 +68,18 @@ class Stats:
     def add_invalid(self, reason: str) -> None:
         self.invalid[reason] += 1
         INVALID.labels(reason).inc()
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch decided: to store, to send, to refuse, and the verdict counts."""
+
+    processed: list[str] = field(default_factory=list)
+    states: list[RecordState] = field(default_factory=list)
+    deliveries: list[Outgoing] = field(default_factory=list)
+    reused: list[tuple[ChangeEvent, str]] = field(default_factory=list)
+    verdicts: Counter[str] = field(default_factory=Counter)
+    outbox_ids: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -258,19 +271,17 @@ class Router:
         return events, refused, origin
 
     def _apply(
-        self, events: list[ChangeEvent]
-    ) -> tuple[list[str], list[RecordState], list[Outgoing], list[tuple[ChangeEvent, str]]]:
-        """Runs on the store thread: dedup, decide, and commit one batch."""
+        self, events: list[ChangeEvent], bodies: dict[str, bytes], conn: Connection
+    ) -> BatchOutcome:
+        """Runs on the store thread, inside the batch's transaction: dedup and decide."""
         store = self.store
-        already = store.seen([e.event_id for e in events])
+        out = BatchOutcome()
+        already = store.seen([e.event_id for e in events], conn)
         fresh = [e for e in events if e.event_id not in already]
         if len(events) > len(fresh):
-            self.stats.add("duplicate", len(events) - len(fresh))
-        states = store.load(e.record_id for e in fresh)
+            out.verdicts["duplicate"] += len(events) - len(fresh)
+        states = store.load((e.record_id for e in fresh), conn)
         changed: dict[str, RecordState] = {}
-        deliveries: list[Outgoing] = []
-        reused: list[tuple[ChangeEvent, str]] = []
-        processed: list[str] = []
         for event in fresh:
             conflicts = self.config.conflicts.get(event.entity)
             decision = decide(
@@ -280,17 +291,21 @@ class Router:
                 store.hub_actor,
                 conflicts.deletes if conflicts else "update-wins",
             )
-            self.stats.add(decision.verdict.value)
+            out.verdicts[decision.verdict.value] += 1
             if decision.verdict is Verdict.CLOCK_REUSE:
-                reused.append(
+                out.reused.append(
                     (event, f"clock {event.clock} equals the stored clock, content differs")
                 )
                 continue
-            processed.append(event.event_id)
+            out.processed.append(event.event_id)
             if decision.state is not None:
                 states[event.record_id] = changed[event.record_id] = decision.state
             if decision.delivery is not None and decision.targets:
-                deliveries.append(_delivery(decision.delivery, decision.targets))
+                body = None
+                if decision.delivery is event:
+                    # Nothing overlaid: the producer's own (validated) bytes are this version.
+                    body = bodies.get(event.event_id)
+                out.deliveries.append(_delivery(decision.delivery, decision.targets, body))
             if decision.verdict is Verdict.CONFLICT:
                 log.info(
                     "conflict resolved (lww)",
@@ -301,16 +316,22 @@ class Router:
                         resolution=decision.delivery.event_id if decision.delivery else "",
                     ),
                 )
-        return processed, list(changed.values()), deliveries, reused
+        out.states = list(changed.values())
+        return out
 
     def _apply_and_commit(
-        self, events: list[ChangeEvent], published: list[int]
-    ) -> tuple[list[Outgoing], list[int], list[tuple[ChangeEvent, str]]]:
+        self, events: list[ChangeEvent], bodies: dict[str, bytes], published: list[int]
+    ) -> BatchOutcome:
         for attempt in range(5):
             try:
-                processed, states, deliveries, reused = self._apply(events)
-                ids = self.store.commit_batch(processed, states, deliveries, published)
-                return deliveries, ids, reused
+                with self.store.transaction() as conn:
+                    out = self._apply(events, bodies, conn)
+                    out.outbox_ids = self.store.commit_batch(
+                        out.processed, out.states, out.deliveries, published, conn
+                    )
+                for verdict, n in out.verdicts.items():
+                    self.stats.add(verdict, n)
+                return out
             except VersionConflict:
                 if attempt == 4:
                     raise
@@ -320,11 +341,11 @@ class Router:
     async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
         assert self._publisher is not None
         events, refused, origin = self._judge(batch)
-        deliveries, outbox_ids, reused = await self._db(
-            self._apply_and_commit, events, self._confirmed_outbox
-        )
+        bodies = {event_id: message.body for event_id, message in origin.items()}
+        out = await self._db(self._apply_and_commit, events, bodies, self._confirmed_outbox)
         self._confirmed_outbox = []
-        for event, detail in reused:
+        deliveries, outbox_ids = out.deliveries, out.outbox_ids
+        for event, detail in out.reused:
             refused.append(Refused(origin[event.event_id], "clock-reuse", detail))
             log.error(
                 "clock reuse: an adapter reused a counter (lost state without a new epoch?)",
@@ -453,13 +474,13 @@ class Router:
                 log.exception("housekeeping failed")
 
 
-def _delivery(event: ChangeEvent, targets: tuple[str, ...]) -> Outgoing:
+def _delivery(event: ChangeEvent, targets: tuple[str, ...], body: bytes | None = None) -> Outgoing:
     """One publish per event; the other targets ride in ``BCC`` (sender-selected distribution)."""
     first, *rest = targets
     headers: dict[str, Any] = {topology.RECORD_KEY_HEADER: event.record_id}
     if rest:
         headers["BCC"] = rest
-    return Outgoing(topology.DELIVERIES, first, encode(event), event.event_id, headers)
+    return Outgoing(topology.DELIVERIES, first, body or encode(event), event.event_id, headers)
 
 
 def _refusal(refused: Refused) -> Outgoing:

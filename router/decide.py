@@ -173,7 +173,8 @@ def decide(
     order = compare(event.vclock, stored.clock) if stored else Order.AFTER
     if stored is None or order is Order.AFTER:
         state = accept(event, stored)
-        delivery = event.model_copy(update={"fields": state.fields})
+        overlaid = state.fields != event.fields
+        delivery = event.model_copy(update={"fields": state.fields}) if overlaid else event
         targets = tuple(name for name in subscribers if name != event.source)
         return Decision(Verdict.ACCEPTED, state, delivery, targets)
     if order is Order.EQUAL:

@@ -12,7 +12,8 @@ PostgreSQL is the one for several routers.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from router.clock import HUB, VectorClock, actor_epoch, make_actor
 from router.errors import ConfigError, StateError
 from router.record import RecordState
+from router.sqltypes import Blob, Timestamp
 from router.transport import Outgoing
 
 metadata = sa.MetaData()
@@ -35,14 +37,14 @@ records = sa.Table(
     sa.Column("entity", sa.String(64), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("deleted", sa.Boolean, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    sa.Column("doc", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column("doc", Blob, nullable=False),
 )
 inbox = sa.Table(
     "crmsync_inbox",
     metadata,
     sa.Column("event_id", sa.String(36), primary_key=True),
-    sa.Column("processed_at", sa.Float, nullable=False, index=True),
+    sa.Column("processed_at", Timestamp, nullable=False, index=True),
 )
 outbox = sa.Table(
     "crmsync_outbox",
@@ -51,18 +53,18 @@ outbox = sa.Table(
     sa.Column("exchange", sa.String(255), nullable=False),
     sa.Column("routing_key", sa.String(255), nullable=False),
     sa.Column("message_id", sa.String(64)),
-    sa.Column("headers", sa.LargeBinary, nullable=False),
-    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("headers", Blob, nullable=False),
+    sa.Column("body", Blob, nullable=False),
 )
 registry = sa.Table(
     "crmsync_registry",
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("epoch", sa.Integer, nullable=False),
-    sa.Column("entities", sa.LargeBinary, nullable=False),
+    sa.Column("entities", Blob, nullable=False),
     sa.Column("sw_version", sa.String(64), nullable=False),
-    sa.Column("registered_at", sa.Float, nullable=False),
-    sa.Column("last_heartbeat", sa.Float, nullable=False),
+    sa.Column("registered_at", Timestamp, nullable=False),
+    sa.Column("last_heartbeat", Timestamp, nullable=False),
 )
 meta = sa.Table(
     "crmsync_meta",
@@ -161,7 +163,9 @@ class RouterStore:
         try:
             metadata.create_all(self.engine)
         except sa.exc.OperationalError as e:
-            raise StateError(f"cannot open state store {url!r}: {e.orig}") from e
+            self.engine.dispose()
+            shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+            raise StateError(f"cannot open state store {shown}: {e.orig}") from e
         self._hub_actor = self._init_hub_actor()
 
     def close(self) -> None:
@@ -189,19 +193,35 @@ class RouterStore:
         return new
 
     # -- records and inbox ----------------------------------------------------------
-    def seen(self, event_ids: Sequence[str]) -> set[str]:
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction for a whole batch: dedup, load, decide and commit share it."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _conn(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.begin() as own:
+                yield own
+
+    def seen(self, event_ids: Sequence[str], conn: Connection | None = None) -> set[str]:
         if not event_ids:
             return set()
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(inbox.c.event_id).where(inbox.c.event_id.in_(event_ids)))
+        with self._conn(conn) as c:
+            rows = c.execute(sa.select(inbox.c.event_id).where(inbox.c.event_id.in_(event_ids)))
             return {r.event_id for r in rows}
 
-    def load(self, record_ids: Iterable[str]) -> dict[str, RecordState]:
+    def load(
+        self, record_ids: Iterable[str], conn: Connection | None = None
+    ) -> dict[str, RecordState]:
         ids = list(set(record_ids))
         if not ids:
             return {}
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(records).where(records.c.record_id.in_(ids)))
+        with self._conn(conn) as c:
+            rows = c.execute(sa.select(records).where(records.c.record_id.in_(ids)))
             return {r.record_id: _state(r) for r in rows}
 
     def get(self, record_id: str) -> RecordState | None:
@@ -213,64 +233,104 @@ class RouterStore:
         states: Sequence[RecordState],
         deliveries: Sequence[Outgoing],
         published: Sequence[int],
+        conn: Connection | None = None,
     ) -> list[int]:
         """Store one batch atomically; returns the outbox ids of ``deliveries``.
 
         ``published`` are outbox ids confirmed by the broker since the last batch.
-        Raises :class:`VersionConflict` when another router got there first.
+        Raises :class:`VersionConflict` when another router got there first (a record
+        changed or created, or an event processed, since we read); the caller retries.
         """
         now = time.time()
-        with self.engine.begin() as conn:
-            if processed:
-                conn.execute(
-                    inbox.insert(), [{"event_id": e, "processed_at": now} for e in processed]
-                )
-            self._write_states(conn, states, now)
-            if published:
-                conn.execute(outbox.delete().where(outbox.c.id.in_(list(published))))
-            ids: list[int] = []
-            for item in deliveries:
-                result = conn.execute(
-                    outbox.insert().values(
-                        exchange=item.exchange,
-                        routing_key=item.routing_key,
-                        message_id=item.message_id,
-                        headers=_pack(item.headers),
-                        body=item.body,
+        with self._conn(conn) as c:
+            try:
+                if processed:
+                    c.execute(
+                        inbox.insert(), [{"event_id": e, "processed_at": now} for e in processed]
                     )
-                )
-                ids.append(int(result.inserted_primary_key[0]))  # type: ignore[index]
-            return ids
+                self._write_states(c, states, now)
+            except sa.exc.IntegrityError as e:
+                raise VersionConflict("another router stored part of this batch first") from e
+            if published:
+                c.execute(outbox.delete().where(outbox.c.id.in_(list(published))))
+            return self._insert_outbox(c, deliveries)
+
+    @staticmethod
+    def _insert_outbox(conn: Connection, deliveries: Sequence[Outgoing]) -> list[int]:
+        if not deliveries:
+            return []
+        rows = [
+            {
+                "exchange": item.exchange,
+                "routing_key": item.routing_key,
+                "message_id": item.message_id,
+                "headers": _pack(item.headers),
+                "body": item.body,
+            }
+            for item in deliveries
+        ]
+        if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
+            # One statement for the batch, ids back in the order of the rows.
+            result = conn.execute(
+                outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True), rows
+            )
+            return [int(r[0]) for r in result]
+        return [
+            int(conn.execute(outbox.insert().values(**row)).inserted_primary_key[0])  # type: ignore[index]
+            for row in rows
+        ]
 
     def _write_states(self, conn: Connection, states: Sequence[RecordState], now: float) -> None:
         new = [s for s in states if s.version == 0]
         old = [s for s in states if s.version > 0]
         if new:
-            try:
-                conn.execute(
-                    records.insert(),
-                    [
-                        {
-                            "record_id": s.record_id,
-                            "entity": s.entity,
-                            "version": 1,
-                            "deleted": s.deleted,
-                            "updated_at": now,
-                            "doc": _doc(s),
-                        }
-                        for s in new
-                    ],
-                )
-            except sa.exc.IntegrityError as e:
-                raise VersionConflict("a record was created concurrently") from e
-        for s in old:
-            result = conn.execute(
-                records.update()
-                .where(records.c.record_id == s.record_id, records.c.version == s.version)
-                .values(version=s.version + 1, deleted=s.deleted, updated_at=now, doc=_doc(s))
+            conn.execute(
+                records.insert(),
+                [
+                    {
+                        "record_id": s.record_id,
+                        "entity": s.entity,
+                        "version": 1,
+                        "deleted": s.deleted,
+                        "updated_at": now,
+                        "doc": _doc(s),
+                    }
+                    for s in new
+                ],
             )
-            if result.rowcount != 1:
-                raise VersionConflict(f"record {s.record_id} changed under us")
+        if not old:
+            return
+        params = [
+            {
+                "b_id": s.record_id,
+                "b_version": s.version,
+                "b_next": s.version + 1,
+                "b_deleted": s.deleted,
+                "b_now": now,
+                "b_doc": _doc(s),
+            }
+            for s in old
+        ]
+        cas = (
+            records.update()
+            .where(
+                records.c.record_id == sa.bindparam("b_id"),
+                records.c.version == sa.bindparam("b_version"),
+            )
+            .values(
+                version=sa.bindparam("b_next"),
+                deleted=sa.bindparam("b_deleted"),
+                updated_at=sa.bindparam("b_now"),
+                doc=sa.bindparam("b_doc"),
+            )
+        )
+        if conn.dialect.supports_sane_multi_rowcount:
+            if conn.execute(cas, params).rowcount != len(params):
+                raise VersionConflict("a record of this batch changed under us")
+            return
+        for p in params:
+            if conn.execute(cas, p).rowcount != 1:
+                raise VersionConflict(f"record {p['b_id']} changed under us")
 
     def pending_outbox(self) -> list[tuple[int, Outgoing]]:
         with self.engine.connect() as conn:
