@@ -36,7 +36,7 @@ class VectorClock(Mapping[str, int]):
                 raise ValueError(f"clock counter for {actor!r} must be an int >= 0")
             if counter:
                 clean[actor] = counter
-        self._entries = dict(sorted(clean.items()))
+        self._entries = clean
         self._hash = hash(frozenset(self._entries.items()))
 
     def __getitem__(self, actor: str) -> int:
@@ -60,7 +60,7 @@ class VectorClock(Mapping[str, int]):
         return self._hash
 
     def __repr__(self) -> str:
-        return f"VectorClock({self._entries!r})"
+        return f"VectorClock({dict(sorted(self._entries.items()))!r})"
 
     def to_dict(self) -> dict[str, int]:
         return dict(self._entries)

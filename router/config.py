@@ -75,7 +75,7 @@ class RouterStateConfig(Strict):
 
 
 class RouterTuning(Strict):
-    batch_size: Annotated[int, Field(ge=1, le=5000)] = 256
+    batch_size: Annotated[int, Field(ge=1, le=5000)] = 512
     linger: str = "5ms"
     prefetch: Annotated[int, Field(ge=1, le=65535)] = 1024
     heartbeat_timeout: str = "30s"

@@ -79,7 +79,7 @@ class BatchOutcome:
     deliveries: list[Outgoing] = field(default_factory=list)
     reused: list[tuple[ChangeEvent, str]] = field(default_factory=list)
     verdicts: Counter[str] = field(default_factory=Counter)
-    outbox_ids: list[int] = field(default_factory=list)
+    outbox_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -113,10 +113,11 @@ class Router:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmsync-state")
         self._store: RouterStore | None = None
         self._registry: dict[str, Registration] = {}
+        self._subscriber_cache: dict[str, list[str]] = {}
         self._beats: dict[str, float] = {}
         self._batcher = Batcher(config.router.batch_size, parse_duration(config.router.linger))
         self._stopping = asyncio.Event()
-        self._confirmed_outbox: list[int] = []
+        self._confirmed_outbox: list[str] = []
         self._connection: AbstractRobustConnection | None = None
         self._publisher: Publisher | None = None
         self._retention = parse_duration(config.state.inbox_retention)
@@ -271,12 +272,20 @@ class Router:
         return events, refused, origin
 
     def _apply(
-        self, events: list[ChangeEvent], bodies: dict[str, bytes], conn: Connection
+        self,
+        events: list[ChangeEvent],
+        bodies: dict[str, bytes],
+        redelivered: set[str],
+        conn: Connection,
     ) -> BatchOutcome:
         """Runs on the store thread, inside the batch's transaction: dedup and decide."""
         store = self.store
         out = BatchOutcome()
-        already = store.seen([e.event_id for e in events], conn)
+        # Only a message the broker marks redelivered can repeat an event this router
+        # processed (its ack was lost). A first delivery that duplicates an earlier
+        # publish (an adapter republishing after a crash) carries an equal or older
+        # clock and is dropped by the clock comparison below: no second effect either way.
+        already = store.seen([e.event_id for e in events if e.event_id in redelivered], conn)
         fresh = [e for e in events if e.event_id not in already]
         if len(events) > len(fresh):
             out.verdicts["duplicate"] += len(events) - len(fresh)
@@ -287,7 +296,7 @@ class Router:
             decision = decide(
                 event,
                 states.get(event.record_id),
-                subscribers(self._registry, event.entity),
+                self._subscribers(event.entity),
                 store.hub_actor,
                 conflicts.deletes if conflicts else "update-wins",
             )
@@ -297,8 +306,11 @@ class Router:
                     (event, f"clock {event.clock} equals the stored clock, content differs")
                 )
                 continue
-            out.processed.append(event.event_id)
             if decision.state is not None:
+                # The inbox remembers events that had an effect. Such an event cannot be
+                # there already (a second copy's clock is then <= the stored one), and a
+                # stale or duplicate one is judged the same way again when redelivered.
+                out.processed.append(event.event_id)
                 states[event.record_id] = changed[event.record_id] = decision.state
             if decision.delivery is not None and decision.targets:
                 body = None
@@ -319,13 +331,23 @@ class Router:
         out.states = list(changed.values())
         return out
 
+    def _subscribers(self, entity: str) -> list[str]:
+        cached = self._subscriber_cache.get(entity)
+        if cached is None:
+            cached = self._subscriber_cache[entity] = subscribers(self._registry, entity)
+        return cached
+
     def _apply_and_commit(
-        self, events: list[ChangeEvent], bodies: dict[str, bytes], published: list[int]
+        self,
+        events: list[ChangeEvent],
+        bodies: dict[str, bytes],
+        redelivered: set[str],
+        published: list[str],
     ) -> BatchOutcome:
         for attempt in range(5):
             try:
                 with self.store.transaction() as conn:
-                    out = self._apply(events, bodies, conn)
+                    out = self._apply(events, bodies, redelivered, conn)
                     out.outbox_ids = self.store.commit_batch(
                         out.processed, out.states, out.deliveries, published, conn
                     )
@@ -342,7 +364,10 @@ class Router:
         assert self._publisher is not None
         events, refused, origin = self._judge(batch)
         bodies = {event_id: message.body for event_id, message in origin.items()}
-        out = await self._db(self._apply_and_commit, events, bodies, self._confirmed_outbox)
+        redelivered = {event_id for event_id, message in origin.items() if message.redelivered}
+        out = await self._db(
+            self._apply_and_commit, events, bodies, redelivered, self._confirmed_outbox
+        )
         self._confirmed_outbox = []
         deliveries, outbox_ids = out.deliveries, out.outbox_ids
         for event, detail in out.reused:
@@ -422,6 +447,7 @@ class Router:
         await topology.declare(self._connection, topology.adapter_queues(name), hub=False)
         await self._db(self.store.save_registration, reg)
         self._registry[name] = reg
+        self._subscriber_cache.clear()
         self._beats[name] = reg.last_heartbeat
         log.info(
             "adapter registered",
@@ -432,6 +458,7 @@ class Router:
     async def _remove(self, name: str) -> dict[str, Any]:
         removed = await self._db(self.store.remove_registration, name)
         self._registry.pop(name, None)
+        self._subscriber_cache.clear()
         self._beats.pop(name, None)
         if not removed:
             return {"ok": False, "error": f"no adapter named {name!r} is registered"}

@@ -3,7 +3,8 @@
 ``decide`` takes values and returns values: what to store and what to send. The daemon
 does the I/O around it. The rules (DESIGN "Vector clocks and the router's decision"):
 
-* event clock before or equal to the stored clock: stale or duplicate, send nothing;
+* event clock before the stored clock: stale; equal with the same content: a
+  duplicate; either way send nothing;
   equal with other content is a reused counter (``clock-reuse``), refused loudly;
 * after: accept, overlay the event's fields onto the stored ones, send to every
   subscriber but the source;
@@ -24,7 +25,8 @@ from router.record import RecordState
 
 class Verdict(enum.Enum):
     ACCEPTED = "accepted"
-    STALE = "stale"
+    STALE = "stale"  # an older version
+    DUPLICATE = "duplicate"  # the stored version itself, again
     CONFLICT = "conflict"
     CLOCK_REUSE = "clock-reuse"
 
@@ -179,7 +181,7 @@ def decide(
         return Decision(Verdict.ACCEPTED, state, delivery, targets)
     if order is Order.EQUAL:
         if _same_content(event, stored):
-            return Decision(Verdict.STALE)
+            return Decision(Verdict.DUPLICATE)
         return Decision(Verdict.CLOCK_REUSE)
     if order is Order.BEFORE:
         return Decision(Verdict.STALE)

@@ -11,6 +11,7 @@ PostgreSQL is the one for several routers.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,7 +50,10 @@ inbox = sa.Table(
 outbox = sa.Table(
     "crmsync_outbox",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # Ids made by the router (time-ordered, with a per-process nonce): a batch's rows then
+    # go in as one executemany. Database-made ids need INSERT ... RETURNING, which SQLite
+    # can only do row by row when the order of the ids must match the rows.
+    sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("exchange", sa.String(255), nullable=False),
     sa.Column("routing_key", sa.String(255), nullable=False),
     sa.Column("message_id", sa.String(64)),
@@ -160,6 +164,8 @@ class RouterStore:
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
+        self._nonce = secrets.token_hex(3)
+        self._last_ns = 0
         try:
             metadata.create_all(self.engine)
         except sa.exc.OperationalError as e:
@@ -232,9 +238,9 @@ class RouterStore:
         processed: Sequence[str],
         states: Sequence[RecordState],
         deliveries: Sequence[Outgoing],
-        published: Sequence[int],
+        published: Sequence[str],
         conn: Connection | None = None,
-    ) -> list[int]:
+    ) -> list[str]:
         """Store one batch atomically; returns the outbox ids of ``deliveries``.
 
         ``published`` are outbox ids confirmed by the broker since the last batch.
@@ -255,30 +261,31 @@ class RouterStore:
                 c.execute(outbox.delete().where(outbox.c.id.in_(list(published))))
             return self._insert_outbox(c, deliveries)
 
-    @staticmethod
-    def _insert_outbox(conn: Connection, deliveries: Sequence[Outgoing]) -> list[int]:
+    def _insert_outbox(self, conn: Connection, deliveries: Sequence[Outgoing]) -> list[str]:
         if not deliveries:
             return []
-        rows = [
-            {
-                "exchange": item.exchange,
-                "routing_key": item.routing_key,
-                "message_id": item.message_id,
-                "headers": _pack(item.headers),
-                "body": item.body,
-            }
-            for item in deliveries
-        ]
-        if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
-            # One statement for the batch, ids back in the order of the rows.
-            result = conn.execute(
-                outbox.insert().returning(outbox.c.id, sort_by_parameter_order=True), rows
-            )
-            return [int(r[0]) for r in result]
-        return [
-            int(conn.execute(outbox.insert().values(**row)).inserted_primary_key[0])  # type: ignore[index]
-            for row in rows
-        ]
+        ids = self._outbox_ids(len(deliveries))
+        conn.execute(
+            outbox.insert(),
+            [
+                {
+                    "id": oid,
+                    "exchange": item.exchange,
+                    "routing_key": item.routing_key,
+                    "message_id": item.message_id,
+                    "headers": _pack(item.headers),
+                    "body": item.body,
+                }
+                for oid, item in zip(ids, deliveries, strict=True)
+            ],
+        )
+        return ids
+
+    def _outbox_ids(self, count: int) -> list[str]:
+        """Ids that sort in the order they were made (``pending_outbox`` replays in order)."""
+        now = max(time.time_ns(), self._last_ns + 1)
+        self._last_ns = now
+        return [f"{now:020d}{self._nonce}{i:06d}" for i in range(count)]
 
     def _write_states(self, conn: Connection, states: Sequence[RecordState], now: float) -> None:
         new = [s for s in states if s.version == 0]
@@ -332,7 +339,7 @@ class RouterStore:
             if conn.execute(cas, p).rowcount != 1:
                 raise VersionConflict(f"record {p['b_id']} changed under us")
 
-    def pending_outbox(self) -> list[tuple[int, Outgoing]]:
+    def pending_outbox(self) -> list[tuple[str, Outgoing]]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(outbox).order_by(outbox.c.id))
             return [
@@ -343,7 +350,7 @@ class RouterStore:
                 for r in rows
             ]
 
-    def delete_outbox(self, ids: Sequence[int]) -> None:
+    def delete_outbox(self, ids: Sequence[str]) -> None:
         if ids:
             with self.engine.begin() as conn:
                 conn.execute(outbox.delete().where(outbox.c.id.in_(list(ids))))

@@ -139,10 +139,10 @@ async def test_clock_reuse_is_refused_and_the_stored_record_is_unchanged(
     assert await depth(connection, topology.INGRESS) == 0
 
 
-async def test_identical_redelivery_under_a_new_event_id_is_stale_not_clock_reuse(
+async def test_identical_republish_under_a_new_event_id_is_a_duplicate_not_clock_reuse(
     amqp: str, tmp_path: Path, connection: AbstractRobustConnection
 ) -> None:
-    """Same clock, same content (a republish with a fresh id): harmless, dropped as stale."""
+    """Same clock, same content (a republish with a fresh id): harmless, a duplicate."""
     router, task = await start_router(amqp, tmp_path / "router.db")
     try:
         await register(connection, "legacy")
@@ -153,8 +153,10 @@ async def test_identical_redelivery_under_a_new_event_id_is_stale_not_clock_reus
         await publish_event(channel, event("legacy", record_id, {"legacy": 1}, fields))
         await collect(channel, topology.sink_queue("sales"), 1)
         await publish_event(channel, event("legacy", record_id, {"legacy": 1}, fields))
-        await eventually(lambda: router.stats.verdicts["stale"] == 1, what="a stale verdict")
-        # A marker on another record: once it arrived, anything owed for the stale one would have.
+        await eventually(
+            lambda: router.stats.verdicts["duplicate"] == 1, what="a duplicate verdict"
+        )
+        # A marker on another record: once it arrived, anything owed for the copy would have.
         marker = event("legacy", new_id(), {"legacy": 1}, {"email": "m@example.com"})
         await publish_event(channel, marker)
         (got,) = await collect(channel, topology.sink_queue("sales"), 1)

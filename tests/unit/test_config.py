@@ -57,7 +57,7 @@ def test_empty_router_file_loads_with_defaults(tmp_path: Path) -> None:
     config = load_router(write(tmp_path, ""))
     assert isinstance(config, RouterConfig)
     assert config.broker.url == DEFAULT_AMQP_URL
-    assert config.router.batch_size == 256
+    assert config.router.batch_size == 512
     assert config.conflicts == {}
 
 

@@ -224,7 +224,7 @@ def test_equal_with_same_content_is_a_duplicate() -> None:
     # The source maps a subset of the stored fields; same values: a redelivery.
     event = make_event("legacy", {"legacy": 2, "sales": 1}, {"email": "ada@old.example"})
     decision = run(event, stored)
-    assert decision.verdict is Verdict.STALE
+    assert decision.verdict is Verdict.DUPLICATE
     assert decision.state is None
     assert decision.delivery is None
     assert decision.targets == ()
