@@ -16,11 +16,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
@@ -89,15 +87,6 @@ def assert_one_clear_line(result: Result) -> str:
     assert "Traceback" not in result.stderr, result.stderr
     assert len(result.error_lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
     return result.error_lines[0]
-
-
-@pytest.fixture
-async def connection(amqp: str) -> AsyncIterator[AbstractRobustConnection]:
-    conn = await aio_pika.connect_robust(amqp)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 # -- status ---------------------------------------------------------------------------

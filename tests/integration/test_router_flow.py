@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
@@ -38,15 +36,6 @@ from tests.integration.support import (
 pytestmark = pytest.mark.integration
 
 SUBSCRIBERS = ("legacy", "mktg", "sales")
-
-
-@pytest.fixture
-async def connection(amqp: str) -> AsyncIterator[AbstractRobustConnection]:
-    conn = await aio_pika.connect_robust(amqp)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def assert_sinks_empty(connection: AbstractRobustConnection) -> None:

@@ -6,10 +6,8 @@ DESIGN "Topology" (crmsync.router.invalid), "Security" (a source that never regi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
@@ -29,15 +27,6 @@ from tests.integration.support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def connection(amqp: str) -> AsyncIterator[AbstractRobustConnection]:
-    conn = await aio_pika.connect_robust(amqp)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def test_refused_events_land_in_invalid_queue_with_reason_and_original_bytes(

@@ -7,10 +7,8 @@ DESIGN "Adapters: registration and their own state", "Vector clocks" (actor epoc
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
@@ -30,15 +28,6 @@ from tests.integration.support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def connection(amqp: str) -> AsyncIterator[AbstractRobustConnection]:
-    conn = await aio_pika.connect_robust(amqp)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def test_registration_issues_actor_epochs(

@@ -4,7 +4,6 @@ event only when the broker-verified ``user_id`` is the user bound to its source.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aio_pika
@@ -18,15 +17,6 @@ from router.events import decode, encode_dict
 from tests.integration.support import collect, depth, event, new_id, register, stop_router
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def connection(amqp: str) -> AsyncIterator[AbstractRobustConnection]:
-    conn = await aio_pika.connect_robust(amqp)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def _publish(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,16 +11,6 @@ from tests.broker import close_connections
 from tests.integration.spine import Spine
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def spine(amqp: str, tmp_path: Path) -> Iterator[Spine]:
-    s = Spine(tmp_path, amqp)
-    try:
-        yield s
-    finally:
-        codes = s.stop()
-    assert all(code == 0 for code in codes.values()), f"unclean exits: {codes}"
 
 
 def _start(spine: Spine) -> None:
