@@ -28,6 +28,17 @@ RECORD_KEY_HEADER: Final = "x-record-key"
 REASON_HEADER: Final = "x-crmsync-reason"
 DETAIL_HEADER: Final = "x-crmsync-detail"
 
+# History of a failed write (DESIGN "Headers on a dead-lettered message"). They travel
+# with the message through the retry tiers and into the DLQ.
+TARGET_HEADER: Final = "x-crmsync-target"
+ATTEMPTS_HEADER: Final = "x-crmsync-attempts"
+ERROR_TYPE_HEADER: Final = "x-crmsync-error-type"
+ERROR_HEADER: Final = "x-crmsync-error"
+TRACEBACK_HEADER: Final = "x-crmsync-traceback"
+FIRST_FAILED_HEADER: Final = "x-crmsync-first-failed-at"
+LAST_FAILED_HEADER: Final = "x-crmsync-last-failed-at"
+TRACEBACK_LIMIT: Final = 4000  # characters kept of a traceback
+
 # The poison-message backstop sits well above any retry budget (see DESIGN "Known traps").
 SINK_DELIVERY_LIMIT: Final = 50
 
