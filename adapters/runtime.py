@@ -22,6 +22,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from adapters.base import Adapter
 from adapters.engine import ApplyResult, Pending, SyncEngine
+from adapters.failures import next_hop
 from adapters.statefile import StateFile
 from router import __version__, topology
 from router.batching import Batcher
@@ -80,7 +81,14 @@ class AdapterRuntime:
         self._user = unquote(urlsplit(config.broker.effective_url()).username or "") or None
         self._publish_lock = asyncio.Lock()
         self.ready = asyncio.Event()
-        self.stats: dict[str, int] = {"published": 0, "applied": 0, "skipped": 0}
+        self.stats: dict[str, int] = {
+            "published": 0,
+            "applied": 0,
+            "skipped": 0,
+            "retried": 0,
+            "dead-lettered": 0,
+        }
+        self._tiers = config.retry.tiers()
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -103,9 +111,10 @@ class AdapterRuntime:
         self._state = await self._db(StateFile, self.config.state.path)
         self._connection = await connect(self.config.broker, f"crmsync-adapter-{self.name}")
         try:
-            delays = [(d, int(parse_duration(d) * 1000)) for d in self.config.retry.delays]
             await topology.declare(
-                self._connection, topology.adapter_queues(self.name, delays), hub=False
+                self._connection,
+                topology.adapter_queues(self.name, self.config.retry.tiers()),
+                hub=False,
             )
             self.actor = await self._register()
             self._engine = SyncEngine(
@@ -240,15 +249,18 @@ class AdapterRuntime:
             try:
                 events.append((message, decode(message.body)))
             except DecodeError as e:
-                self.log.error(
-                    "undecodable delivery dead-lettered",
-                    extra=kv(adapter=self.name, reason=e.reason, detail=e.detail),
-                )
-                await _settle(message.reject(requeue=False))
+                # Retrying cannot make bytes decode: straight to the DLQ, byte for byte.
+                await self._fail(message, None, e, kind="undecodable")
         if not events:
             return
         try:
             results = await self._db(self.engine.apply_many, [e for _, e in events])
+        except TransientWriteError as e:
+            # The database is away (locked, down, timing out): every write of the batch
+            # would wait for the same thing. Park them all in the retry tier at once.
+            for message, event in events:
+                await self._fail(message, event, e)
+            return
         except Exception:
             # One bad write must not hold back the others: the batch rolled back as a
             # whole, so apply one at a time and settle each on its own.
@@ -259,26 +271,60 @@ class AdapterRuntime:
         await _settle(events[-1][0].ack(multiple=True))
 
     async def _apply_one(self, message: AbstractIncomingMessage, event: ChangeEvent) -> None:
-        ids = kv(adapter=self.name, event_id=event.event_id, record_id=event.record_id)
         try:
             result = await self._db(self.engine.apply, event)
-        except PermanentWriteError as e:
-            ids["kv"]["error"] = str(e)
-            self.log.error("write failed permanently, dead-lettered", extra=ids)
-            await _settle(message.reject(requeue=False))
-            return
         except Exception as e:
-            # Transient, or unknown (counted as transient): back off and let the broker
-            # redeliver. The sink's delivery limit is the backstop for a poison message.
-            ids["kv"]["error"] = f"{type(e).__name__}: {e}"
-            if isinstance(e, TransientWriteError):
-                self.log.warning("write failed, will retry", extra=ids)
-            else:
-                self.log.exception("write failed unexpectedly, will retry", extra=ids)
+            # Unknown errors count as transient until the retry tiers are used up.
+            await self._fail(message, event, e)
+            return
+        await self._after_apply([result])
+        await _settle(message.ack())
+
+    async def _fail(
+        self,
+        message: AbstractIncomingMessage,
+        event: ChangeEvent | None,
+        err: BaseException,
+        kind: str | None = None,
+    ) -> None:
+        """Send a failed delivery to its next retry tier or to the DLQ, then ack it.
+
+        The original is acked only after the broker confirmed the copy; if that publish
+        fails, the original goes back to the sink unchanged (its attempt count with it).
+        """
+        hop = next_hop(self.name, message.headers, err, self._tiers, kind)
+        ids = kv(
+            adapter=self.name,
+            event_id=event.event_id if event else (message.message_id or ""),
+            record_id=event.record_id if event else "",
+            attempts=hop.headers[topology.ATTEMPTS_HEADER],
+            error=hop.headers[topology.ERROR_HEADER],
+        )
+        if hop.dead:
+            self.log.error("write failed, dead-lettered", extra=ids)
+        elif isinstance(err, (TransientWriteError, PermanentWriteError)):
+            self.log.warning("write failed, will retry", extra=ids)
+        else:
+            self.log.exception("write failed unexpectedly, will retry", extra=ids)
+        copy = Outgoing(
+            hop.exchange,
+            hop.routing_key,
+            message.body,
+            message.message_id,
+            hop.headers,
+            expiration=hop.expiration,
+        )
+        try:
+            await self.publisher.publish(copy)
+        except Exception as e:
+            self.log.warning(
+                "could not park the failed delivery; it stays in the sink",
+                extra=kv(adapter=self.name, error=str(e)),
+            )
             await asyncio.sleep(1.0)
             await _settle(message.nack(requeue=True))
             return
-        await self._after_apply([result])
+        self.stats["dead-lettered" if hop.dead else "retried"] += 1
         await _settle(message.ack())
 
     async def _after_apply(self, results: list[ApplyResult]) -> None:

@@ -138,13 +138,11 @@ def topology_declare(
 ) -> None:
     """Declare exchanges and queues (idempotent)."""
     from router import topology
-    from router.config import parse_duration
 
     specs = []
     for path in adapter_config or []:
         cfg = load_adapter(path)
-        delays = [(d, int(parse_duration(d) * 1000)) for d in cfg.retry.delays]
-        specs += topology.adapter_queues(cfg.name, delays)
+        specs += topology.adapter_queues(cfg.name, cfg.retry.tiers())
 
     async def go() -> None:
         connection = await _connect(_broker(config), "crmsync-cli")

@@ -132,6 +132,10 @@ class AdapterStateConfig(Strict):
 class RetryConfig(Strict):
     delays: list[Duration] = ["1s", "10s", "1m", "10m"]
 
+    def tiers(self) -> list[tuple[str, float]]:
+        """(label, seconds) per back-off tier; the label names the tier's queue."""
+        return [(delay, parse_duration(delay)) for delay in self.delays]
+
 
 class DatabaseConfig(Strict):
     url: str

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from router import control, topology
 from router.batching import Batcher
 from router.config import RouterConfig, parse_duration
-from router.decide import Verdict, decide
+from router.decide import Verdict, decide, edit_version
 from router.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -36,7 +36,7 @@ from router.errors import (
     DecodeError,
     PublishFailed,
 )
-from router.events import ChangeEvent, decode, encode
+from router.events import ChangeEvent, decode, encode, utcnow
 from router.logs import kv
 from router.record import RecordState
 from router.registry import register, subscribers
@@ -410,6 +410,8 @@ class Router:
                     reply = await self._register(key.split(".", 1)[1], body)
                 elif key == "op.status":
                     reply = await self._status()
+                elif key == "op.edit":
+                    reply = await self._edit(body)
                 elif key == "op.adapter-remove":
                     reply = await self._remove(str(body.get("name", "")))
                 else:
@@ -454,6 +456,72 @@ class Router:
             extra=kv(adapter=name, actor=reg.actor, entities=",".join(sorted(entities))),
         )
         return {"ok": True, "actor": reg.actor, "epoch": reg.epoch}
+
+    async def _edit(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Edit & retry: the edited record becomes a new hub version for every CRM."""
+        assert self._publisher is not None
+        record_id = str(body.get("record_id") or "")
+        changes = body.get("set")
+        if not record_id or not isinstance(changes, dict) or not changes:
+            return {"ok": False, "error": "op.edit needs record_id and a non-empty 'set'"}
+        bad = [
+            k for k, v in changes.items() if not isinstance(v, (str, int, float, bool, type(None)))
+        ]
+        if bad:
+            return {"ok": False, "error": f"values of {', '.join(map(str, bad))} are not scalars"}
+        event, delivery, outbox_id = await self._db(
+            self._commit_edit, record_id, body.get("entity"), changes
+        )
+        try:
+            await self._publisher.publish(delivery)
+        except CrmsyncError as e:
+            return {
+                "ok": False,
+                "error": f"version {event.event_id} stored but not yet sent ({e}); "
+                "the router sends it when the broker is back",
+            }
+        await self._db(self.store.delete_outbox, [outbox_id])
+        log.info(
+            "record edited by an operator",
+            extra=kv(event_id=event.event_id, record_id=record_id, fields=",".join(event.changed)),
+        )
+        return {"ok": True, "event_id": event.event_id, "clock": event.clock}
+
+    def _commit_edit(
+        self, record_id: str, entity: str | None, changes: dict[str, Any]
+    ) -> tuple[ChangeEvent, Outgoing, str]:
+        store = self.store
+        for _ in range(5):
+            try:
+                with store.transaction() as conn:
+                    stored = store.load([record_id], conn).get(record_id)
+                    if stored is None:
+                        raise CrmsyncError(f"no record {record_id} in the router's state")
+                    if entity and stored.entity != entity:
+                        raise CrmsyncError(f"record {record_id} is a {stored.entity}, not {entity}")
+                    if stored.deleted:
+                        raise CrmsyncError(f"record {record_id} is deleted; nothing to edit")
+                    mapped = {
+                        f
+                        for reg in self._registry.values()
+                        for f in reg.entities.get(stored.entity, [])
+                    }
+                    unknown = sorted(set(changes) - mapped - set(stored.fields))
+                    if unknown:
+                        raise CrmsyncError(
+                            f"no adapter maps {', '.join(unknown)} for {stored.entity}"
+                        )
+                    state, event = edit_version(stored, changes, store.hub_actor, utcnow())
+                    targets = tuple(self._subscribers(stored.entity))
+                    if not targets:
+                        raise CrmsyncError(f"no adapter subscribes to {stored.entity}")
+                    delivery = _delivery(event, targets)
+                    [outbox_id] = store.commit_batch([], [state], [delivery], [], conn)
+                self.stats.add("edited")
+                return event, delivery, outbox_id
+            except VersionConflict:
+                continue
+        raise CrmsyncError(f"record {record_id} kept changing; try the edit again")
 
     async def _remove(self, name: str) -> dict[str, Any]:
         removed = await self._db(self.store.remove_registration, name)

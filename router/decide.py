@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from router.clock import Order, VectorClock, compare, merge
 from router.events import ChangeEvent, Scalar, new_event_id
@@ -191,3 +192,40 @@ def decide(
 
 def with_version(state: RecordState, version: int) -> RecordState:
     return replace(state, version=version)
+
+
+def edit_version(
+    stored: RecordState, changes: dict[str, Scalar], hub_actor: str, now: datetime
+) -> tuple[RecordState, ChangeEvent]:
+    """An operator's edit as a new version made by the hub: it descends from the stored
+    one, so every CRM, the edit's source included, applies it (DESIGN "Failed writes":
+    never replay an edited copy under the old clock, that would fork one CRM)."""
+    clock = stored.clock.increment(hub_actor)
+    fields = {**stored.fields, **changes}
+    changed = sorted(name for name in changes if stored.fields.get(name) != changes[name])
+    state = RecordState(
+        record_id=stored.record_id,
+        entity=stored.entity,
+        clock=clock,
+        fields=fields,
+        field_clocks=_field_clocks(stored.field_clocks, stored.fields, fields, changed, clock),
+        deleted=False,
+        source="hub",
+        actor=hub_actor,
+        event_id=new_event_id(),
+        occurred_at=now,
+        version=stored.version,
+    )
+    event = ChangeEvent(
+        event_id=state.event_id,
+        source="hub",
+        actor=hub_actor,
+        entity=stored.entity,
+        record_id=stored.record_id,
+        op="upsert",
+        clock=clock.to_dict(),
+        fields=fields,
+        changed=changed,
+        occurred_at=now,
+    )
+    return state, event

@@ -42,7 +42,12 @@ class DemoCrm:
         return sa.Table(self.table, meta, *cols, sqlite_autoincrement=self.int_ids)
 
     def adapter_toml(
-        self, db_path: Path, state_path: Path, amqp_url: str, poll: float = 0.2
+        self,
+        db_path: Path,
+        state_path: Path,
+        amqp_url: str,
+        poll: float = 0.2,
+        retry: tuple[str, ...] = ("1s", "5s"),
     ) -> str:
         lines = [
             f'name = "{self.name}"',
@@ -57,7 +62,7 @@ class DemoCrm:
             "[state]",
             f'path = "{state_path}"',
             "[retry]",
-            'delays = ["1s", "5s"]',
+            "delays = [" + ", ".join(f'"{d}"' for d in retry) + "]",
             "[entities.contact]",
             f'table = "{self.table}"',
             f'id = "{self.id}"',
@@ -154,7 +159,9 @@ class DemoDb:
                 conn.execute(self.table.insert(), rows[chunk : chunk + 200])
         return [r[self.crm.fields["email"]] for r in rows]
 
-    def update_by_email(self, email: str, **canonical: Any) -> None:
+    def update_by_email(self, match: str, /, **canonical: Any) -> None:
+        """Edit the contact whose email is ``match`` (the email itself may change too)."""
+        email = match
         values = {self.crm.fields[k]: v for k, v in canonical.items()}
         values[self.crm.updated_at] = self._now()
         with self.engine.begin() as conn:

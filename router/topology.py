@@ -38,6 +38,8 @@ TRACEBACK_HEADER: Final = "x-crmsync-traceback"
 FIRST_FAILED_HEADER: Final = "x-crmsync-first-failed-at"
 LAST_FAILED_HEADER: Final = "x-crmsync-last-failed-at"
 TRACEBACK_LIMIT: Final = 4000  # characters kept of a traceback
+# Retries wait delay * (1 + up to this), never less: the budget is at least the sum.
+RETRY_JITTER: Final = 0.2
 
 # The poison-message backstop sits well above any retry budget (see DESIGN "Known traps").
 SINK_DELIVERY_LIMIT: Final = 50
@@ -86,10 +88,8 @@ def hub_queues() -> list[QueueSpec]:
     ]
 
 
-def adapter_queues(
-    adapter: str, retry_delays_ms: Iterable[tuple[str, int]] = ()
-) -> list[QueueSpec]:
-    """The sink, its DLQ and its back-off tiers.
+def adapter_queues(adapter: str, retry_tiers: Iterable[tuple[str, float]] = ()) -> list[QueueSpec]:
+    """The sink, its DLQ and its back-off tiers (``(label, seconds)``).
 
     At-least-once dead-lettering needs the strategy *and* reject-publish overflow and an
     existing dead-letter exchange; otherwise RabbitMQ silently falls back to at-most-once.
@@ -110,8 +110,10 @@ def adapter_queues(
             ((DELIVERIES, adapter),),
         ),
     ]
-    for label, delay_ms in retry_delays_ms:
-        # One queue per tier: a per-message TTL only expires at the head of a queue.
+    for label, seconds in retry_tiers:
+        # One queue per tier: a per-message TTL only expires at the head of a queue. The
+        # queue TTL caps the jittered per-message expiry the adapter sets.
+        delay_ms = int(seconds * (1.0 + RETRY_JITTER) * 1000) + 1
         specs.append(
             QueueSpec(
                 retry_queue(adapter, label),

@@ -97,6 +97,7 @@ class Outgoing:
     correlation_id: str | None = None
     # RabbitMQ checks a user_id against the connection's user: it proves who published.
     user_id: str | None = None
+    expiration: float | None = None  # seconds (per-message TTL, for retry tiers)
 
     def to_message(self) -> aio_pika.Message:
         return aio_pika.Message(
@@ -108,6 +109,7 @@ class Outgoing:
             reply_to=self.reply_to,
             correlation_id=self.correlation_id,
             user_id=self.user_id,
+            expiration=self.expiration,
         )
 
 

@@ -17,14 +17,19 @@ from router.transport import connect
 
 
 class Spine:
-    def __init__(self, workdir: Path, url: str) -> None:
+    def __init__(
+        self, workdir: Path, url: str, retry: dict[str, tuple[str, ...]] | None = None
+    ) -> None:
         self.workdir = workdir
         self.url = url
         self.fleet = Fleet(workdir, url)
         self.dbs = {name: DemoDb(crm, workdir / f"{name}.db") for name, crm in CRMS.items()}
         for name, crm in CRMS.items():
+            tiers = (retry or {}).get(name, ("1s", "5s"))
             (workdir / f"{name}.toml").write_text(
-                crm.adapter_toml(workdir / f"{name}.db", workdir / f"{name}.state.db", url)
+                crm.adapter_toml(
+                    workdir / f"{name}.db", workdir / f"{name}.state.db", url, retry=tiers
+                )
             )
         (workdir / "router.toml").write_text(
             f'[broker]\nurl = "{url}"\n[state]\nurl = "sqlite:///{workdir / "router.db"}"\n'
