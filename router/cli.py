@@ -199,12 +199,14 @@ def _print_status(data: dict[str, Any]) -> None:
         )
     if data["adapters"]:
         out.print(table)
-    queues = Table("queue", "messages", "consumers")
+    queues = Table("queue", "messages", "consumers", "oldest failure")
     for q in data["queues"]:
+        age = q.get("oldest_failure_age")
         queues.add_row(
             q["name"],
             "-" if q["messages"] is None else str(q["messages"]),
             "-" if q["consumers"] is None else str(q["consumers"]),
+            "" if age is None else f"[red]{_ago(age)}[/]",
         )
     out.print(queues)
 
@@ -224,6 +226,13 @@ def demo(
     from router.demo import run_demo
 
     raise typer.Exit(run_demo(directory, records, keep_running, out))
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
 
 
 def _confirm(question: str, yes: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiormq
@@ -20,6 +21,39 @@ class QueueDepth:
     name: str
     messages: int | None  # None: the queue does not exist
     consumers: int | None
+    oldest_failure_age: float | None = None  # DLQs: seconds since the head entry first failed
+
+
+def failed_at(headers: dict[str, Any] | None) -> float | None:
+    """When a DLQ entry first failed: crmsync's header, else the broker's x-death time
+    (poison messages dead-lettered by the sink's delivery limit carry only that)."""
+    headers = headers or {}
+    first = headers.get(topology.FIRST_FAILED_HEADER)
+    if isinstance(first, (int, float)):
+        return float(first)
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[-1], dict):
+        when = deaths[-1].get("time")
+        if isinstance(when, datetime):
+            return when.replace(tzinfo=when.tzinfo or UTC).timestamp()
+    return None
+
+
+async def _head_failed_at(connection: AbstractRobustConnection, name: str) -> float | None:
+    """Peek at a DLQ's head without moving it.
+
+    On RabbitMQ 3.10 quorum queues an explicit nack(requeue) puts the message at the
+    BACK, but a message still unacked when its channel closes keeps its place (checked
+    by tests/integration/test_status_dlq.py). Only the broker's x-delivery-count rises.
+    """
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(name, passive=True)
+        message = await queue.get(no_ack=False, fail=False)
+        return failed_at(dict(message.headers or {})) if message is not None else None
+    finally:
+        if not channel.is_closed:
+            await channel.close()
 
 
 async def queue_depths(connection: AbstractRobustConnection, names: list[str]) -> list[QueueDepth]:
@@ -29,7 +63,11 @@ async def queue_depths(connection: AbstractRobustConnection, names: list[str]) -
         try:
             queue = await channel.declare_queue(name, passive=True)
             result = queue.declaration_result
-            depths.append(QueueDepth(name, result.message_count, result.consumer_count))
+            age = None
+            if name.startswith("crmsync.dlq.") and result.message_count:
+                first = await _head_failed_at(connection, name)
+                age = round(time.time() - first, 1) if first is not None else None
+            depths.append(QueueDepth(name, result.message_count, result.consumer_count, age))
         except aiormq.exceptions.ChannelNotFoundEntity:
             depths.append(QueueDepth(name, None, None))
         finally:
@@ -79,7 +117,13 @@ async def gather_status(
         },
         "adapters": adapters,
         "queues": [
-            {"name": d.name, "messages": d.messages, "consumers": d.consumers} for d in depths
+            {
+                "name": d.name,
+                "messages": d.messages,
+                "consumers": d.consumers,
+                "oldest_failure_age": d.oldest_failure_age,
+            }
+            for d in depths
         ],
         "drained": router is not None
         and all(
