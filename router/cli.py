@@ -10,7 +10,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -31,6 +31,11 @@ topology_app = typer.Typer(help="Exchanges and queues.", no_args_is_help=True)
 adapter_app = typer.Typer(help="Run an adapter, or manage registered adapters.")
 app.add_typer(topology_app, name="topology")
 app.add_typer(adapter_app, name="adapter")
+dlq_app = typer.Typer(
+    help="Dead-letter queues: failed writes, and events the router refused.",
+    no_args_is_help=True,
+)
+app.add_typer(dlq_app, name="dlq")
 
 err = Console(stderr=True)
 out = Console()
@@ -233,6 +238,376 @@ def _ago(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f}{unit} ago"
     return f"{seconds:.0f}s ago"
+
+
+# -- crmsync dlq ----------------------------------------------------------------------------
+
+DlqAdapterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--adapter", "-a", help="Only this adapter's DLQ (crmsync.dlq.NAME); 'router': --invalid."
+    ),
+]
+DlqInvalidOpt = Annotated[
+    bool, typer.Option("--invalid", help="The router's crmsync.router.invalid queue instead.")
+]
+DlqIdsArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="[ID]...", help="Entry ids: event_id, h-HASH, or its first 8+ characters."
+    ),
+]
+DlqErrorTypeOpt = Annotated[
+    str | None,
+    typer.Option("--error-type", "-t", help="permanent, transient, poison, undecodable, ..."),
+]
+DlqAllOpt = Annotated[bool, typer.Option("--all", help="Every entry of the queues selected.")]
+DlqJsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _dlq_selection(
+    ids: list[str] | None, error_type: str | None, everything: bool, verb: str
+) -> None:
+    if not ids and error_type is None and not everything:
+        raise CrmsyncError(f"say which entries to {verb}: ids, --error-type TYPE or --all")
+
+
+def _dlq_entries(n: int) -> str:
+    return f"{n} entry" if n == 1 else f"{n} entries"
+
+
+def _dlq_progress(items: list[Any], label: str) -> Any:
+    """A progress bar on a terminal; nothing otherwise (the caller prints plain lines)."""
+    if not sys.stdout.isatty():
+        yield from items
+        return
+    from rich.progress import Progress
+
+    with Progress(console=out, transient=True) as progress:
+        task = progress.add_task(label, total=len(items))
+        for item in items:
+            yield item
+            progress.advance(task)
+
+
+def _dlq_partial(snapshots: list[Any]) -> None:
+    """Say so when a queue was deeper than what one command can hold."""
+    for s in snapshots:
+        if not s.complete:
+            err.print(
+                f"note: only the first {_dlq_entries(len(s.entries))} of {s.depth} in {s.queue} "
+                "were looked at; run the command again for the rest",
+                highlight=False,
+            )
+
+
+def _dlq_say(line: str) -> None:
+    """One plain line per entry when no one watches a progress bar (logs, pipes)."""
+    if not sys.stdout.isatty():
+        print(line, flush=True)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    adapter: DlqAdapterOpt = None,
+    invalid: DlqInvalidOpt = False,
+    group_by: Annotated[
+        Literal["error", "entity", "adapter"], typer.Option("--group-by", "-g")
+    ] = "error",
+    as_json: DlqJsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Entries grouped (by error: type and message) with counts, in queue order.
+
+    Changes nothing. Without --adapter: the DLQ of every adapter the router knows."""
+    import time
+
+    from router import dlq
+    from router.dlq_broker import browse_all
+
+    holding = browse_all(_broker(config), adapter, invalid)
+    now = time.time()
+    groups = dlq.group(holding.entries, group_by)
+    snapshots = holding.snapshots
+    if as_json:
+        data = {
+            "queues": [
+                {"queue": s.queue, "messages": s.depth, "browsed": len(s.entries)}
+                for s in snapshots
+            ],
+            "group_by": group_by,
+            "groups": [
+                {
+                    "key": g.key,
+                    "count": len(g.entries),
+                    "oldest_failed_at": g.oldest_failed_at,
+                    "ids": [e.id for e in g.entries],
+                }
+                for g in groups
+            ],
+            "entries": [dlq.summary(e) for e in holding.entries],
+        }
+        print(json.dumps(data, indent=2))
+        return
+    if not snapshots:
+        out.print("no dead-letter queues: the router knows no adapters")
+    for s in snapshots:
+        more = "" if s.complete else f" (showing the first {len(s.entries)})"
+        out.print(f"{s.queue}: {_dlq_entries(s.depth)}{more}", highlight=False)
+    for g in groups:
+        # Ids are what an operator copies: never cut; the error gives way instead. The
+        # record id is shortened (like a git hash); 'show' and --json have it whole.
+        rows = [
+            (
+                e.id,
+                e.adapter,
+                e.entity or "-",
+                f"{e.record_id[:8]}…" if e.record_id else "-",
+                "-" if e.attempts is None else str(e.attempts),
+                dlq.age_text(e.age(now)),
+            )
+            for e in g.entries
+        ]
+        table = Table(box=None, pad_edge=False)
+        widths = []
+        for i, name in enumerate(("id", "adapter", "entity", "record", "attempts", "age")):
+            widths.append(max(len(name), *(len(row[i]) for row in rows)))
+            table.add_column(
+                name,
+                no_wrap=True,
+                min_width=widths[-1] if i == 0 else None,
+                justify="right" if i > 3 else "left",
+            )
+        room = out.width - sum(widths) - 2 * len(widths)
+        table.add_column("error", no_wrap=True, overflow="ellipsis", max_width=max(room, 12))
+        for row, e in zip(rows, g.entries, strict=True):
+            table.add_row(*row, e.error)
+        out.print(
+            f"\n[bold]{len(g.entries)} x {g.key}[/] (oldest {dlq.age_text(g.oldest_age(now))})",
+            highlight=False,
+        )
+        out.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    entry_id: Annotated[str, typer.Argument(metavar="ID")],
+    adapter: DlqAdapterOpt = None,
+    invalid: DlqInvalidOpt = False,
+    as_json: DlqJsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """One entry: error, traceback, headers and the decoded event with its values."""
+    import time
+
+    from router import dlq
+    from router.dlq_broker import browse_all
+
+    holding = browse_all(_broker(config), adapter, invalid)
+    copies = dlq.find(holding.entries, entry_id, holding.where)
+    entry, now = copies[0], time.time()
+    data = dlq.detail(entry)
+    if as_json:
+        print(json.dumps({**data, "copies": len(copies)}, indent=2))
+        return
+    rows = [
+        ("queue", f"{entry.queue} (position {entry.position + 1})"),
+        ("adapter", entry.adapter),
+        ("error type", entry.error_type),
+        ("error", entry.error),
+        ("attempts", "-" if entry.attempts is None else str(entry.attempts)),
+        ("age", dlq.age_text(entry.age(now))),
+    ]
+    if len(copies) > 1:
+        rows.append(("copies", f"{len(copies)} messages in the queue carry this id"))
+    event = entry.event
+    if event is not None:
+        rows += [
+            ("event", f"{event.op} {event.entity} {event.record_id} from {event.source}"),
+            ("clock", json.dumps(event.clock)),
+            ("occurred", event.occurred_at.isoformat()),
+            ("origin", event.origin),
+            ("changed", ", ".join(event.changed) or "-"),
+        ]
+        rows += [(f"  {k}", json.dumps(v)) for k, v in sorted(event.fields.items())]
+    else:
+        rows += [
+            ("body", f"does not decode: {entry.decode_error}"),
+            ("raw", repr(entry.body[:200])),
+        ]
+    table = Table(show_header=False, box=None, title=f"entry {entry.id}")
+    for name, value in rows:
+        table.add_row(name, value)
+    out.print(table, highlight=False)
+    out.print("[bold]headers[/]")
+    for key, value in sorted(data["headers"].items()):
+        if key != "x-crmsync-traceback":
+            out.print(f"  {key}: {json.dumps(value)}", highlight=False, markup=False)
+    if entry.traceback:
+        out.print("[bold]traceback[/]")
+        out.print(entry.traceback, highlight=False, markup=False)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: DlqIdsArg = None,
+    adapter: DlqAdapterOpt = None,
+    invalid: DlqInvalidOpt = False,
+    error_type: DlqErrorTypeOpt = None,
+    everything: DlqAllOpt = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would happen.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Republish entries to their adapter (origin=replay); each leaves the DLQ only once
+    the broker confirmed its copy. Superseded versions are skipped by the adapters."""
+    from router import dlq
+    from router.dlq_broker import hold_all
+    from router.errors import PublishFailed
+
+    _dlq_selection(ids, error_type, everything, "replay")
+    with hold_all(_broker(config), adapter, invalid) as holding:
+        chosen = dlq.select(holding.entries, holding.where, ids or (), error_type)
+        plan: list[tuple[dlq.Entry, dlq.Republish]] = []
+        skipped: list[tuple[dlq.Entry, str]] = []
+        for entry in chosen:
+            try:
+                plan.append((entry, dlq.replay_of(entry)))
+            except dlq.NotReplayable as e:
+                if ids:  # named on purpose: refuse before changing anything
+                    raise
+                skipped.append((entry, str(e)))
+        for entry, reason in skipped:
+            out.print(f"skip {entry.id}: {reason}", highlight=False, markup=False)
+        if dry_run:
+            for entry, message in plan:
+                out.print(
+                    f"would replay {entry.id} ({entry.entity} {entry.record_id}) -> "
+                    f"{message.exchange} {message.routing_key}",
+                    highlight=False,
+                )
+            out.print(
+                f"dry run: would replay {len(plan)}, skip {len(skipped)}; nothing changed",
+                highlight=False,
+            )
+            return
+        done = 0
+        for entry, message in _dlq_progress(plan, "replaying"):
+            try:
+                holding.of(entry).republish(entry, message)
+            except PublishFailed as e:
+                raise PublishFailed(f"{e} (entry {entry.id}; {done} replayed before it)") from e
+            done += 1
+            _dlq_say(f"replayed {entry.id} -> {message.routing_key}")
+        _dlq_partial(holding.snapshots)
+    out.print(f"replayed {done}, skipped {len(skipped)}", highlight=False)
+
+
+@dlq_app.command("edit")
+def dlq_edit(
+    entry_id: Annotated[str, typer.Argument(metavar="ID")],
+    assignments: Annotated[
+        list[str],
+        typer.Option("--set", help="field=text, or field:=JSON for numbers, true/false, null."),
+    ],
+    adapter: DlqAdapterOpt = None,
+    invalid: DlqInvalidOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Edit & retry: the router makes a new version of the record (hub actor) with these
+    values and sends it to every CRM; then the entry leaves the DLQ."""
+    from router import dlq
+    from router.dlq_broker import call_router, hold_all
+
+    changes = dlq.parse_assignments(assignments)
+    broker = _broker(config)
+    with hold_all(broker, adapter, invalid) as holding:
+        copies = dlq.find(holding.entries, entry_id, holding.where)
+        entry = copies[0]
+        reply = call_router(broker, "op.edit", dlq.edit_request(entry, changes), timeout=10.0)
+        if not reply.get("ok"):
+            raise CrmsyncError(
+                f"the router did not make the edit: {reply.get('error')}; "
+                f"entry {entry.id} stays in {entry.queue}"
+            )
+        for copy in copies:
+            holding.of(copy).remove(copy)
+    out.print(
+        f"record {entry.record_id} edited: version {reply.get('event_id')} goes to every CRM; "
+        f"entry {entry.id} removed from {entry.queue}",
+        highlight=False,
+    )
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    ids: DlqIdsArg = None,
+    adapter: DlqAdapterOpt = None,
+    invalid: DlqInvalidOpt = False,
+    error_type: DlqErrorTypeOpt = None,
+    everything: DlqAllOpt = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Remove entries for good (asks first; without a terminal only with --yes)."""
+    from collections import Counter
+
+    from router import dlq
+    from router.dlq_broker import browse_all, hold_all
+
+    _dlq_selection(ids, error_type, everything, "purge")
+    broker = _broker(config)
+    # Ask with nothing held (an operator may take a while), then remove exactly what was
+    # counted: entries that arrived meanwhile stay.
+    seen = browse_all(broker, adapter, invalid)
+    counted = Counter(e.id for e in dlq.select(seen.entries, seen.where, ids or (), error_type))
+    if not counted:
+        out.print("nothing to purge")
+        return
+    total = sum(counted.values())
+    _confirm(f"Remove {_dlq_entries(total)} from {seen.where} for good?", yes)
+    removed = 0
+    with hold_all(broker, adapter, invalid) as holding:
+        for entry in dlq.select(holding.entries, holding.where, ids or (), error_type):
+            if counted[entry.id] > 0:
+                counted[entry.id] -= 1
+                holding.of(entry).remove(entry)
+                removed += 1
+                _dlq_say(f"removed {entry.id}")
+        _dlq_partial(holding.snapshots)
+    out.print(f"purged {_dlq_entries(removed)}", highlight=False)
+
+
+@dlq_app.command("export")
+def dlq_export(
+    ids: DlqIdsArg = None,
+    fmt: Annotated[
+        Literal["jsonl"], typer.Option("--format", help="jsonl: one JSON object a line.")
+    ] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
+    adapter: DlqAdapterOpt = None,
+    invalid: DlqInvalidOpt = False,
+    error_type: DlqErrorTypeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Every entry (headers, event, or the raw body in base64) for tickets and audits.
+    Changes nothing."""
+
+    from router import dlq
+    from router.dlq_broker import browse_all
+
+    holding = browse_all(_broker(config), adapter, invalid)
+    chosen = dlq.select(holding.entries, holding.where, ids or (), error_type)
+    _dlq_partial(holding.snapshots)
+    lines = (json.dumps(dlq.detail(e), sort_keys=True) + "\n" for e in chosen)
+    if output is None:
+        sys.stdout.writelines(lines)
+        return
+    with output.open("w", encoding="utf-8") as sink:
+        for line in _dlq_progress(list(lines), "exporting"):
+            sink.write(line)
+    err.print(f"exported {_dlq_entries(len(chosen))} ({fmt}) to {output}", highlight=False)
 
 
 def _confirm(question: str, yes: bool) -> None:

@@ -1,0 +1,460 @@
+"""Dead-letter entries as operators see them: ids, error types, groups, selections.
+
+Pure: messages come in as values (body, headers), decisions go out as values. The
+broker side (browse, take, republish) is :mod:`router.dlq_broker`; the commands are in
+:mod:`router.cli`.
+
+Where an entry's facts come from (DESIGN "Headers on a dead-lettered message"):
+
+* a write the adapter gave up on carries crmsync's ``x-crmsync-*`` history headers;
+* a poison message the *broker* dead-lettered (the sink's delivery limit) carries only
+  the broker's ``x-death`` (reason ``delivery_limit``), maybe with stale ``x-crmsync-*``
+  headers of earlier retries: it is a ``poison`` entry of the adapter named by the queue
+  in ``x-death``;
+* an event the router refused (``crmsync.router.invalid``) carries ``x-crmsync-reason``
+  and ``x-crmsync-detail``: the reason is its error type.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+from router import topology
+from router.errors import CrmsyncError, DecodeError
+from router.events import CONTENT_TYPE, ENTITY_RE, NAME_RE, ChangeEvent, Scalar, decode, encode
+
+ROUTER: Final = "router"  # ``--adapter router`` names the router's invalid queue
+GroupBy = Literal["error", "entity", "adapter"]
+MIN_ID_PREFIX: Final = 8  # shorter prefixes are too easy to get wrong in a destructive command
+
+
+class UnknownEntry(CrmsyncError, LookupError):
+    """No entry with that id in the queues searched."""
+
+
+class UnknownQueue(CrmsyncError, LookupError):
+    """The dead-letter queue does not exist on this broker/vhost."""
+
+
+class NotReplayable(CrmsyncError):
+    """The entry cannot be republished (its body does not decode)."""
+
+
+@dataclass(frozen=True)
+class Death:
+    """The latest ``x-death`` record: why and from where the broker dead-lettered it."""
+
+    reason: str
+    queue: str
+    time: float | None
+    count: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One message in a dead-letter queue, in the queue's order (``position``)."""
+
+    id: str
+    queue: str
+    position: int
+    adapter: str  # the target the write was for; ``router`` for the invalid queue
+    error_type: str
+    error: str
+    traceback: str
+    attempts: int | None
+    first_failed_at: float | None
+    last_failed_at: float | None
+    headers: Mapping[str, Any]
+    body: bytes
+    event: ChangeEvent | None
+    decode_error: str | None
+
+    @property
+    def entity(self) -> str | None:
+        return self.event.entity if self.event else None
+
+    @property
+    def record_id(self) -> str | None:
+        return self.event.record_id if self.event else None
+
+    @property
+    def failed_at(self) -> float | None:
+        """When it landed in the DLQ: its last failure."""
+        return self.last_failed_at if self.last_failed_at is not None else self.first_failed_at
+
+    def age(self, now: float) -> float | None:
+        when = self.failed_at
+        return None if when is None else max(0.0, now - when)
+
+
+# -- queues -------------------------------------------------------------------------------
+
+
+def queue_for(adapter: str) -> str:
+    """``crmsync.dlq.NAME``, or the router's invalid queue for ``router``."""
+    if adapter == ROUTER:
+        return topology.INVALID
+    if not re.fullmatch(NAME_RE, adapter):
+        raise CrmsyncError(f"{adapter!r} is not an adapter name")
+    return topology.dlq_queue(adapter)
+
+
+def adapter_of(queue: str) -> str:
+    if queue == topology.INVALID:
+        return ROUTER
+    return queue.removeprefix(topology.dlq_queue(""))
+
+
+# -- reading one message ------------------------------------------------------------------
+
+
+def entry_id(body: bytes, event: ChangeEvent | None) -> str:
+    """The event's id where the body decodes, else a short hash of the body."""
+    if event is not None:
+        return event.event_id
+    return "h-" + hashlib.sha256(body).hexdigest()[:12]
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def latest_death(headers: Mapping[str, Any]) -> Death | None:
+    """The first ``x-death`` record; RabbitMQ keeps the most recent one first."""
+    deaths = headers.get("x-death")
+    if not isinstance(deaths, list | tuple) or not deaths or not isinstance(deaths[0], Mapping):
+        return None
+    first = deaths[0]
+    count = first.get("count")
+    return Death(
+        reason=_text(first.get("reason")),
+        queue=_text(first.get("queue")),
+        time=_epoch(first.get("time")),
+        count=int(count) if isinstance(count, int) else 1,
+    )
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        return int(_text(value))
+    except ValueError:
+        return None
+
+
+def _classify(queue: str, headers: Mapping[str, Any], death: Death | None) -> tuple[str, str, str]:
+    """(target adapter, error type, one-line error)."""
+    if queue == topology.INVALID:
+        reason = _text(headers.get(topology.REASON_HEADER)) or "unknown"
+        return ROUTER, reason, _text(headers.get(topology.DETAIL_HEADER)) or reason
+    target = _text(headers.get(topology.TARGET_HEADER)) or adapter_of(queue)
+    error = _text(headers.get(topology.ERROR_HEADER))
+    if death is not None and death.reason == "delivery_limit":
+        # The broker's verdict is the latest word: older x-crmsync-* headers only tell
+        # how the earlier, retried attempts failed.
+        sink = topology.sink_queue("")
+        if death.queue.startswith(sink):
+            target = death.queue.removeprefix(sink)
+        message = (
+            f"delivery limit exceeded in {death.queue} (the adapter crashed or never settled it)"
+        )
+        if error:
+            message += f"; last recorded error: {error}"
+        return target, "poison", message
+    kind = _text(headers.get(topology.ERROR_TYPE_HEADER))
+    if not kind and death is not None:
+        # Dead-lettered by the broker for another reason (rejected, expired, maxlen).
+        return target, death.reason or "unknown", f"{death.reason} in {death.queue}"
+    return target, kind or "unknown", error or "(no error recorded)"
+
+
+def read_entry(queue: str, position: int, body: bytes, headers: Mapping[str, Any] | None) -> Entry:
+    """A browsed message as an :class:`Entry`."""
+    headers = dict(headers or {})
+    event: ChangeEvent | None
+    try:
+        event, decode_error = decode(body), None
+    except DecodeError as e:
+        event, decode_error = None, str(e)
+    death = latest_death(headers)
+    target, kind, error = _classify(queue, headers, death)
+    first = _epoch(headers.get(topology.FIRST_FAILED_HEADER))
+    last = _epoch(headers.get(topology.LAST_FAILED_HEADER))
+    if death is not None and kind == "poison":
+        last = death.time or last
+    return Entry(
+        id=entry_id(body, event),
+        queue=queue,
+        position=position,
+        adapter=target,
+        error_type=kind,
+        error=error,
+        traceback=_text(headers.get(topology.TRACEBACK_HEADER)),
+        attempts=_int(headers.get(topology.ATTEMPTS_HEADER)),
+        first_failed_at=first if first is not None else last,
+        last_failed_at=last if last is not None else first,
+        headers=headers,
+        body=body,
+        event=event,
+        decode_error=decode_error,
+    )
+
+
+# -- groups -------------------------------------------------------------------------------
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_HEX = re.compile(r"\b(?:0x)?(?=[0-9a-f]*\d)[0-9a-f]{8,}\b", re.I)
+_NUMBER = re.compile(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?")
+
+
+def normalize_error(text: str) -> str:
+    """The message with what varies per record (ids, e-mails, numbers) blanked, so that
+    the same failure of many records forms one group (as ServicePulse's failure groups).
+    Quoted names are kept: they name the constraint or column that failed."""
+    text = _UUID.sub("<id>", text)
+    text = _EMAIL.sub("<email>", text)
+    text = _HEX.sub("<id>", text)
+    text = _NUMBER.sub("<n>", text)
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str
+    entries: tuple[Entry, ...]
+
+    @property
+    def oldest_failed_at(self) -> float | None:
+        times = [t for t in (e.failed_at for e in self.entries) if t is not None]
+        return min(times) if times else None
+
+    def oldest_age(self, now: float) -> float | None:
+        oldest = self.oldest_failed_at
+        return None if oldest is None else max(0.0, now - oldest)
+
+
+def group_key(entry: Entry, by: GroupBy) -> str:
+    if by == "entity":
+        return entry.entity or "(undecodable)"
+    if by == "adapter":
+        return entry.adapter
+    return f"{entry.error_type}: {normalize_error(entry.error)}"
+
+
+def group(entries: Iterable[Entry], by: GroupBy = "error") -> list[Group]:
+    """Groups, largest first; ties in the order their first entry appears."""
+    buckets: dict[str, list[Entry]] = {}
+    for entry in entries:
+        buckets.setdefault(group_key(entry, by), []).append(entry)
+    ordered = sorted(buckets.items(), key=lambda item: -len(item[1]))  # stable
+    return [Group(key, tuple(members)) for key, members in ordered]
+
+
+# -- selecting ----------------------------------------------------------------------------
+
+
+def _matches(entry: Entry, wanted: str) -> bool:
+    return entry.id == wanted or (len(wanted) >= MIN_ID_PREFIX and entry.id.startswith(wanted))
+
+
+def find(entries: Sequence[Entry], wanted: str, where: str) -> list[Entry]:
+    """Every copy of the entry ``wanted`` (an id, or an unambiguous prefix of at least
+    :data:`MIN_ID_PREFIX` characters). ``where`` names the queues searched, for the error."""
+    exact = [e for e in entries if e.id == wanted]
+    if exact:
+        return exact
+    found = [e for e in entries if _matches(e, wanted)]
+    ids = sorted({e.id for e in found})
+    if len(ids) > 1:
+        raise UnknownEntry(f"{wanted!r} matches {len(ids)} entries in {where}; give the whole id")
+    if not found:
+        raise UnknownEntry(f"no entry {wanted} in {where}")
+    return found
+
+
+def select(
+    entries: Sequence[Entry],
+    where: str,
+    ids: Sequence[str] = (),
+    error_type: str | None = None,
+) -> list[Entry]:
+    """The entries named by ``ids`` (each must exist) or all of them, narrowed to
+    ``error_type``; in queue order, each once."""
+    chosen: Iterable[Entry] = entries
+    if ids:
+        picked = {(e.queue, e.position) for wanted in ids for e in find(entries, wanted, where)}
+        chosen = [e for e in entries if (e.queue, e.position) in picked]
+    return [e for e in chosen if error_type is None or e.error_type == error_type]
+
+
+# -- replaying ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Republish:
+    """What a replay publishes for one entry."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str
+    headers: dict[str, Any]
+    content_type: str = CONTENT_TYPE
+
+
+def replay_headers(headers: Mapping[str, Any], record_id: str) -> dict[str, Any]:
+    """crmsync's history travels on; the broker's ``x-death``, ``x-delivery-count`` and
+    other ``x-*`` do not (DESIGN "Known traps"), nor ``CC``/``BCC``: a replay goes to one
+    adapter only."""
+    kept = {
+        key: value
+        for key, value in headers.items()
+        if key.startswith("x-crmsync-") or not (key.startswith("x-") or key in ("CC", "BCC"))
+    }
+    kept[topology.RECORD_KEY_HEADER] = record_id
+    return kept
+
+
+def replay_of(entry: Entry) -> Republish:
+    """The event with ``origin = replay``, to the target adapter through
+    ``crmsync.deliveries``; an entry of the router's invalid queue goes back to the router
+    through ``crmsync.changes`` under its own routing key."""
+    if entry.event is None:
+        raise NotReplayable(
+            f"entry {entry.id} in {entry.queue} cannot be replayed: {entry.decode_error}; "
+            f"inspect it with 'crmsync dlq show {entry.id}', then purge it"
+        )
+    event = entry.event.model_copy(update={"origin": "replay"})
+    if entry.queue == topology.INVALID:
+        exchange, key = topology.CHANGES, event.routing_key
+    else:
+        exchange, key = topology.DELIVERIES, entry.adapter
+    return Republish(
+        exchange, key, encode(event), event.event_id, replay_headers(entry.headers, event.record_id)
+    )
+
+
+# -- editing ------------------------------------------------------------------------------
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Scalar]:
+    """``field=text`` sets a string; ``field:=JSON`` a typed scalar (``age:=42``,
+    ``vip:=true``, ``phone:=null``), as httpie spells it."""
+    values: dict[str, Scalar] = {}
+    for item in items:
+        typed = re.match(r"^([^=:]+):=(.*)$", item, re.S)
+        plain = None if typed else re.match(r"^([^=]+)=(.*)$", item, re.S)
+        match = typed or plain
+        if match is None:
+            raise CrmsyncError(f"--set {item!r}: write field=value (or field:=JSON)")
+        name, raw = match.group(1).strip(), match.group(2)
+        if not re.fullmatch(ENTITY_RE, name):
+            raise CrmsyncError(f"--set {item!r}: {name!r} is not a field name")
+        value: Any = raw
+        if typed:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                raise CrmsyncError(f"--set {item!r}: {raw!r} is not JSON") from None
+            if isinstance(value, dict | list):
+                raise CrmsyncError(
+                    f"--set {item!r}: values are scalars, not {type(value).__name__}s"
+                )
+        values[name] = value
+    if not values:
+        raise CrmsyncError("say what to change: --set field=value")
+    return values
+
+
+def edit_request(entry: Entry, changes: Mapping[str, Scalar]) -> dict[str, Any]:
+    """The ``op.edit`` body asking the router for a new hub version of the entry's record."""
+    if entry.event is None:
+        raise NotReplayable(
+            f"entry {entry.id} in {entry.queue} cannot be edited: {entry.decode_error}"
+        )
+    return {"record_id": entry.event.record_id, "entity": entry.event.entity, "set": dict(changes)}
+
+
+# -- presenting ---------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """Header values as JSON: times as ISO 8601, raw bytes as ``{"base64": ...}``."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float | str):
+        return value
+    return str(value)
+
+
+def summary(entry: Entry) -> dict[str, Any]:
+    """One line of ``dlq list --json``. Times are absolute (epoch seconds), so listing a
+    queue twice gives the same output."""
+    return {
+        "id": entry.id,
+        "queue": entry.queue,
+        "position": entry.position,
+        "adapter": entry.adapter,
+        "entity": entry.entity,
+        "record_id": entry.record_id,
+        "op": entry.event.op if entry.event else None,
+        "attempts": entry.attempts,
+        "error_type": entry.error_type,
+        "error": entry.error,
+        "first_failed_at": entry.first_failed_at,
+        "last_failed_at": entry.last_failed_at,
+        "decodes": entry.event is not None,
+    }
+
+
+def detail(entry: Entry) -> dict[str, Any]:
+    """Everything about one entry: ``dlq show --json`` and each line of ``dlq export``."""
+    return {
+        **summary(entry),
+        "traceback": entry.traceback,
+        "headers": jsonable(entry.headers),
+        "event": entry.event.model_dump(mode="json") if entry.event else None,
+        "decode_error": entry.decode_error,
+        "body_base64": None if entry.event else base64.b64encode(entry.body).decode(),
+    }
+
+
+def age_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
