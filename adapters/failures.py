@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from router import topology
-from router.errors import PermanentWriteError
+from router.errors import PermanentWriteError, WriteError
 
 ERROR_LIMIT = 500
 
@@ -52,7 +52,10 @@ def error_type(err: BaseException | None) -> str:
 
 def describe(err: BaseException) -> tuple[str, str]:
     """(one-line error, bounded traceback)."""
-    line = f"{type(err).__name__}: {err}".replace("\n", " ")[:ERROR_LIMIT]
+    # crmsync's own write errors already name the cause ("IntegrityError: CHECK ...");
+    # their class is what x-crmsync-error-type says.
+    text = str(err) if isinstance(err, WriteError) else f"{type(err).__name__}: {err}"
+    line = text.replace("\n", " ")[:ERROR_LIMIT]
     # The frames say where; a huge message must not push them out of the bound.
     frames = "".join(traceback.format_tb(err.__traceback__))
     budget = topology.TRACEBACK_LIMIT - len(line) - 40
@@ -73,6 +76,7 @@ def next_hop(
     permanent. ``delays`` are (label, seconds) in order; ``kind`` overrides the error type
     (e.g. ``undecodable``)."""
     now = time.time() if now is None else now
+    stamp = int(now * 1000)  # epoch ms: exact in every AMQP client (see topology)
     kept = history(headers)
     attempts = int(kept.get(topology.ATTEMPTS_HEADER, 0)) + 1
     line, tb = describe(err)
@@ -84,10 +88,10 @@ def next_hop(
             topology.ERROR_TYPE_HEADER: kind,
             topology.ERROR_HEADER: line,
             topology.TRACEBACK_HEADER: tb,
-            topology.LAST_FAILED_HEADER: now,
+            topology.LAST_FAILED_HEADER: stamp,
         }
     )
-    kept.setdefault(topology.FIRST_FAILED_HEADER, now)
+    kept.setdefault(topology.FIRST_FAILED_HEADER, stamp)
     if kind == "transient" and attempts <= len(delays):
         label, seconds = delays[attempts - 1]
         # Upward only: a write keeps retrying at least the sum of the configured delays

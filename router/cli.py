@@ -531,8 +531,13 @@ def dlq_edit(
             )
         for copy in copies:
             holding.of(copy).remove(copy)
+    when = (
+        "is owed to every CRM (sent when the broker is back)"
+        if reply.get("pending")
+        else ("goes to every CRM")
+    )
     out.print(
-        f"record {entry.record_id} edited: version {reply.get('event_id')} goes to every CRM; "
+        f"record {entry.record_id} edited: version {reply.get('event_id')} {when}; "
         f"entry {entry.id} removed from {entry.queue}",
         highlight=False,
     )

@@ -475,11 +475,13 @@ class Router:
         try:
             await self._publisher.publish(delivery)
         except CrmsyncError as e:
-            return {
-                "ok": False,
-                "error": f"version {event.event_id} stored but not yet sent ({e}); "
-                "the router sends it when the broker is back",
-            }
+            # Committed with its outbox row: it will be sent. Saying "not ok" here would
+            # make the operator edit again and create a second version.
+            log.warning(
+                "edited version not sent yet; it stays owed in the outbox",
+                extra=kv(event_id=event.event_id, error=str(e)),
+            )
+            return {"ok": True, "event_id": event.event_id, "clock": event.clock, "pending": True}
         await self._db(self.store.delete_outbox, [outbox_id])
         log.info(
             "record edited by an operator",

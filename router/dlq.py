@@ -126,8 +126,10 @@ def entry_id(body: bytes, event: ChangeEvent | None) -> str:
 def _epoch(value: Any) -> float | None:
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value / 1000.0  # epoch ms, as adapters write it (see topology)
+    if isinstance(value, float):
+        return value  # seconds: entries written before the header became milliseconds
     return None
 
 
@@ -332,6 +334,10 @@ def replay_headers(headers: Mapping[str, Any], record_id: str) -> dict[str, Any]
         if key.startswith("x-crmsync-") or not (key.startswith("x-") or key in ("CC", "BCC"))
     }
     kept[topology.RECORD_KEY_HEADER] = record_id
+    # A replay is a new try after a fix: a fresh retry budget (as a ServicePulse retry
+    # gets), the rest of the history kept, and the replay itself counted.
+    kept[topology.ATTEMPTS_HEADER] = 0
+    kept[topology.REPLAYS_HEADER] = (_int(headers.get(topology.REPLAYS_HEADER)) or 0) + 1
     return kept
 
 

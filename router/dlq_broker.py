@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import struct
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -49,45 +48,6 @@ from router import dlq
 from router.config import BrokerConfig
 from router.errors import BrokerUnavailable, CrmsyncError, PublishFailed, RouterUnavailable
 from router.transport import CONNECT_TIMEOUT, _ssl_context, redact
-
-
-def _pika_floats() -> None:
-    """Let pika read and write float header values (AMQP ``d``/``f``) as floats.
-
-    The adapters (aio-pika) write ``x-crmsync-first-failed-at``/``-last-failed-at`` as
-    doubles. pika 1.4.4 decodes a double truncated to an int and cannot encode a float
-    at all (UnsupportedAMQPFieldException), so a replay could not carry the history on
-    unchanged. Fixed upstream (pika PR #1705 and pika issue #599); this adds only the
-    missing branches, and only where a quick probe shows they are missing.
-    """
-    double = struct.pack(">cd", b"d", 0.5)
-    if pika.data.decode_value(double, 0)[0] != 0.5:
-        original_decode = pika.data.decode_value
-
-        def decode_value(encoded: bytes, offset: int) -> tuple[Any, int]:
-            kind = encoded[offset : offset + 1]
-            if kind == b"d":
-                return struct.unpack_from(">d", encoded, offset + 1)[0], offset + 9
-            if kind == b"f":
-                return struct.unpack_from(">f", encoded, offset + 1)[0], offset + 5
-            return original_decode(encoded, offset)  # type: ignore[no-any-return]
-
-        pika.data.decode_value = decode_value
-    try:
-        pika.data.encode_value([], 0.5)
-    except pika.exceptions.UnsupportedAMQPFieldException:
-        original_encode = pika.data.encode_value
-
-        def encode_value(pieces: list[bytes], value: Any) -> int:
-            if isinstance(value, float):
-                pieces.append(struct.pack(">cd", b"d", value))
-                return 9
-            return int(original_encode(pieces, value))
-
-        pika.data.encode_value = encode_value
-
-
-_pika_floats()
 
 MAX_PREFETCH: Final = 65535  # AMQP's basic.qos limit
 DELIVERY_WAIT: Final = 5.0  # seconds without a delivery before a browse stops waiting

@@ -29,8 +29,10 @@ def failed_at(headers: dict[str, Any] | None) -> float | None:
     (poison messages dead-lettered by the sink's delivery limit carry only that)."""
     headers = headers or {}
     first = headers.get(topology.FIRST_FAILED_HEADER)
-    if isinstance(first, (int, float)):
-        return float(first)
+    if isinstance(first, int) and not isinstance(first, bool):
+        return first / 1000.0  # epoch ms
+    if isinstance(first, float):
+        return first  # seconds, as written before the header became milliseconds
     deaths = headers.get("x-death")
     if isinstance(deaths, list) and deaths and isinstance(deaths[-1], dict):
         when = deaths[-1].get("time")

@@ -32,12 +32,15 @@ DETAIL_HEADER: Final = "x-crmsync-detail"
 # with the message through the retry tiers and into the DLQ.
 TARGET_HEADER: Final = "x-crmsync-target"
 ATTEMPTS_HEADER: Final = "x-crmsync-attempts"
+REPLAYS_HEADER: Final = "x-crmsync-replays"  # how often an operator replayed this write
 ERROR_TYPE_HEADER: Final = "x-crmsync-error-type"
 ERROR_HEADER: Final = "x-crmsync-error"
 TRACEBACK_HEADER: Final = "x-crmsync-traceback"
 FIRST_FAILED_HEADER: Final = "x-crmsync-first-failed-at"
 LAST_FAILED_HEADER: Final = "x-crmsync-last-failed-at"
 TRACEBACK_LIMIT: Final = 4000  # characters kept of a traceback
+# The *-failed-at headers are integer epoch milliseconds: aio-pika sends Python floats
+# as 32-bit AMQP floats (128-second steps at today's epoch) and pika cannot send floats.
 # Retries wait delay * (1 + up to this), never less: the budget is at least the sum.
 RETRY_JITTER: Final = 0.2
 

@@ -140,8 +140,8 @@ def failure(kind: str, error: str, attempts: int, at: float) -> dict[str, Any]:
         topology.ERROR_TYPE_HEADER: kind,
         topology.ERROR_HEADER: error,
         topology.TRACEBACK_HEADER: f"Traceback (most recent call last):\n  File 'x'\n{error}",
-        topology.FIRST_FAILED_HEADER: at - 60.0,
-        topology.LAST_FAILED_HEADER: at,
+        topology.FIRST_FAILED_HEADER: int((at - 60.0) * 1000),  # epoch ms, as adapters write
+        topology.LAST_FAILED_HEADER: int(at * 1000),
     }
 
 
@@ -398,8 +398,11 @@ def test_replay_all_delivers_each_entry_once_with_origin_replay(amqp: str, seede
         assert headers[topology.RECORD_KEY_HEADER] == original.record_id
         assert "x-death" not in headers and "x-first-death-queue" not in headers
         sent = seeded.headers[original.event_id]
-        assert headers.get(topology.ATTEMPTS_HEADER) == sent.get(topology.ATTEMPTS_HEADER)
+        # a fresh retry budget; the history and the replay count travel on
+        assert headers[topology.ATTEMPTS_HEADER] == 0
+        assert headers[topology.REPLAYS_HEADER] == 1
         assert headers.get(topology.ERROR_HEADER) == sent.get(topology.ERROR_HEADER)
+        assert headers.get(topology.FIRST_FAILED_HEADER) == sent.get(topology.FIRST_FAILED_HEADER)
 
     assert [e["id"] for e in listed(amqp)] == [seeded.garbage]
 

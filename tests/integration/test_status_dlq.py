@@ -72,7 +72,7 @@ async def test_status_reports_dlq_depth_and_oldest_failure_without_reordering(
                 aio_pika.Message(
                     f"m{i}".encode(),
                     headers={
-                        topology.FIRST_FAILED_HEADER: now - age,
+                        topology.FIRST_FAILED_HEADER: int((now - age) * 1000),
                         topology.ATTEMPTS_HEADER: 3,
                     },
                 ),

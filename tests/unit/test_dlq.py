@@ -46,8 +46,8 @@ def failed(**overrides: Any) -> dict[str, Any]:
         topology.ERROR_TYPE_HEADER: "permanent",
         topology.ERROR_HEADER: CHECK,
         topology.TRACEBACK_HEADER: "Traceback (most recent call last):\n  ...\n" + CHECK,
-        topology.FIRST_FAILED_HEADER: 1000.0,
-        topology.LAST_FAILED_HEADER: 1100.5,
+        topology.FIRST_FAILED_HEADER: 1_000_000,  # epoch ms
+        topology.LAST_FAILED_HEADER: 1_100_500,
         topology.RECORD_KEY_HEADER: "r",
     }
     return {**headers, **overrides}
@@ -136,7 +136,9 @@ def test_a_failed_write_is_read_from_crmsyncs_headers() -> None:
 
 def test_timestamps_may_be_ints_or_amqp_timestamps() -> None:
     got = entry(
-        headers=failed(**{topology.FIRST_FAILED_HEADER: 1000, topology.LAST_FAILED_HEADER: WHEN})
+        headers=failed(
+            **{topology.FIRST_FAILED_HEADER: 1_000_000, topology.LAST_FAILED_HEADER: WHEN}
+        )
     )
     assert got.first_failed_at == 1000.0
     assert got.last_failed_at == WHEN.timestamp()
@@ -340,6 +342,9 @@ def test_replay_marks_origin_and_goes_to_the_target_through_deliveries() -> None
         **{k: v for k, v in failed(**{topology.ATTEMPTS_HEADER: 3}).items()},
         topology.RECORD_KEY_HEADER: e.record_id,
         "trace": "kept",
+        # a replay starts a fresh retry budget and is counted
+        topology.ATTEMPTS_HEADER: 0,
+        topology.REPLAYS_HEADER: 1,
     }
 
 
@@ -424,3 +429,14 @@ def test_detail_of_an_undecodable_entry_carries_the_body() -> None:
 )
 def test_age_text(seconds: float | None, text: str) -> None:
     assert dlq.age_text(seconds) == text
+
+
+def test_float_seconds_from_older_entries_are_still_read() -> None:
+    got = entry(body=b"x", headers=failed(**{topology.FIRST_FAILED_HEADER: 1000.0}))
+    assert got.first_failed_at == 1000.0
+
+
+def test_replaying_again_counts_the_replays() -> None:
+    headers = dlq.replay_headers({**failed(), topology.REPLAYS_HEADER: 2}, "r")
+    assert headers[topology.REPLAYS_HEADER] == 3
+    assert headers[topology.ATTEMPTS_HEADER] == 0

@@ -21,10 +21,10 @@ def test_first_transient_failure_goes_to_the_first_tier_with_history() -> None:
     assert (hop.exchange, hop.routing_key) == ("", "crmsync.retry.sales.1s")
     assert hop.headers[topology.ATTEMPTS_HEADER] == 1
     assert hop.headers[topology.ERROR_TYPE_HEADER] == "transient"
-    assert hop.headers[topology.ERROR_HEADER] == "TransientWriteError: locked"
+    assert hop.headers[topology.ERROR_HEADER] == "locked"  # the type is in error-type
     assert hop.headers[topology.TARGET_HEADER] == "sales"
-    assert hop.headers[topology.FIRST_FAILED_HEADER] == 100.0
-    assert hop.headers[topology.LAST_FAILED_HEADER] == 100.0
+    assert hop.headers[topology.FIRST_FAILED_HEADER] == 100_000  # epoch ms
+    assert hop.headers[topology.LAST_FAILED_HEADER] == 100_000
     assert hop.headers[topology.RECORD_KEY_HEADER] == "r1"
     assert hop.expiration is not None and 1.0 <= hop.expiration <= 1.0 * (1 + topology.RETRY_JITTER)
 
@@ -44,8 +44,8 @@ def test_attempts_walk_the_tiers_then_dead_letter_keeping_first_failure_time() -
     ]
     assert hop.dead and hop.exchange == topology.DEAD
     assert hop.headers[topology.ATTEMPTS_HEADER] == 4
-    assert hop.headers[topology.FIRST_FAILED_HEADER] == 10.0
-    assert hop.headers[topology.LAST_FAILED_HEADER] == 13.0
+    assert hop.headers[topology.FIRST_FAILED_HEADER] == 10_000
+    assert hop.headers[topology.LAST_FAILED_HEADER] == 13_000
     assert "x-death" not in hop.headers and "x-delivery-count" not in hop.headers
 
 
@@ -59,7 +59,9 @@ def test_permanent_error_is_dead_lettered_at_once() -> None:
 
 
 def test_unknown_errors_count_as_transient_and_kind_can_be_forced() -> None:
-    assert not next_hop("s", None, KeyError("boom"), TIERS).dead
+    unknown = next_hop("s", None, KeyError("boom"), TIERS)
+    assert not unknown.dead
+    assert unknown.headers[topology.ERROR_HEADER] == "KeyError: 'boom'"  # foreign: named
     hop = next_hop("s", None, ValueError("bad bytes"), TIERS, kind="undecodable")
     assert hop.dead and hop.headers[topology.ERROR_TYPE_HEADER] == "undecodable"
 
