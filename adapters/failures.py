@@ -99,3 +99,17 @@ def next_hop(
         jitter = 1.0 + (rng or random).random() * topology.RETRY_JITTER
         return Hop("", topology.retry_queue(adapter, label), kept, seconds * jitter, False)
     return Hop(topology.DEAD, adapter, kept, None, True)
+
+
+def error_for_status(status: int, detail: str) -> Exception:
+    """The write error an HTTP-based adapter raises for a response status: rate limits
+    (429), timeouts (408) and server errors (5xx) are worth retrying; any other 4xx is a
+    request the CRM will refuse again."""
+    from router.errors import TransientWriteError
+
+    message = f"HTTP {status}: {detail}"
+    if status in (408, 425, 429) or status >= 500:
+        return TransientWriteError(message)
+    if 400 <= status < 500:
+        return PermanentWriteError(message)
+    raise ValueError(f"HTTP {status} is not an error status")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.failures import history, next_hop
+from adapters.failures import error_for_status, history, next_hop
 from router import topology
 from router.errors import PermanentWriteError, TransientWriteError
 
@@ -113,3 +113,27 @@ def test_attempt_counter_comes_from_our_header_only(attempts: int) -> None:
     headers = {topology.ATTEMPTS_HEADER: attempts, "x-delivery-count": 40}
     hop = next_hop("s", headers, TransientWriteError("x"), TIERS)
     assert hop.headers[topology.ATTEMPTS_HEADER] == attempts + 1
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (429, TransientWriteError),
+        (408, TransientWriteError),
+        (500, TransientWriteError),
+        (503, TransientWriteError),
+        (400, PermanentWriteError),
+        (404, PermanentWriteError),
+        (409, PermanentWriteError),
+        (422, PermanentWriteError),
+    ],
+)
+def test_http_statuses_are_classified(status: int, kind: type[Exception]) -> None:
+    err = error_for_status(status, "from the CRM")
+    assert type(err) is kind
+    assert str(err) == f"HTTP {status}: from the CRM"
+
+
+def test_a_success_status_is_not_an_error() -> None:
+    with pytest.raises(ValueError):
+        error_for_status(200, "ok")
