@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from router.clock import Order, VectorClock, compare, merge
@@ -132,37 +132,16 @@ def resolve_conflict(
         for name, value in outcome.fields.items()
         if stored.fields.get(name) != value or event.fields.get(name, value) != value
     )
-    state = RecordState(
-        record_id=stored.record_id,
-        entity=stored.entity,
-        clock=clock,
-        fields=outcome.fields,
-        field_clocks=_field_clocks(
-            stored.field_clocks, stored.fields, outcome.fields, changed, clock
-        ),
-        deleted=outcome.deleted,
-        source="hub",
-        actor=hub_actor,
-        event_id=new_event_id(),
-        # The winner's time, so a later conflict compares against when the data was written.
-        occurred_at=outcome.winner.occurred_at,
-        version=stored.version,
+    # The winner's time, so a later conflict compares against when the data was written.
+    return hub_version(
+        stored,
+        outcome.fields,
+        outcome.deleted,
+        changed,
+        clock,
+        hub_actor,
+        outcome.winner.occurred_at,
     )
-    resolution = ChangeEvent(
-        event_id=state.event_id,
-        source="hub",
-        actor=hub_actor,
-        entity=stored.entity,
-        record_id=stored.record_id,
-        source_record_id="",
-        op="delete" if state.deleted else "upsert",
-        clock=clock.to_dict(),
-        fields=state.fields,
-        changed=changed,
-        occurred_at=state.occurred_at,
-        origin="live",
-    )
-    return state, resolution
 
 
 def decide(
@@ -190,30 +169,40 @@ def decide(
     return Decision(Verdict.CONFLICT, state, resolution, tuple(subscribers))
 
 
-def with_version(state: RecordState, version: int) -> RecordState:
-    return replace(state, version=version)
-
-
 def edit_version(
     stored: RecordState, changes: dict[str, Scalar], hub_actor: str, now: datetime
 ) -> tuple[RecordState, ChangeEvent]:
     """An operator's edit as a new version made by the hub: it descends from the stored
     one, so every CRM, the edit's source included, applies it (DESIGN "Failed writes":
     never replay an edited copy under the old clock, that would fork one CRM)."""
-    clock = stored.clock.increment(hub_actor)
     fields = {**stored.fields, **changes}
     changed = sorted(name for name in changes if stored.fields.get(name) != changes[name])
+    clock = stored.clock.increment(hub_actor)
+    return hub_version(stored, fields, False, changed, clock, hub_actor, now)
+
+
+def hub_version(
+    stored: RecordState,
+    fields: dict[str, Scalar],
+    deleted: bool,
+    changed: list[str],
+    clock: VectorClock,
+    hub_actor: str,
+    occurred_at: datetime,
+) -> tuple[RecordState, ChangeEvent]:
+    """A version of ``stored`` made by the hub (a resolution or an edit): the state to
+    store and the event that carries it to every subscriber."""
     state = RecordState(
         record_id=stored.record_id,
         entity=stored.entity,
         clock=clock,
         fields=fields,
         field_clocks=_field_clocks(stored.field_clocks, stored.fields, fields, changed, clock),
-        deleted=False,
+        deleted=deleted,
         source="hub",
         actor=hub_actor,
         event_id=new_event_id(),
-        occurred_at=now,
+        occurred_at=occurred_at,
         version=stored.version,
     )
     event = ChangeEvent(
@@ -222,10 +211,10 @@ def edit_version(
         actor=hub_actor,
         entity=stored.entity,
         record_id=stored.record_id,
-        op="upsert",
+        op="delete" if deleted else "upsert",
         clock=clock.to_dict(),
         fields=fields,
         changed=changed,
-        occurred_at=now,
+        occurred_at=occurred_at,
     )
     return state, event
