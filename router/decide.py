@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from router.clock import Order, VectorClock, compare, merge
@@ -55,7 +55,9 @@ def _field_clocks(
 ) -> dict[str, VectorClock]:
     clocks = dict(base)
     for name, value in new.items():
-        if name in changed or name not in old or old[name] != value:
+        # A field absent from the record is None: a source that maps a field nobody has
+        # set yet and sends None has not changed it (it must not outrank a real edit).
+        if name in changed or old.get(name) != value:
             clocks[name] = clock
     return clocks
 
@@ -94,13 +96,20 @@ def stored_changed(event: ChangeEvent, stored: RecordState) -> frozenset[str]:
 def event_changed(event: ChangeEvent, stored: RecordState) -> frozenset[str]:
     """Fields the event changed: its ``changed`` list, or, when the router never saw the
     event's parent (its actor's counter jumped by more than one), every field whose
-    value differs from the stored one."""
+    value differs from the stored one *and that the stored side has not changed since
+    the event's base*.
+
+    That last condition refines DESIGN's rule. A differing field the stored side did not
+    touch can only have been changed by the event's unseen ancestors. One the stored side
+    did change is ambiguous: counting it as the event's (DESIGN's wording) silently
+    reverts a real edit whenever the event merely carries an old value, while counting it
+    as the stored side's can only matter when both sides truly changed it, a conflict
+    either value resolves. Found by the convergence simulation (tests/unit)."""
     changed = set(event.changed)
     if stored.clock.get(event.actor) < event.vclock.get(event.actor) - 1:
+        theirs = stored_changed(event, stored)
         changed |= {
-            n
-            for n, v in event.fields.items()
-            if stored.fields.get(n, v) != v or n not in stored.fields
+            n for n, v in event.fields.items() if stored.fields.get(n) != v and n not in theirs
         }
     return frozenset(changed)
 
@@ -133,7 +142,7 @@ def resolve_conflict(
         if stored.fields.get(name) != value or event.fields.get(name, value) != value
     )
     # The winner's time, so a later conflict compares against when the data was written.
-    return hub_version(
+    state, resolution = hub_version(
         stored,
         outcome.fields,
         outcome.deleted,
@@ -142,6 +151,17 @@ def resolve_conflict(
         hub_actor,
         outcome.winner.occurred_at,
     )
+    # A field keeps the clock of the version that set its value (DESIGN "Field-level
+    # decisions"): the incoming event for values taken from it, the stored clock for
+    # values kept. Stamping kept values with the resolution's clock made the next edit of
+    # such a field by its own author look concurrent with it, and lose.
+    field_clocks = dict(stored.field_clocks)
+    for name in outcome.from_incoming:
+        # ...but only a value the event really set: a None it carries for a field the
+        # record never had was set by nobody.
+        if incoming.touched(name) or stored.fields.get(name) != outcome.fields[name]:
+            field_clocks[name] = event.vclock
+    return replace(state, field_clocks=field_clocks), resolution
 
 
 def decide(

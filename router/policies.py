@@ -41,6 +41,9 @@ class Resolution:
     deleted: bool
     winner: Side
     loser: Side
+    # Fields whose value came from the incoming side: the version that set them is the
+    # incoming event, which is what their field clocks must say.
+    from_incoming: frozenset[str] = frozenset()
 
 
 def lww_key(side: Side) -> tuple[datetime, str]:
@@ -65,13 +68,17 @@ def resolve_lww(stored: Side, incoming: Side, deletes: DeleteRule = "update-wins
     else:
         deleted = winner.deleted
     fields: dict[str, Scalar] = {}
+    taken: set[str] = set()
     for name in sorted(stored.fields.keys() | incoming.fields.keys()):
         if winner.touched(name):
-            fields[name] = winner.fields[name]
+            side = winner
         elif loser.touched(name):
-            fields[name] = loser.fields[name]
+            side = loser
         elif name in stored.fields:
-            fields[name] = stored.fields[name]
+            side = stored
         else:
-            fields[name] = incoming.fields[name]
-    return Resolution(fields, deleted, winner, loser)
+            side = incoming
+        fields[name] = side.fields[name]
+        if side is incoming:
+            taken.add(name)
+    return Resolution(fields, deleted, winner, loser, frozenset(taken))
