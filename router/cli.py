@@ -182,6 +182,8 @@ def status(
 
 
 def _print_status(data: dict[str, Any]) -> None:
+    from router import dlq
+
     r = data["router"]
     if r["alive"]:
         verdicts = (
@@ -211,7 +213,7 @@ def _print_status(data: dict[str, Any]) -> None:
             q["name"],
             "-" if q["messages"] is None else str(q["messages"]),
             "-" if q["consumers"] is None else str(q["consumers"]),
-            "" if age is None else f"[red]{_ago(age)}[/]",
+            "" if age is None else f"[red]{dlq.age_text(age)} ago[/]",
         )
     out.print(queues)
 
@@ -231,13 +233,6 @@ def demo(
     from router.demo import run_demo
 
     raise typer.Exit(run_demo(directory, records, keep_running, out))
-
-
-def _ago(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit} ago"
-    return f"{seconds:.0f}s ago"
 
 
 # -- crmsync dlq ----------------------------------------------------------------------------

@@ -195,17 +195,10 @@ def _tick(fleet: Fleet, deadline: float, what: str) -> None:
 
 
 def _router_status(url: str) -> dict[str, Any]:
-    from router.status import gather_status
+    from router.status import run_status
     from router.transport import connect
 
-    async def go() -> dict[str, Any]:
-        connection = await connect(BrokerConfig(url=url), "crmsync-demo")
-        try:
-            return await gather_status(connection)
-        finally:
-            await connection.close()
-
-    return asyncio.run(go())
+    return run_status(lambda: connect(BrokerConfig(url=url), "crmsync-demo"), 3.0)
 
 
 def run_demo(directory: Path | None, records: int, keep_running: bool, console: Console) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import aiormq
@@ -13,6 +12,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from router import topology
 from router.control import RpcClient
+from router.dlq import read_entry
 from router.errors import RouterUnavailable
 
 
@@ -22,23 +22,6 @@ class QueueDepth:
     messages: int | None  # None: the queue does not exist
     consumers: int | None
     oldest_failure_age: float | None = None  # DLQs: seconds since the head entry first failed
-
-
-def failed_at(headers: dict[str, Any] | None) -> float | None:
-    """When a DLQ entry first failed: crmsync's header, else the broker's x-death time
-    (poison messages dead-lettered by the sink's delivery limit carry only that)."""
-    headers = headers or {}
-    first = headers.get(topology.FIRST_FAILED_HEADER)
-    if isinstance(first, int) and not isinstance(first, bool):
-        return first / 1000.0  # epoch ms
-    if isinstance(first, float):
-        return first  # seconds, as written before the header became milliseconds
-    deaths = headers.get("x-death")
-    if isinstance(deaths, list) and deaths and isinstance(deaths[-1], dict):
-        when = deaths[-1].get("time")
-        if isinstance(when, datetime):
-            return when.replace(tzinfo=when.tzinfo or UTC).timestamp()
-    return None
 
 
 async def _head_failed_at(connection: AbstractRobustConnection, name: str) -> float | None:
@@ -52,7 +35,10 @@ async def _head_failed_at(connection: AbstractRobustConnection, name: str) -> fl
     try:
         queue = await channel.declare_queue(name, passive=True)
         message = await queue.get(no_ack=False, fail=False)
-        return failed_at(dict(message.headers or {})) if message is not None else None
+        if message is None:
+            return None
+        # The same reading of the failure headers as `crmsync dlq list` uses.
+        return read_entry(name, 0, message.body, message.headers).first_failed_at
     finally:
         if not channel.is_closed:
             await channel.close()

@@ -3,7 +3,6 @@ this test's own vhost, and the demo CRMs' databases to act as their users."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 from router.config import BrokerConfig
 from router.demo import Fleet
 from router.demo_crms import CRMS, DemoDb
-from router.status import gather_status
+from router.status import run_status
 from router.transport import connect
 
 
@@ -43,14 +42,7 @@ class Spine:
         self.fleet.start(name, "adapter", "--config", f"{name}.toml")
 
     def status(self) -> dict[str, Any]:
-        async def go() -> dict[str, Any]:
-            connection = await connect(BrokerConfig(url=self.url), "crmsync-test")
-            try:
-                return await gather_status(connection, timeout=2.0)
-            finally:
-                await connection.close()
-
-        return asyncio.run(go())
+        return run_status(lambda: connect(BrokerConfig(url=self.url), "crmsync-test"), 2.0)
 
     def wait(self, what: str, predicate: Callable[[], bool], timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
