@@ -344,21 +344,18 @@ class Router:
         redelivered: set[str],
         published: list[str],
     ) -> BatchOutcome:
-        for attempt in range(5):
-            try:
-                with self.store.transaction() as conn:
-                    out = self._apply(events, bodies, redelivered, conn)
-                    out.outbox_ids = self.store.commit_batch(
-                        out.processed, out.states, out.deliveries, published, conn
-                    )
-                for verdict, n in out.verdicts.items():
-                    self.stats.add(verdict, n)
-                return out
-            except VersionConflict:
-                if attempt == 4:
-                    raise
-                log.info("another router changed a record of this batch; retrying")
-        raise AssertionError("unreachable")
+        def work(conn: Connection) -> BatchOutcome:
+            out = self._apply(events, bodies, redelivered, conn)
+            out.outbox_ids = self.store.commit_batch(
+                out.processed, out.states, out.deliveries, published, conn
+            )
+            return out
+
+        out = self.store.retrying(work)
+        # Counted once the batch committed: a retried batch is not counted twice.
+        for verdict, n in out.verdicts.items():
+            self.stats.add(verdict, n)
+        return out
 
     async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
         assert self._publisher is not None
@@ -493,37 +490,35 @@ class Router:
         self, record_id: str, entity: str | None, changes: dict[str, Any]
     ) -> tuple[ChangeEvent, Outgoing, str]:
         store = self.store
-        for _ in range(5):
-            try:
-                with store.transaction() as conn:
-                    stored = store.load([record_id], conn).get(record_id)
-                    if stored is None:
-                        raise CrmsyncError(f"no record {record_id} in the router's state")
-                    if entity and stored.entity != entity:
-                        raise CrmsyncError(f"record {record_id} is a {stored.entity}, not {entity}")
-                    if stored.deleted:
-                        raise CrmsyncError(f"record {record_id} is deleted; nothing to edit")
-                    mapped = {
-                        f
-                        for reg in self._registry.values()
-                        for f in reg.entities.get(stored.entity, [])
-                    }
-                    unknown = sorted(set(changes) - mapped - set(stored.fields))
-                    if unknown:
-                        raise CrmsyncError(
-                            f"no adapter maps {', '.join(unknown)} for {stored.entity}"
-                        )
-                    state, event = edit_version(stored, changes, store.hub_actor, utcnow())
-                    targets = tuple(self._subscribers(stored.entity))
-                    if not targets:
-                        raise CrmsyncError(f"no adapter subscribes to {stored.entity}")
-                    delivery = _delivery(event, targets)
-                    [outbox_id] = store.commit_batch([], [state], [delivery], [], conn)
-                self.stats.add("edited")
-                return event, delivery, outbox_id
-            except VersionConflict:
-                continue
-        raise CrmsyncError(f"record {record_id} kept changing; try the edit again")
+
+        def work(conn: Connection) -> tuple[ChangeEvent, Outgoing, str]:
+            stored = store.load([record_id], conn).get(record_id)
+            if stored is None:
+                raise CrmsyncError(f"no record {record_id} in the router's state")
+            if entity and stored.entity != entity:
+                raise CrmsyncError(f"record {record_id} is a {stored.entity}, not {entity}")
+            if stored.deleted:
+                raise CrmsyncError(f"record {record_id} is deleted; nothing to edit")
+            mapped = {
+                f for reg in self._registry.values() for f in reg.entities.get(stored.entity, [])
+            }
+            unknown = sorted(set(changes) - mapped - set(stored.fields))
+            if unknown:
+                raise CrmsyncError(f"no adapter maps {', '.join(unknown)} for {stored.entity}")
+            state, event = edit_version(stored, changes, store.hub_actor, utcnow())
+            targets = tuple(self._subscribers(stored.entity))
+            if not targets:
+                raise CrmsyncError(f"no adapter subscribes to {stored.entity}")
+            delivery = _delivery(event, targets)
+            [outbox_id] = store.commit_batch([], [state], [delivery], [], conn)
+            return event, delivery, outbox_id
+
+        try:
+            result = store.retrying(work)
+        except VersionConflict:
+            raise CrmsyncError(f"record {record_id} kept changing; try the edit again") from None
+        self.stats.add("edited")
+        return result
 
     async def _remove(self, name: str) -> dict[str, Any]:
         removed = await self._db(self.store.remove_registration, name)

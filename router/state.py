@@ -11,13 +11,14 @@ PostgreSQL is the one for several routers.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 import sqlalchemy as sa
@@ -28,6 +29,9 @@ from router.errors import ConfigError, StateError
 from router.record import RecordState
 from router.sqltypes import Blob, Timestamp
 from router.transport import Outgoing
+
+log = logging.getLogger("crmsync.router")
+T = TypeVar("T")
 
 metadata = sa.MetaData()
 
@@ -204,6 +208,20 @@ class RouterStore:
         """One transaction for a whole batch: dedup, load, decide and commit share it."""
         with self.engine.begin() as conn:
             yield conn
+
+    def retrying(self, work: Callable[[Connection], T], attempts: int = 5) -> T:
+        """Run ``work`` in one transaction; when another router changed what it read
+        (:class:`VersionConflict`), start again from fresh reads. Re-raises after the
+        last attempt."""
+        for attempt in range(attempts):
+            try:
+                with self.transaction() as conn:
+                    return work(conn)
+            except VersionConflict:
+                if attempt == attempts - 1:
+                    raise
+                log.info("another router changed what this transaction read; retrying")
+        raise AssertionError("unreachable")
 
     @contextmanager
     def _conn(self, conn: Connection | None) -> Iterator[Connection]:

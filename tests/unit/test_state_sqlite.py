@@ -57,3 +57,30 @@ def test_unopenable_sqlite_file_is_a_state_error(tmp_path: Path) -> None:
     (tmp_path / "router.db").mkdir()  # a directory where the database file should be
     with pytest.raises(StateError, match="cannot open state store"):
         RouterStore(f"sqlite:///{tmp_path / 'router.db'}")
+
+
+def test_retrying_starts_over_after_a_version_conflict_and_gives_up_at_last(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy.engine import Connection
+
+    from router.state import RouterStore, VersionConflict
+
+    store = RouterStore(f"sqlite:///{tmp_path}/r.db")
+    calls: list[int] = []
+
+    def flaky(conn: Connection) -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise VersionConflict("another router got there first")
+        return "done"
+
+    assert store.retrying(flaky) == "done"
+    assert len(calls) == 3
+
+    def always(conn: Connection) -> str:
+        raise VersionConflict("never settles")
+
+    with pytest.raises(VersionConflict):
+        store.retrying(always, attempts=2)
+    store.close()
