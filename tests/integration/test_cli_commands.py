@@ -11,12 +11,7 @@ While a router runs in-process on this event loop, the CLI runs through
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,6 +19,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from router import topology
 from router.control import RpcClient
+from tests.integration.cli_runner import Result, arun_cli, assert_one_clear_line, run_cli
 from tests.integration.support import depth, register, start_router, stop_router
 
 pytestmark = pytest.mark.integration
@@ -31,62 +27,12 @@ pytestmark = pytest.mark.integration
 UNREACHABLE = "amqp://guest:guest@127.0.0.1:1/"
 
 
-@dataclass(frozen=True)
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
-
-
-def _env(amqp: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMSYNC_")}
-    if amqp is not None:
-        env["CRMSYNC_AMQP_URL"] = amqp
-    env["COLUMNS"] = "200"
-    return env
-
-
 def crmsync(*args: str, amqp: str | None, cwd: Path) -> Result:
-    """Run the CLI when no router has to run meanwhile (blocks the event loop)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "router.cli", *args],
-        env=_env(amqp),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    return run_cli(*args, amqp=amqp, cwd=cwd)
 
 
 async def acrmsync(*args: str, amqp: str | None, cwd: Path) -> Result:
-    """Run the CLI without blocking the event loop (an in-process router needs it)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "router.cli",
-        *args,
-        env=_env(amqp),
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
-
-
-def assert_one_clear_line(result: Result) -> str:
-    assert result.code != 0, result
-    assert "Traceback" not in result.stderr, result.stderr
-    assert len(result.error_lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
-    return result.error_lines[0]
+    return await arun_cli(*args, amqp=amqp, cwd=cwd)
 
 
 # -- status ---------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -31,6 +30,13 @@ from router import topology
 from router.config import BrokerConfig
 from router.dlq_broker import DlqBroker
 from router.events import ChangeEvent, decode, encode
+from tests.integration.cli_runner import (
+    Result,
+    arun_cli,
+    assert_one_clear_line,
+    cli_env,
+    run_cli,
+)
 from tests.integration.support import (
     collect,
     depth,
@@ -51,61 +57,12 @@ GARBAGE = b"\xc1garbage\x00\xff"
 UNREACHABLE = "amqp://guest:secret@127.0.0.1:1/"
 
 
-@dataclass(frozen=True)
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
-
-    def json(self) -> Any:
-        assert self.code == 0, self
-        return json.loads(self.stdout)
-
-
-def _env(amqp: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMSYNC_")}
-    return {**env, "CRMSYNC_AMQP_URL": amqp, "COLUMNS": "200"}
-
-
 def dlq_cli(amqp: str, *args: str) -> Result:
-    proc = subprocess.run(
-        [sys.executable, "-m", "router.cli", "dlq", *args],
-        env=_env(amqp),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    return run_cli("dlq", *args, amqp=amqp)
 
 
 async def adlq_cli(amqp: str, *args: str) -> Result:
-    """The CLI without blocking the event loop (an in-process router needs it)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "router.cli",
-        "dlq",
-        *args,
-        env=_env(amqp),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
-
-
-def one_line_error(result: Result) -> str:
-    assert result.code != 0, result
-    assert "Traceback" not in result.stderr, result.stderr
-    assert len(result.lines) == 1, result.stderr
-    return result.lines[0]
+    return await arun_cli("dlq", *args, amqp=amqp)
 
 
 def listed(amqp: str, *args: str) -> list[dict[str, Any]]:
@@ -337,7 +294,7 @@ def test_a_command_on_a_queue_another_one_holds_says_so_and_changes_nothing(
     with DlqBroker(BrokerConfig(url=amqp)) as broker, broker.hold(DLQ) as held:
         assert [e.id for e in held.entries] == seeded.ids
         for command in (("list",), ("replay", "--all"), ("purge", "--all", "--yes")):
-            line = one_line_error(dlq_cli(amqp, *command, "--adapter", "sales"))
+            line = assert_one_clear_line(dlq_cli(amqp, *command, "--adapter", "sales"))
             assert "being read by another consumer" in line
     assert [e["id"] for e in listed(amqp)] == seeded.ids
 
@@ -408,10 +365,10 @@ def test_replay_all_delivers_each_entry_once_with_origin_replay(amqp: str, seede
 
 
 def test_replaying_the_garbage_entry_is_refused_and_keeps_it(amqp: str, seeded: Seeded) -> None:
-    line = one_line_error(dlq_cli(amqp, "replay", seeded.garbage, "--adapter", "sales"))
+    line = assert_one_clear_line(dlq_cli(amqp, "replay", seeded.garbage, "--adapter", "sales"))
     assert seeded.garbage in line and "cannot be replayed" in line
     # Named together with a good one: refused before anything changes.
-    one_line_error(dlq_cli(amqp, "replay", seeded.ids[0], seeded.garbage, "-a", "sales"))
+    assert_one_clear_line(dlq_cli(amqp, "replay", seeded.ids[0], seeded.garbage, "-a", "sales"))
     assert [e["id"] for e in listed(amqp)] == seeded.ids
     assert drain(amqp, SINK) == []
 
@@ -428,7 +385,7 @@ def test_replay_by_id_and_by_error_type(amqp: str, seeded: Seeded) -> None:
 
 
 def test_replay_without_a_selection_and_dry_run_change_nothing(amqp: str, seeded: Seeded) -> None:
-    line = one_line_error(dlq_cli(amqp, "replay", "--adapter", "sales"))
+    line = assert_one_clear_line(dlq_cli(amqp, "replay", "--adapter", "sales"))
     assert "--all" in line
     dry = dlq_cli(amqp, "replay", "--adapter", "sales", "--all", "--dry-run")
     assert dry.code == 0, dry
@@ -441,7 +398,7 @@ def test_a_replay_the_broker_cannot_route_keeps_the_entry(amqp: str) -> None:
     lost = make_event("e@ok.example")
     headers = {**failure("permanent", CHECK, 1, time.time()), topology.TARGET_HEADER: "ghost"}
     asyncio.run(publish_dead(amqp, [(encode(lost), headers)]))
-    line = one_line_error(dlq_cli(amqp, "replay", "--adapter", "sales", "--all"))
+    line = assert_one_clear_line(dlq_cli(amqp, "replay", "--adapter", "sales", "--all"))
     assert "could not route" in line and lost.event_id in line
     assert [e["id"] for e in listed(amqp)] == [lost.event_id]
 
@@ -452,7 +409,7 @@ def test_killing_a_replay_midway_loses_nothing(amqp: str) -> None:
     asyncio.run(publish_dead(amqp, [(encode(e), headers) for e in events], confirm=False))
     with subprocess.Popen(
         [sys.executable, "-m", "router.cli", "dlq", "replay", "--adapter", "sales", "--all"],
-        env=_env(amqp),
+        env=cli_env(amqp),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -495,7 +452,7 @@ def test_killing_a_replay_midway_loses_nothing(amqp: str) -> None:
 
 
 def test_purge_refuses_without_a_terminal_then_removes_with_yes(amqp: str, seeded: Seeded) -> None:
-    line = one_line_error(dlq_cli(amqp, "purge", "--adapter", "sales", "--all"))
+    line = assert_one_clear_line(dlq_cli(amqp, "purge", "--adapter", "sales", "--all"))
     assert "--yes" in line
     assert [e["id"] for e in listed(amqp)] == seeded.ids
 
@@ -568,10 +525,12 @@ async def test_edit_goes_through_the_router_and_then_removes_the_entry(
 
         # The router does not know this record: one line, and the entry stays.
         refused = await adlq_cli(amqp, "edit", other.event_id, "--set", "email=x", "-a", "sales")
-        line = one_line_error(refused)
+        line = assert_one_clear_line(refused)
         assert "no record" in line and other.event_id in line
         garbage = "h-" + hashlib.sha256(GARBAGE).hexdigest()[:12]
-        one_line_error(await adlq_cli(amqp, "edit", garbage, "--set", "email=x", "-a", "sales"))
+        assert_one_clear_line(
+            await adlq_cli(amqp, "edit", garbage, "--set", "email=x", "-a", "sales")
+        )
         left = await adlq_cli(amqp, "list", "--json")
         assert [e["id"] for e in left.json()["entries"]] == [other.event_id, garbage]
     finally:
@@ -596,18 +555,18 @@ async def test_edit_goes_through_the_router_and_then_removes_the_entry(
 def test_an_unknown_id_is_one_line_and_changes_nothing(
     amqp: str, seeded: Seeded, command: tuple[str, ...]
 ) -> None:
-    line = one_line_error(dlq_cli(amqp, *command, "--adapter", "sales"))
+    line = assert_one_clear_line(dlq_cli(amqp, *command, "--adapter", "sales"))
     assert line == f"crmsync: error: no entry nope in {DLQ}"
     assert [e["id"] for e in listed(amqp)] == seeded.ids
 
 
 def test_unknown_queue_router_and_broker_are_one_line(amqp: str) -> None:
-    line = one_line_error(dlq_cli(amqp, "list", "--adapter", "ghost"))
+    line = assert_one_clear_line(dlq_cli(amqp, "list", "--adapter", "ghost"))
     assert "no queue crmsync.dlq.ghost" in line
-    line = one_line_error(dlq_cli(amqp, "list"))  # no router has ever run on this vhost
+    line = assert_one_clear_line(dlq_cli(amqp, "list"))  # no router has ever run on this vhost
     assert "--adapter" in line
     unreachable = dlq_cli(UNREACHABLE, "list", "--adapter", "sales")
     assert unreachable.code == 3, unreachable
-    line = one_line_error(unreachable)
+    line = assert_one_clear_line(unreachable)
     assert "cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/" in line
     assert "secret" not in unreachable.stderr
