@@ -8,7 +8,7 @@ the next epoch: ``legacy`` -> ``legacy@2``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from router.clock import actor_epoch, actor_name
 from router.errors import RegistrationRefused
@@ -51,11 +51,3 @@ def register(
 def subscribers(registrations: Mapping[str, Registration], entity: str) -> list[str]:
     """Registered adapters that map ``entity``, in a stable order."""
     return sorted(name for name, reg in registrations.items() if entity in reg.entities)
-
-
-def alive(reg: Registration, now: float, timeout: float) -> bool:
-    return now - reg.last_heartbeat <= timeout
-
-
-def names(registrations: Iterable[Registration]) -> list[str]:
-    return sorted(r.name for r in registrations)
