@@ -36,6 +36,13 @@ dlq_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(dlq_app, name="dlq")
+conflicts_app = typer.Typer(
+    help="Conflicts parked for an operator (manual policy), and every resolution's record.",
+    no_args_is_help=True,
+)
+app.add_typer(conflicts_app, name="conflicts")
+policy_app = typer.Typer(help="Conflict policies.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
 
 err = Console(stderr=True)
 out = Console()
@@ -608,6 +615,29 @@ def dlq_export(
         for line in _dlq_progress(list(lines), "exporting"):
             sink.write(line)
     err.print(f"exported {_dlq_entries(len(chosen))} ({fmt}) to {output}", highlight=False)
+
+
+@policy_app.command("check")
+def policy_check(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Router config (TOML).", envvar="CRMSYNC_CONFIG")
+    ] = Path("config/router.toml"),
+    adapters: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--adapters",
+            help="Adapter configs (files or folders of *.toml); default: the adapters/ "
+            "folder next to the router config.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Who owns each field and what a concurrent change does (a dry run: changes nothing).
+
+    A policy naming a source or field no adapter has is an error (exit 4)."""
+    from router.policy_plan import run_check
+
+    run_check(config, adapters, as_json, out)
 
 
 def _confirm(question: str, yes: bool) -> None:

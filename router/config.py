@@ -20,10 +20,12 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from router.errors import ConfigError
 from router.events import ENTITY_RE, NAME_RE
+from router.policies import OPERATOR, Rules
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 AMQP_URL_ENV = "CRMSYNC_AMQP_URL"
@@ -82,6 +84,8 @@ class RouterStateConfig(Strict):
     url: str = "sqlite:///state/router.db"
     # How long processed event ids are kept for redelivery dedup.
     inbox_retention: Duration = "168h"
+    # How long the audit record of a resolved conflict is kept (open ones: until resolved).
+    conflict_retention: Duration = "2160h"
 
 
 class RouterTuning(Strict):
@@ -92,11 +96,42 @@ class RouterTuning(Strict):
 
 
 class ConflictConfig(Strict):
+    """``[conflicts.<entity>]``: how concurrent changes of one entity are resolved."""
+
     policy: Literal["lww", "priority", "field-merge", "manual"] = "lww"
     fallback: Literal["lww", "priority", "manual"] = "lww"
     priority: list[Annotated[str, Field(pattern=NAME_RE)]] = []
     deletes: Literal["update-wins", "delete-wins"] = "update-wins"
-    fields: dict[str, Literal["lww", "priority", "manual"]] = {}
+    fields: dict[
+        Annotated[str, Field(pattern=ENTITY_RE)], Literal["lww", "priority", "manual"]
+    ] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ConflictConfig:
+        rules = self.rules()
+        uses_priority = (
+            self.policy == "priority"
+            or any(rules.for_field(name) == "priority" for name in self.fields)
+            or (self.policy == "field-merge" and self.fallback == "priority")
+        )
+        if uses_priority and not self.priority:
+            raise ValueError(
+                'the priority policy needs a priority list, e.g. priority = ["erp", "sales"]'
+            )
+        if len(set(self.priority)) != len(self.priority):
+            raise ValueError("priority lists a source twice")
+        if OPERATOR in self.priority:
+            raise ValueError(f"{OPERATOR!r} is the router itself, not a source to rank")
+        return self
+
+    def rules(self) -> Rules:
+        return Rules(
+            policy=self.policy,
+            fallback=self.fallback,
+            priority=tuple(self.priority),
+            deletes=self.deletes,
+            fields=dict(self.fields),
+        )
 
 
 class MetricsConfig(Strict):
@@ -116,6 +151,11 @@ class RouterConfig(Strict):
     router: RouterTuning = RouterTuning()
     metrics: MetricsConfig = MetricsConfig()
     conflicts: dict[Annotated[str, Field(pattern=ENTITY_RE)], ConflictConfig] = {}
+
+    def rules(self, entity: str) -> Rules:
+        """The entity's conflict rules; an entity without a table uses ``lww``."""
+        conflict = self.conflicts.get(entity)
+        return conflict.rules() if conflict else Rules()
 
 
 class CaptureConfig(Strict):

@@ -28,16 +28,18 @@ from sqlalchemy.engine import Connection
 from router import control, topology
 from router.batching import Batcher
 from router.config import RouterConfig, parse_duration
-from router.decide import Verdict, decide, edit_version
+from router.conflicts import Conflict, summary
+from router.conflicts import detail as conflict_detail
+from router.decide import Verdict, decide, edit_version, resolve_parked
 from router.errors import (
     BrokerUnavailable,
-    ConfigError,
     CrmsyncError,
     DecodeError,
     PublishFailed,
 )
 from router.events import ChangeEvent, decode, encode, utcnow
 from router.logs import kv
+from router.policies import Choice, Rules, SetValue, TakeSide
 from router.record import RecordState
 from router.registry import register, subscribers
 from router.state import Registration, RouterStore, VersionConflict
@@ -49,6 +51,9 @@ T = TypeVar("T")
 EVENTS = prom.Counter("crmsync_router_events", "Events judged by the router", ["verdict"])
 INVALID = prom.Counter("crmsync_router_invalid", "Events refused to the invalid queue", ["reason"])
 BATCH_SECONDS = prom.Histogram("crmsync_router_batch_seconds", "Time to process one batch")
+OPEN_CONFLICTS = prom.Gauge(
+    "crmsync_router_conflicts_open", "Conflicts parked for an operator (manual policy)"
+)
 
 
 @dataclass
@@ -80,6 +85,7 @@ class BatchOutcome:
     reused: list[tuple[ChangeEvent, str]] = field(default_factory=list)
     verdicts: Counter[str] = field(default_factory=Counter)
     outbox_ids: list[str] = field(default_factory=list)
+    conflicts: dict[str, Conflict] = field(default_factory=dict)  # opened, joined, settled
 
 
 @dataclass(frozen=True)
@@ -89,25 +95,10 @@ class Refused:
     detail: str
 
 
-IMPLEMENTED_POLICIES = ("lww",)
-
-
-def check_policies(config: RouterConfig) -> None:
-    """Refuse a policy this release cannot honour rather than resolve it some other way."""
-    for entity, conflict in config.conflicts.items():
-        wanted = {conflict.policy, *conflict.fields.values()}
-        missing = sorted(wanted - set(IMPLEMENTED_POLICIES))
-        if missing:
-            raise ConfigError(
-                f"conflicts.{entity}: policy {', '.join(missing)} is not available in this "
-                f"release (available: {', '.join(IMPLEMENTED_POLICIES)})"
-            )
-
-
 class Router:
     def __init__(self, config: RouterConfig, new_hub_epoch: bool = False) -> None:
-        check_policies(config)
         self.config = config
+        self._rules: dict[str, Rules] = {}
         self._new_hub_epoch = new_hub_epoch
         self.stats = Stats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmsync-state")
@@ -121,6 +112,7 @@ class Router:
         self._connection: AbstractRobustConnection | None = None
         self._publisher: Publisher | None = None
         self._retention = parse_duration(config.state.inbox_retention)
+        self._conflict_retention = parse_duration(config.state.conflict_retention)
         self.ready = asyncio.Event()
 
     # -- plumbing -----------------------------------------------------------------------
@@ -290,17 +282,24 @@ class Router:
         if len(events) > len(fresh):
             out.verdicts["duplicate"] += len(events) - len(fresh)
         states = store.load((e.record_id for e in fresh), conn)
+        parked = store.load_conflicts((s.parked for s in states.values() if s.parked), conn)
         changed: dict[str, RecordState] = {}
         for event in fresh:
-            conflicts = self.config.conflicts.get(event.entity)
+            stored = states.get(event.record_id)
             decision = decide(
                 event,
-                states.get(event.record_id),
+                stored,
                 self._subscribers(event.entity),
                 store.hub_actor,
-                conflicts.deletes if conflicts else "update-wins",
+                self._rules_for(event.entity),
+                parked.get(stored.parked) if stored and stored.parked else None,
             )
             out.verdicts[decision.verdict.value] += 1
+            if decision.conflict is not None:
+                out.conflicts[decision.conflict.id] = parked[decision.conflict.id] = (
+                    decision.conflict
+                )
+                _log_conflict(event, decision.verdict, decision.conflict)
             if decision.verdict is Verdict.CLOCK_REUSE:
                 out.reused.append(
                     (event, f"clock {event.clock} equals the stored clock, content differs")
@@ -318,18 +317,14 @@ class Router:
                     # Nothing overlaid: the producer's own (validated) bytes are this version.
                     body = bodies.get(event.event_id)
                 out.deliveries.append(_delivery(decision.delivery, decision.targets, body))
-            if decision.verdict is Verdict.CONFLICT:
-                log.info(
-                    "conflict resolved (lww)",
-                    extra=kv(
-                        event_id=event.event_id,
-                        record_id=event.record_id,
-                        adapter=event.source,
-                        resolution=decision.delivery.event_id if decision.delivery else "",
-                    ),
-                )
         out.states = list(changed.values())
         return out
+
+    def _rules_for(self, entity: str) -> Rules:
+        rules = self._rules.get(entity)
+        if rules is None:
+            rules = self._rules[entity] = self.config.rules(entity)
+        return rules
 
     def _subscribers(self, entity: str) -> list[str]:
         cached = self._subscriber_cache.get(entity)
@@ -347,7 +342,12 @@ class Router:
         def work(conn: Connection) -> BatchOutcome:
             out = self._apply(events, bodies, redelivered, conn)
             out.outbox_ids = self.store.commit_batch(
-                out.processed, out.states, out.deliveries, published, conn
+                out.processed,
+                out.states,
+                out.deliveries,
+                published,
+                conn,
+                list(out.conflicts.values()),
             )
             return out
 
@@ -411,6 +411,8 @@ class Router:
                     reply = await self._edit(body)
                 elif key == "op.adapter-remove":
                     reply = await self._remove(str(body.get("name", "")))
+                elif key.startswith("op.conflicts."):
+                    reply = await self._conflicts_op(key.removeprefix("op.conflicts."), body)
                 else:
                     reply = {"ok": False, "error": f"unknown control request {key!r}"}
             except (CrmsyncError, ValueError, TypeError, KeyError) as e:
@@ -456,38 +458,65 @@ class Router:
 
     async def _edit(self, body: dict[str, Any]) -> dict[str, Any]:
         """Edit & retry: the edited record becomes a new hub version for every CRM."""
-        assert self._publisher is not None
         record_id = str(body.get("record_id") or "")
         changes = body.get("set")
         if not record_id or not isinstance(changes, dict) or not changes:
             return {"ok": False, "error": "op.edit needs record_id and a non-empty 'set'"}
-        bad = [
-            k for k, v in changes.items() if not isinstance(v, (str, int, float, bool, type(None)))
-        ]
+        bad = [k for k, v in changes.items() if not _scalar(v)]
         if bad:
             return {"ok": False, "error": f"values of {', '.join(map(str, bad))} are not scalars"}
-        event, delivery, outbox_id = await self._db(
-            self._commit_edit, record_id, body.get("entity"), changes
-        )
+        entity = body.get("entity")
+
+        def build(stored: RecordState, conn: Connection) -> _Version:
+            if entity and stored.entity != entity:
+                raise CrmsyncError(f"record {record_id} is a {stored.entity}, not {entity}")
+            if stored.deleted:
+                raise CrmsyncError(f"record {record_id} is deleted; nothing to edit")
+            if stored.parked:
+                raise CrmsyncError(
+                    f"record {record_id} is parked in conflict {stored.parked}; "
+                    f"resolve it first (crmsync conflicts show {stored.parked})"
+                )
+            mapped = {
+                f for reg in self._registry.values() for f in reg.entities.get(stored.entity, [])
+            }
+            unknown = sorted(set(changes) - mapped - set(stored.fields))
+            if unknown:
+                raise CrmsyncError(f"no adapter maps {', '.join(unknown)} for {stored.entity}")
+            state, event = edit_version(stored, changes, self.store.hub_actor, utcnow())
+            return state, event, None
+
+        reply = await self._hub_version(record_id, build)
+        if reply["ok"]:
+            self.stats.add("edited")
+        return reply
+
+    async def _hub_version(
+        self, record_id: str, build: Callable[[RecordState, Connection], _Version]
+    ) -> dict[str, Any]:
+        """Store a version the hub makes of ``record_id`` (an edit, a resolution) with its
+        outbox row, then send it to every subscriber."""
+        assert self._publisher is not None
+        event, delivery, outbox_id = await self._db(self._commit_version, record_id, build)
         try:
             await self._publisher.publish(delivery)
         except CrmsyncError as e:
             # Committed with its outbox row: it will be sent. Saying "not ok" here would
-            # make the operator edit again and create a second version.
+            # make the operator act again and create a second version.
             log.warning(
-                "edited version not sent yet; it stays owed in the outbox",
-                extra=kv(event_id=event.event_id, error=str(e)),
+                "hub version not sent yet; it stays owed in the outbox",
+                extra=kv(event_id=event.event_id, record_id=record_id, error=str(e)),
             )
             return {"ok": True, "event_id": event.event_id, "clock": event.clock, "pending": True}
         await self._db(self.store.delete_outbox, [outbox_id])
         log.info(
-            "record edited by an operator",
+            "hub version sent",
             extra=kv(event_id=event.event_id, record_id=record_id, fields=",".join(event.changed)),
         )
         return {"ok": True, "event_id": event.event_id, "clock": event.clock}
 
-    def _commit_edit(
-        self, record_id: str, entity: str | None, changes: dict[str, Any]
+    def _commit_version(
+        self, record_id: str, build: Callable[[RecordState, Connection], _Version]
     ) -> tuple[ChangeEvent, Outgoing, str]:
         store = self.store
 
@@ -495,30 +524,91 @@ class Router:
             stored = store.load([record_id], conn).get(record_id)
             if stored is None:
                 raise CrmsyncError(f"no record {record_id} in the router's state")
-            if entity and stored.entity != entity:
-                raise CrmsyncError(f"record {record_id} is a {stored.entity}, not {entity}")
-            if stored.deleted:
-                raise CrmsyncError(f"record {record_id} is deleted; nothing to edit")
-            mapped = {
-                f for reg in self._registry.values() for f in reg.entities.get(stored.entity, [])
-            }
-            unknown = sorted(set(changes) - mapped - set(stored.fields))
-            if unknown:
-                raise CrmsyncError(f"no adapter maps {', '.join(unknown)} for {stored.entity}")
-            state, event = edit_version(stored, changes, store.hub_actor, utcnow())
+            state, event, conflict = build(stored, conn)
             targets = tuple(self._subscribers(stored.entity))
             if not targets:
                 raise CrmsyncError(f"no adapter subscribes to {stored.entity}")
             delivery = _delivery(event, targets)
-            [outbox_id] = store.commit_batch([], [state], [delivery], [], conn)
+            [outbox_id] = store.commit_batch(
+                [], [state], [delivery], [], conn, [conflict] if conflict else []
+            )
             return event, delivery, outbox_id
 
         try:
-            result = store.retrying(work)
+            return store.retrying(work)
         except VersionConflict:
-            raise CrmsyncError(f"record {record_id} kept changing; try the edit again") from None
-        self.stats.add("edited")
-        return result
+            raise CrmsyncError(f"record {record_id} kept changing; try again") from None
+
+    # -- conflicts ----------------------------------------------------------------------
+    async def _conflicts_op(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+        now = utcnow()
+        if verb == "list":
+            entity = body.get("entity")
+            found = await self._db(self.store.open_conflicts, str(entity) if entity else None)
+            return {"ok": True, "conflicts": [summary(c, now) for c in found]}
+        if verb == "show":
+            conflict = await self._conflict(str(body.get("id") or ""))
+            return {"ok": True, "conflict": conflict_detail(conflict, now)}
+        if verb == "history":
+            record_id = str(body.get("record_id") or "")
+            found = await self._db(self.store.conflict_history, record_id)
+            if not found and not await self._db(self.store.get, record_id):
+                return {"ok": False, "error": f"no record {record_id} in the router's state"}
+            return {"ok": True, "conflicts": [conflict_detail(c, now) for c in found]}
+        if verb == "resolve":
+            return await self._resolve(body)
+        return {"ok": False, "error": f"unknown conflicts request {verb!r}"}
+
+    async def _conflict(self, conflict_id: str) -> Conflict:
+        found = await self._db(self.store.load_conflicts, [conflict_id])
+        if conflict_id not in found:
+            raise CrmsyncError(f"no conflict {conflict_id!r} (see crmsync conflicts list)")
+        return found[conflict_id]
+
+    async def _resolve(self, body: dict[str, Any]) -> dict[str, Any]:
+        """An operator's decision on a parked conflict: a hub version for every CRM."""
+        conflict_id = str(body.get("id") or "")
+        take = body.get("take")
+        choices: dict[str, Choice] = {}
+        for name, source in dict(body.get("fields") or {}).items():
+            choices[str(name)] = TakeSide(str(source))
+        for name, value in dict(body.get("values") or {}).items():
+            if not _scalar(value):
+                return {"ok": False, "error": f"the value of {name} is not a scalar"}
+            if name in choices:
+                return {"ok": False, "error": f"{name} is chosen twice (--field and --value)"}
+            choices[str(name)] = SetValue(value)
+        if take is None and not choices:
+            return {"ok": False, "error": "say what to keep: --take SOURCE, --field or --value"}
+        who = f"operator:{body.get('by') or 'unknown'}"
+        record_id = (await self._conflict(conflict_id)).record_id
+
+        def build(stored: RecordState, conn: Connection) -> _Version:
+            conflict = self.store.load_conflicts([conflict_id], conn).get(conflict_id)
+            if conflict is None:
+                raise CrmsyncError(f"no conflict {conflict_id!r}")
+            try:
+                return resolve_parked(
+                    stored,
+                    conflict,
+                    self._rules_for(stored.entity),
+                    self.store.hub_actor,
+                    who,
+                    str(take) if take is not None else None,
+                    choices,
+                )
+            except ValueError as e:
+                raise CrmsyncError(str(e)) from None
+
+        reply = await self._hub_version(record_id, build)
+        if reply["ok"]:
+            self.stats.add("resolved-by-operator")
+            log.info(
+                "parked conflict resolved",
+                extra=kv(conflict_id=conflict_id, record_id=record_id, by=who),
+            )
+            reply["conflict"] = conflict_id
+        return reply
 
     async def _remove(self, name: str) -> dict[str, Any]:
         removed = await self._db(self.store.remove_registration, name)
@@ -532,6 +622,7 @@ class Router:
 
     async def _status(self) -> dict[str, Any]:
         counts = await self._db(self.store.counts)
+        OPEN_CONFLICTS.set(counts["conflicts_open"])
         now = time.time()
         return {
             "ok": True,
@@ -562,8 +653,43 @@ class Router:
                 pruned = await self._db(self.store.prune_inbox, time.time() - self._retention)
                 if pruned:
                     log.info("pruned processed event ids", extra=kv(count=pruned))
+                forgotten = await self._db(
+                    self.store.prune_conflicts, time.time() - self._conflict_retention
+                )
+                if forgotten:
+                    log.info("pruned old conflict records", extra=kv(count=forgotten))
             except Exception:
                 log.exception("housekeeping failed")
+
+
+# A hub version to store and send, with the conflict it settles (if any).
+_Version = tuple[RecordState, ChangeEvent, Conflict | None]
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None)))
+
+
+def _log_conflict(event: ChangeEvent, verdict: Verdict, conflict: Conflict) -> None:
+    """One line per conflict event; field names and sources, never values (customer data)."""
+    common: dict[str, Any] = {
+        "event_id": event.event_id,
+        "record_id": event.record_id,
+        "adapter": event.source,
+        "conflict_id": conflict.id,
+        "fields": ",".join(sorted(conflict.policies)),
+        "sources": ",".join(conflict.sources),
+    }
+    if verdict is Verdict.PARKED:
+        log.warning("conflict parked for an operator", extra=kv(**common))
+    elif verdict is Verdict.HELD:
+        log.info("event held behind a parked conflict", extra=kv(**common))
+    elif conflict.settlement is not None:
+        policies = ",".join(sorted(set(conflict.policies.values()))) or "merge"
+        log.info(
+            "conflict resolved",
+            extra=kv(**common, policy=policies, resolution=conflict.settlement.event_id),
+        )
 
 
 def _delivery(event: ChangeEvent, targets: tuple[str, ...], body: bytes | None = None) -> Outgoing:

@@ -8,19 +8,24 @@ does the I/O around it. The rules (DESIGN "Vector clocks and the router's decisi
   equal with other content is a reused counter (``clock-reuse``), refused loudly;
 * after: accept, overlay the event's fields onto the stored ones, send to every
   subscriber but the source;
-* concurrent: resolve, the result gets ``merge(both) + hub`` and goes to every subscriber.
+* concurrent: resolve by the entity's policy; the result gets ``merge(both) + hub`` and
+  goes to every subscriber; or, when a contested field's policy is ``manual``, park the
+  conflict (:mod:`router.conflicts`) and send nothing;
+* any event for a parked record joins its conflict instead (or is stale/duplicate
+  against one of its sides).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from router.clock import Order, VectorClock, compare, merge
-from router.events import ChangeEvent, Scalar, new_event_id
-from router.policies import DeleteRule, Side, resolve_lww
+from router.conflicts import Conflict, Settlement, Version, new_conflict_id
+from router.events import ChangeEvent, Scalar, new_event_id, utcnow
+from router.policies import LWW, OPERATOR, Choice, Outcome, Rules, TakeSide, resolve
 from router.record import RecordState
 
 
@@ -28,7 +33,9 @@ class Verdict(enum.Enum):
     ACCEPTED = "accepted"
     STALE = "stale"  # an older version
     DUPLICATE = "duplicate"  # the stored version itself, again
-    CONFLICT = "conflict"
+    CONFLICT = "conflict"  # concurrent, resolved by policy
+    PARKED = "parked"  # concurrent, waiting for an operator
+    HELD = "held"  # joined a parked conflict
     CLOCK_REUSE = "clock-reuse"
 
 
@@ -38,48 +45,55 @@ class Decision:
     state: RecordState | None = None  # the new state to store, when it changed
     delivery: ChangeEvent | None = None  # what to fan out
     targets: tuple[str, ...] = ()
+    conflict: Conflict | None = None  # opened, joined or settled: to store for the audit
 
 
-def _same_content(event: ChangeEvent, state: RecordState) -> bool:
-    if (event.op == "delete") != state.deleted:
+def _same_content(event: ChangeEvent, fields: Mapping[str, Scalar], deleted: bool) -> bool:
+    if (event.op == "delete") != deleted:
         return False
-    return all(state.fields.get(name) == value for name, value in event.fields.items())
+    return all(fields.get(name) == value for name, value in event.fields.items())
 
 
-def _field_clocks(
-    base: dict[str, VectorClock],
-    old: dict[str, Scalar],
+def _provenance(
+    stored: RecordState | None,
     new: dict[str, Scalar],
     changed: Sequence[str],
     clock: VectorClock,
-) -> dict[str, VectorClock]:
-    clocks = dict(base)
+    source: str,
+) -> tuple[dict[str, VectorClock], dict[str, str]]:
+    """Field clocks and field sources after ``source`` wrote ``new`` at ``clock``."""
+    old = stored.fields if stored else {}
+    clocks = dict(stored.field_clocks) if stored else {}
+    sources = dict(stored.field_sources) if stored else {}
     for name, value in new.items():
         # A field absent from the record is None: a source that maps a field nobody has
         # set yet and sends None has not changed it (it must not outrank a real edit).
         if name in changed or old.get(name) != value:
             clocks[name] = clock
-    return clocks
+            sources[name] = source
+    return clocks, sources
 
 
 def accept(event: ChangeEvent, stored: RecordState | None) -> RecordState:
     old_fields = stored.fields if stored else {}
     fields = {**old_fields, **event.fields}
     clock = event.vclock
+    field_clocks, field_sources = _provenance(
+        stored, event.fields, event.changed, clock, event.source
+    )
     return RecordState(
         record_id=event.record_id,
         entity=event.entity,
         clock=clock,
         fields=fields,
-        field_clocks=_field_clocks(
-            stored.field_clocks if stored else {}, old_fields, event.fields, event.changed, clock
-        ),
+        field_clocks=field_clocks,
         deleted=event.op == "delete",
         source=event.source,
         actor=event.actor,
         event_id=event.event_id,
         occurred_at=event.occurred_at,
         version=stored.version if stored else 0,
+        field_sources=field_sources,
     )
 
 
@@ -114,54 +128,53 @@ def event_changed(event: ChangeEvent, stored: RecordState) -> frozenset[str]:
     return frozenset(changed)
 
 
-def resolve_conflict(
-    event: ChangeEvent,
-    stored: RecordState,
-    hub_actor: str,
-    deletes: DeleteRule = "update-wins",
-) -> tuple[RecordState, ChangeEvent]:
-    incoming = Side(
-        event.actor,
-        event.occurred_at,
-        dict(event.fields),
-        event.op == "delete",
-        event_changed(event, stored),
+def stored_version(stored: RecordState, changed: frozenset[str]) -> Version:
+    """The stored state as one side of a conflict."""
+    return Version(
+        event_id=stored.event_id,
+        source=stored.source,
+        actor=stored.actor,
+        clock=stored.clock,
+        occurred_at=stored.occurred_at,
+        fields=stored.fields,
+        deleted=stored.deleted,
+        changed=changed,
+        sources=stored.field_sources,
+        field_clocks=stored.field_clocks,
     )
-    current = Side(
-        stored.actor,
-        stored.occurred_at,
-        stored.fields,
-        stored.deleted,
-        stored_changed(event, stored),
+
+
+def event_version(
+    event: ChangeEvent, stored: RecordState, supersedes: Sequence[Version] = ()
+) -> Version:
+    """``event`` as one side of a conflict on ``stored``. When it supersedes sides of a
+    parked conflict (their clocks are before its clock) it inherits what they changed:
+    relative to the other sides, their edits and its own are one line of history."""
+    changed = set(event_changed(event, stored))
+    fields: dict[str, Scalar] = {}
+    sources: dict[str, str] = {}
+    clocks: dict[str, VectorClock] = {}
+    for old in sorted(supersedes, key=lambda v: (v.occurred_at, v.actor)):
+        changed |= old.changed
+        fields.update(old.fields)
+        sources.update({name: old.sources.get(name, old.source) for name in old.fields})
+        clocks.update({name: old.field_clock(name) for name in old.fields})
+    if supersedes:
+        sources.update(dict.fromkeys(event.fields, event.source))
+        clocks.update(dict.fromkeys(event.fields, event.vclock))
+    fields.update(event.fields)
+    return Version(
+        event_id=event.event_id,
+        source=event.source,
+        actor=event.actor,
+        clock=event.vclock,
+        occurred_at=event.occurred_at,
+        fields=fields,
+        deleted=event.op == "delete",
+        changed=frozenset(changed),
+        sources=sources,
+        field_clocks=clocks,
     )
-    outcome = resolve_lww(current, incoming, deletes)
-    clock = merge(event.vclock, stored.clock).increment(hub_actor)
-    changed = sorted(
-        name
-        for name, value in outcome.fields.items()
-        if stored.fields.get(name) != value or event.fields.get(name, value) != value
-    )
-    # The winner's time, so a later conflict compares against when the data was written.
-    state, resolution = hub_version(
-        stored,
-        outcome.fields,
-        outcome.deleted,
-        changed,
-        clock,
-        hub_actor,
-        outcome.winner.occurred_at,
-    )
-    # A field keeps the clock of the version that set its value (DESIGN "Field-level
-    # decisions"): the incoming event for values taken from it, the stored clock for
-    # values kept. Stamping kept values with the resolution's clock made the next edit of
-    # such a field by its own author look concurrent with it, and lose.
-    field_clocks = dict(stored.field_clocks)
-    for name in outcome.from_incoming:
-        # ...but only a value the event really set: a None it carries for a field the
-        # record never had was set by nobody.
-        if incoming.touched(name) or stored.fields.get(name) != outcome.fields[name]:
-            field_clocks[name] = event.vclock
-    return replace(state, field_clocks=field_clocks), resolution
 
 
 def decide(
@@ -169,24 +182,216 @@ def decide(
     stored: RecordState | None,
     subscribers: Sequence[str],
     hub_actor: str,
-    deletes: DeleteRule = "update-wins",
+    rules: Rules = LWW,
+    parked: Conflict | None = None,
 ) -> Decision:
-    """What to do with ``event`` given the record's ``stored`` state (None: never seen)."""
+    """What to do with ``event`` given the record's ``stored`` state (None: never seen)
+    and, when the record is parked, the conflict it is parked in."""
     order = compare(event.vclock, stored.clock) if stored else Order.AFTER
+    if stored is not None and order is Order.EQUAL:
+        if _same_content(event, stored.fields, stored.deleted):
+            return Decision(Verdict.DUPLICATE)
+        return Decision(Verdict.CLOCK_REUSE)
+    if stored is not None and order is Order.BEFORE:
+        return Decision(Verdict.STALE)
+    if stored is not None and stored.parked is not None:
+        if parked is None or parked.id != stored.parked:
+            raise ValueError(f"record {stored.record_id} is parked in {stored.parked}, not given")
+        return _join(event, stored, parked, subscribers, hub_actor, rules)
     if stored is None or order is Order.AFTER:
         state = accept(event, stored)
         overlaid = state.fields != event.fields
         delivery = event.model_copy(update={"fields": state.fields}) if overlaid else event
         targets = tuple(name for name in subscribers if name != event.source)
         return Decision(Verdict.ACCEPTED, state, delivery, targets)
-    if order is Order.EQUAL:
-        if _same_content(event, stored):
-            return Decision(Verdict.DUPLICATE)
-        return Decision(Verdict.CLOCK_REUSE)
-    if order is Order.BEFORE:
-        return Decision(Verdict.STALE)
-    state, resolution = resolve_conflict(event, stored, hub_actor, deletes)
-    return Decision(Verdict.CONFLICT, state, resolution, tuple(subscribers))
+    sides = (stored_version(stored, stored_changed(event, stored)), event_version(event, stored))
+    opened = Conflict(
+        id=new_conflict_id(),
+        record_id=stored.record_id,
+        entity=stored.entity,
+        opened_at=utcnow(),
+        sides=sides,
+        base=stored.fields,
+        policies={},
+    )
+    return _settle_or_park(stored, opened, subscribers, hub_actor, rules, Verdict.PARKED)
+
+
+def _join(
+    event: ChangeEvent,
+    stored: RecordState,
+    conflict: Conflict,
+    subscribers: Sequence[str],
+    hub_actor: str,
+    rules: Rules,
+) -> Decision:
+    """An event for a parked record: a duplicate or stale copy of a side, a newer version
+    of sides (it replaces them), or one more concurrent side."""
+    for side in conflict.sides:
+        order = compare(event.vclock, side.clock)
+        if order is Order.EQUAL:
+            if _same_content(event, side.fields, side.deleted):
+                return Decision(Verdict.DUPLICATE)
+            return Decision(Verdict.CLOCK_REUSE)
+        if order is Order.BEFORE:
+            return Decision(Verdict.STALE)
+    superseded = [s for s in conflict.sides if compare(s.clock, event.vclock) is Order.BEFORE]
+    kept = []
+    for side in conflict.sides:
+        if side in superseded:
+            continue
+        if side.event_id == stored.event_id:
+            # What the stored side changed is relative to each other side's base: the
+            # newcomer may have started from an older one.
+            side = replace(side, changed=side.changed | stored_changed(event, stored))
+        kept.append(side)
+    joined = replace(
+        conflict,
+        sides=(*kept, event_version(event, stored, superseded)),
+        held=conflict.held + 1,
+    )
+    return _settle_or_park(stored, joined, subscribers, hub_actor, rules, Verdict.HELD)
+
+
+def _settle_or_park(
+    stored: RecordState,
+    conflict: Conflict,
+    subscribers: Sequence[str],
+    hub_actor: str,
+    rules: Rules,
+    waiting: Verdict,
+) -> Decision:
+    outcome = resolve([v.side() for v in conflict.sides], stored.fields, rules)
+    policies = {name: c.policy for name, c in outcome.contests.items()}
+    if outcome.undecided:
+        parked = replace(conflict, policies=policies, undecided=outcome.undecided)
+        # The record row is written too (unchanged but for the marker): its
+        # compare-and-set is what serialises routers that share the store.
+        return Decision(waiting, replace(stored, parked=parked.id), None, (), parked)
+    by = "superseded" if len(conflict.sides) == 1 else "policy"
+    state, resolution, settled = settle(
+        stored, replace(conflict, policies=policies), outcome, hub_actor, by
+    )
+    return Decision(Verdict.CONFLICT, state, resolution, tuple(subscribers), settled)
+
+
+def settle(
+    stored: RecordState,
+    conflict: Conflict,
+    outcome: Outcome,
+    hub_actor: str,
+    by: str,
+    now: datetime | None = None,
+) -> tuple[RecordState, ChangeEvent, Conflict]:
+    """The resolution of ``conflict`` as a new hub version for every subscriber, and the
+    conflict settled with its audit record.
+
+    A field keeps the clock and source of the version that set its value (DESIGN
+    "Field-level decisions"): stamping kept values with the resolution's clock made the
+    next edit of such a field by its own author look concurrent with it, and lose."""
+    sides = conflict.sides
+    clock = merge(stored.clock, *(v.clock for v in sides)).increment(hub_actor)
+    fields = outcome.fields
+    changed = sorted(
+        name
+        for name, value in fields.items()
+        if stored.fields.get(name) != value
+        or any(v.fields.get(name, value) != value for v in sides)
+    )
+    competing = [v for v in sides if outcome.deleted or not v.deleted] or list(sides)
+    # An operator decides now; a policy's result carries the latest competing edit's
+    # time, so a later conflict compares against when the data was written.
+    occurred_at = now or max(v.occurred_at for v in competing)
+    state, resolution = hub_version(
+        stored, fields, outcome.deleted, changed, clock, hub_actor, occurred_at
+    )
+    field_clocks = dict(stored.field_clocks)
+    field_sources = dict(stored.field_sources)
+    for name, index in outcome.taken.items():
+        if index is None:
+            if name in outcome.contests:  # an operator's value
+                field_clocks[name], field_sources[name] = clock, OPERATOR
+            continue
+        side = sides[index]
+        # ...but only a value the side really set: a None it carries for a field the
+        # record never had was set by nobody.
+        if side.side().touched(name) or stored.fields.get(name) != fields[name]:
+            field_clocks[name] = side.field_clock(name)
+            field_sources[name] = side.sources.get(name, side.source)
+    state = replace(state, field_clocks=field_clocks, field_sources=field_sources, parked=None)
+    audit = {
+        name: {
+            "policy": contest.policy,
+            "value": fields[name],
+            "source": field_sources.get(name, state.source),
+            "losing": [list(pair) for pair in contest.losing],
+        }
+        for name, contest in outcome.contests.items()
+    }
+    settled = conflict.settle(
+        Settlement(
+            at=now or utcnow(),
+            by=by,
+            event_id=resolution.event_id,
+            clock=clock,
+            deleted=outcome.deleted,
+            fields=audit,
+        )
+    )
+    return state, resolution, settled
+
+
+def resolve_parked(
+    stored: RecordState,
+    conflict: Conflict,
+    rules: Rules,
+    hub_actor: str,
+    by: str,
+    take: str | None = None,
+    choices: Mapping[str, Choice] | None = None,
+    now: datetime | None = None,
+) -> tuple[RecordState, ChangeEvent, Conflict]:
+    """An operator's resolution of a parked conflict. Raises ValueError (one line, for
+    the operator) on a choice that does not fit the conflict; nothing is changed then."""
+    if conflict.settlement is not None:
+        raise ValueError(f"conflict {conflict.id} was already resolved ({conflict.settlement.by})")
+    if stored.parked != conflict.id:
+        raise ValueError(f"record {stored.record_id} is not parked in conflict {conflict.id}")
+    sources = conflict.sources
+    chosen = dict(choices or {})
+    for name, choice in chosen.items():
+        if name not in conflict.policies:
+            contested = ", ".join(sorted(conflict.policies)) or "none"
+            raise ValueError(
+                f"field {name!r} is not contested in conflict {conflict.id} "
+                f"(contested: {contested})"
+            )
+        if isinstance(choice, TakeSide) and choice.source not in sources:
+            raise ValueError(_no_side(conflict, choice.source))
+    if take is not None:
+        if take not in sources:
+            raise ValueError(_no_side(conflict, take))
+        holds = {n for v in conflict.sides if v.source == take for n in v.fields}
+        for name in conflict.policies:
+            if name in holds:
+                chosen.setdefault(name, TakeSide(take))
+    outcome = resolve([v.side() for v in conflict.sides], stored.fields, rules, chosen)
+    if outcome.undecided:
+        names = ", ".join(outcome.undecided)
+        raise ValueError(
+            f"still undecided: {names}; add --field NAME=SOURCE or --value NAME=VALUE for each"
+        )
+    policies = {name: c.policy for name, c in outcome.contests.items()}
+    return settle(
+        stored, replace(conflict, policies=policies), outcome, hub_actor, by, now or utcnow()
+    )
+
+
+def _no_side(conflict: Conflict, source: str) -> str:
+    return (
+        f"no side of conflict {conflict.id} comes from {source!r} "
+        f"(sides: {', '.join(conflict.sources)})"
+    )
 
 
 def edit_version(
@@ -212,18 +417,20 @@ def hub_version(
 ) -> tuple[RecordState, ChangeEvent]:
     """A version of ``stored`` made by the hub (a resolution or an edit): the state to
     store and the event that carries it to every subscriber."""
+    field_clocks, field_sources = _provenance(stored, fields, changed, clock, OPERATOR)
     state = RecordState(
         record_id=stored.record_id,
         entity=stored.entity,
         clock=clock,
         fields=fields,
-        field_clocks=_field_clocks(stored.field_clocks, stored.fields, fields, changed, clock),
+        field_clocks=field_clocks,
         deleted=deleted,
         source="hub",
         actor=hub_actor,
         event_id=new_event_id(),
         occurred_at=occurred_at,
         version=stored.version,
+        field_sources=field_sources,
     )
     event = ChangeEvent(
         event_id=state.event_id,

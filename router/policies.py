@@ -1,49 +1,140 @@
-"""Conflict resolution: given two concurrent versions, which values survive.
+"""Conflict resolution: given concurrent versions of one record, which values survive.
 
-Pure functions over values. The sync spine ships last-writer-wins with the delete rule;
-the other policies of the design plug in here.
+Pure functions over values (DESIGN "Conflict policies"). The rules every policy shares:
+
+* a field only one side changed is that side's edit, never a contest; keeping it is what
+  makes the outcome independent of arrival order when the sources map different fields;
+* a field several sides changed is *contested* and goes to its policy: ``lww`` (latest
+  ``occurred_at``, ties by actor name), ``priority`` (the side whose value was set by the
+  highest-ranked source), or ``manual`` (an operator decides; until then the conflict is
+  parked);
+* delete against a concurrent update is decided by the entity's delete rule, never by
+  timestamps or by an operator.
+
+``resolve`` works on any number of sides: two for a conflict the router resolves as it
+happens, more for a parked conflict that later events joined.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 from router.events import Scalar
 
 DeleteRule = Literal["update-wins", "delete-wins"]
+PolicyName = Literal["lww", "priority", "field-merge", "manual"]
+FieldPolicy = Literal["lww", "priority", "manual"]
+
+#: The source of values an operator set (``conflicts resolve --value``, ``dlq edit``):
+#: a person decided them on purpose, so under ``priority`` they outrank every CRM.
+OPERATOR = "hub"
 
 
 @dataclass(frozen=True)
 class Side:
     """One side of a conflict.
 
-    ``changed`` is what this side changed since the two sides' common ancestor (None:
-    every field it carries). A field only one side changed is that side's edit, never a
-    contest: keeping it is what makes the outcome independent of arrival order when the
-    sources map different fields.
+    ``changed`` is what this side changed since the sides' common ancestor (None: every
+    field it carries). ``sources`` says which source set each value this side holds
+    (missing: ``source``); ``priority`` ranks by it, so a value that reached this side
+    through an earlier resolution keeps the rank of the CRM that wrote it.
     """
 
+    source: str
     actor: str
     occurred_at: datetime
-    fields: dict[str, Scalar]
+    fields: Mapping[str, Scalar]
     deleted: bool
     changed: frozenset[str] | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     def touched(self, name: str) -> bool:
         return name in self.fields and (self.changed is None or name in self.changed)
 
+    def setter(self, name: str) -> str:
+        return self.sources.get(name, self.source)
+
 
 @dataclass(frozen=True)
-class Resolution:
+class Rules:
+    """One entity's conflict configuration (``[conflicts.<entity>]``)."""
+
+    policy: PolicyName = "lww"
+    fallback: FieldPolicy = "lww"
+    priority: tuple[str, ...] = ()
+    deletes: DeleteRule = "update-wins"
+    fields: Mapping[str, FieldPolicy] = field(default_factory=dict)
+
+    def for_field(self, name: str) -> FieldPolicy:
+        """The policy that decides ``name`` when several sides changed it."""
+        override = self.fields.get(name)
+        if override is not None:
+            return override
+        if self.policy == "field-merge":
+            return self.fallback
+        return self.policy
+
+    def rank(self, source: str) -> int:
+        """Lower is stronger: the operator, then the listed sources in order, then the rest."""
+        if source == OPERATOR:
+            return -1
+        try:
+            return self.priority.index(source)
+        except ValueError:
+            return len(self.priority)
+
+    @property
+    def may_park(self) -> bool:
+        return self.policy == "manual" or "manual" in (self.fallback, *self.fields.values())
+
+
+LWW = Rules()
+
+
+@dataclass(frozen=True)
+class TakeSide:
+    """An operator's choice: this field's value from the side of ``source``."""
+
+    source: str
+
+
+@dataclass(frozen=True)
+class SetValue:
+    """An operator's choice: this value."""
+
+    value: Scalar
+
+
+Choice = TakeSide | SetValue
+
+
+@dataclass(frozen=True)
+class Contest:
+    """How one contested field was decided."""
+
+    policy: str  # lww | priority | manual | operator
+    candidates: tuple[int, ...]  # indexes of the sides that changed the field
+    winner: int | None  # side index; None: an operator's value, or undecided
+    losing: tuple[tuple[str, Scalar], ...]  # (source, value) of each value that lost
+
+
+@dataclass(frozen=True)
+class Outcome:
     fields: dict[str, Scalar]
     deleted: bool
-    winner: Side
-    loser: Side
-    # Fields whose value came from the incoming side: the version that set them is the
-    # incoming event, which is what their field clocks must say.
-    from_incoming: frozenset[str] = frozenset()
+    # Where each value came from: a side index, or None for the base (nobody changed it)
+    # and for an operator's value.
+    taken: dict[str, int | None]
+    contests: dict[str, Contest]
+    # Contested fields under ``manual`` with no operator choice yet: the caller parks.
+    undecided: tuple[str, ...] = ()
+
+    @property
+    def losing(self) -> dict[str, list[tuple[str, Scalar]]]:
+        return {name: list(c.losing) for name, c in self.contests.items() if c.losing}
 
 
 def lww_key(side: Side) -> tuple[datetime, str]:
@@ -51,34 +142,102 @@ def lww_key(side: Side) -> tuple[datetime, str]:
     return (side.occurred_at, side.actor)
 
 
-def resolve_lww(stored: Side, incoming: Side, deletes: DeleteRule = "update-wins") -> Resolution:
-    """Last writer wins on every field both sides changed; a field one side changed is
-    kept from that side; a field neither changed keeps the stored value. A source that
-    does not map a field can never erase it."""
-    if lww_key(incoming) > lww_key(stored):
-        winner, loser = incoming, stored
-    else:
-        winner, loser = stored, incoming
-    if stored.deleted != incoming.deleted:
-        # Delete against a concurrent update is decided by the entity's delete rule,
-        # not by timestamps: a late edit must not be eaten by an early delete (update-wins).
-        deleted = deletes == "delete-wins"
-        if not deleted:
-            winner, loser = (incoming, stored) if stored.deleted else (stored, incoming)
-    else:
-        deleted = winner.deleted
+def _side_of(sides: Sequence[Side], source: str) -> int | None:
+    matching = [i for i, s in enumerate(sides) if s.source == source]
+    if not matching:
+        return None
+    return max(matching, key=lambda i: lww_key(sides[i]))
+
+
+def resolve(
+    sides: Sequence[Side],
+    base: Mapping[str, Scalar],
+    rules: Rules = LWW,
+    choices: Mapping[str, Choice] | None = None,
+) -> Outcome:
+    """Resolve concurrent ``sides`` of one record whose common state is ``base``.
+
+    ``choices`` are an operator's decisions for contested fields; a choice for a field no
+    two sides contest overrides nothing (callers refuse those before). A contested field
+    under ``manual`` without a choice is left undecided (the base value stands in
+    ``fields``) and listed in ``undecided``; a deleted outcome never waits for an
+    operator (its contested values are decided by ``lww``: there is nothing to show).
+    """
+    choices = choices or {}
+    alive = [i for i, s in enumerate(sides) if not s.deleted]
+    dead = len(alive) < len(sides)
+    # Delete against a concurrent update: the entity's delete rule, not timestamps (a
+    # late edit must not be eaten by an early delete under update-wins).
+    deleted = rules.deletes == "delete-wins" if dead and alive else dead
+    # Under update-wins a side that deleted the record does not compete for values with
+    # the sides that kept it (its changes count only where no living side changed).
+    competing = alive if (alive and not deleted) else list(range(len(sides)))
     fields: dict[str, Scalar] = {}
-    taken: set[str] = set()
-    for name in sorted(stored.fields.keys() | incoming.fields.keys()):
-        if winner.touched(name):
-            side = winner
-        elif loser.touched(name):
-            side = loser
-        elif name in stored.fields:
-            side = stored
+    taken: dict[str, int | None] = {}
+    contests: dict[str, Contest] = {}
+    undecided: list[str] = []
+    names = set(base).union(*(s.fields.keys() for s in sides))
+    for name in sorted(names):
+        touching = [i for i in competing if sides[i].touched(name)]
+        if not touching:
+            touching = [i for i, s in enumerate(sides) if s.touched(name)]
+        if len(touching) == 1:
+            fields[name] = sides[touching[0]].fields[name]
+            taken[name] = touching[0]
+            continue
+        if not touching:
+            if name in base:
+                fields[name], taken[name] = base[name], None
+            else:  # carried by a side but changed by nobody: a field the base never had
+                holder = next(i for i, s in enumerate(sides) if name in s.fields)
+                fields[name], taken[name] = sides[holder].fields[name], holder
+            continue
+        contest = _contest(name, sides, touching, rules, choices.get(name), deleted)
+        contests[name] = contest
+        if contest.winner is not None:
+            fields[name], taken[name] = sides[contest.winner].fields[name], contest.winner
+        elif isinstance(choice := choices.get(name), SetValue):
+            fields[name], taken[name] = choice.value, None
         else:
-            side = incoming
-        fields[name] = side.fields[name]
-        if side is incoming:
-            taken.add(name)
-    return Resolution(fields, deleted, winner, loser, frozenset(taken))
+            undecided.append(name)
+            fields[name], taken[name] = base.get(name), None
+    return Outcome(fields, deleted, taken, contests, tuple(undecided))
+
+
+def _contest(
+    name: str,
+    sides: Sequence[Side],
+    touching: list[int],
+    rules: Rules,
+    choice: Choice | None,
+    deleted: bool,
+) -> Contest:
+    policy: str = rules.for_field(name)
+    winner: int | None
+    if isinstance(choice, TakeSide):
+        winner, policy = _side_of(sides, choice.source), "operator"
+        if winner is None or name not in sides[winner].fields:
+            raise ValueError(f"{choice.source} holds no value of {name} in this conflict")
+    elif isinstance(choice, SetValue):
+        winner, policy = None, "operator"
+    elif policy == "manual" and not deleted:
+        winner = None
+    elif policy == "priority":
+        best = min(rules.rank(sides[i].setter(name)) for i in touching)
+        ranked = [i for i in touching if rules.rank(sides[i].setter(name)) == best]
+        winner = max(ranked, key=lambda i: lww_key(sides[i]))  # equal rank: latest edit
+    else:
+        policy = "lww"
+        winner = max(touching, key=lambda i: lww_key(sides[i]))
+    kept = sides[winner].fields[name] if winner is not None else _chosen(choice)
+    decided = winner is not None or isinstance(choice, SetValue)
+    losing = tuple(
+        (sides[i].setter(name), sides[i].fields[name])
+        for i in touching
+        if decided and i != winner and sides[i].fields[name] != kept
+    )
+    return Contest(policy, tuple(touching), winner, losing)
+
+
+def _chosen(choice: Choice | None) -> Scalar:
+    return choice.value if isinstance(choice, SetValue) else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from router.clock import VectorClock
@@ -24,3 +24,9 @@ class RecordState:
     occurred_at: datetime
     # Compare-and-set token for stores shared by several routers; 0 = not stored yet.
     version: int = 0
+    # The source that set each field's value (missing: ``source``); ``priority`` ranks by
+    # it, so a value keeps its author's rank through later resolutions.
+    field_sources: dict[str, str] = field(default_factory=dict)
+    # The id of the conflict this record is parked in: nothing is sent for it until an
+    # operator resolves that conflict.
+    parked: str | None = None

@@ -1,4 +1,4 @@
-"""The router's state store: records, inbox, outbox, adapter registry.
+"""The router's state store: records, inbox, outbox, adapter registry, conflicts.
 
 One transaction per batch holds the inbox entries (processed ``event_id``s), the new
 record states (compare-and-set on ``version``) and the outbox rows of the deliveries
@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from router.clock import HUB, VectorClock, actor_epoch, make_actor
+from router.conflicts import Conflict
 from router.errors import ConfigError, StateError
 from router.record import RecordState
 from router.sqltypes import Blob, Timestamp
@@ -74,6 +75,18 @@ registry = sa.Table(
     sa.Column("registered_at", Timestamp, nullable=False),
     sa.Column("last_heartbeat", Timestamp, nullable=False),
 )
+# Parked conflicts (status "open") and the audit record of every resolution.
+conflicts = sa.Table(
+    "crmsync_conflicts",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("record_id", sa.String(36), nullable=False, index=True),
+    sa.Column("entity", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("opened_at", Timestamp, nullable=False),
+    sa.Column("resolved_at", Timestamp, index=True),
+    sa.Column("doc", Blob, nullable=False),
+)
 meta = sa.Table(
     "crmsync_meta",
     metadata,
@@ -110,17 +123,19 @@ def _unpack(raw: bytes) -> Any:
 
 
 def _doc(state: RecordState) -> bytes:
-    return _pack(
-        {
-            "clock": state.clock.to_dict(),
-            "fields": state.fields,
-            "field_clocks": {k: v.to_dict() for k, v in state.field_clocks.items()},
-            "source": state.source,
-            "actor": state.actor,
-            "event_id": state.event_id,
-            "occurred_at": state.occurred_at,
-        }
-    )
+    doc = {
+        "clock": state.clock.to_dict(),
+        "fields": state.fields,
+        "field_clocks": {k: v.to_dict() for k, v in state.field_clocks.items()},
+        "field_sources": state.field_sources,
+        "source": state.source,
+        "actor": state.actor,
+        "event_id": state.event_id,
+        "occurred_at": state.occurred_at,
+    }
+    if state.parked is not None:
+        doc["parked"] = state.parked
+    return _pack(doc)
 
 
 def _state(row: sa.Row[Any]) -> RecordState:
@@ -137,7 +152,13 @@ def _state(row: sa.Row[Any]) -> RecordState:
         event_id=doc["event_id"],
         occurred_at=doc["occurred_at"],
         version=row.version,
+        field_sources=doc.get("field_sources", {}),
+        parked=doc.get("parked"),
     )
+
+
+def _conflict(row: sa.Row[Any]) -> Conflict:
+    return Conflict.from_doc(row.id, row.record_id, row.entity, _unpack(row.doc))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -258,10 +279,12 @@ class RouterStore:
         deliveries: Sequence[Outgoing],
         published: Sequence[str],
         conn: Connection | None = None,
+        changed_conflicts: Sequence[Conflict] = (),
     ) -> list[str]:
         """Store one batch atomically; returns the outbox ids of ``deliveries``.
 
-        ``published`` are outbox ids confirmed by the broker since the last batch.
+        ``published`` are outbox ids confirmed by the broker since the last batch;
+        ``changed_conflicts`` are conflicts opened, joined or settled by the batch.
         Raises :class:`VersionConflict` when another router got there first (a record
         changed or created, or an event processed, since we read); the caller retries.
         """
@@ -273,6 +296,7 @@ class RouterStore:
                         inbox.insert(), [{"event_id": e, "processed_at": now} for e in processed]
                     )
                 self._write_states(c, states, now)
+                self._write_conflicts(c, changed_conflicts)
             except sa.exc.IntegrityError as e:
                 raise VersionConflict("another router stored part of this batch first") from e
             if published:
@@ -357,6 +381,58 @@ class RouterStore:
             if conn.execute(cas, p).rowcount != 1:
                 raise VersionConflict(f"record {p['b_id']} changed under us")
 
+    def _write_conflicts(self, conn: Connection, items: Sequence[Conflict]) -> None:
+        # Rare (a conflict per concurrent edit), so row by row: update, else insert. The
+        # records' compare-and-set in the same transaction already serialises routers.
+        for conflict in items:
+            values = {
+                "record_id": conflict.record_id,
+                "entity": conflict.entity,
+                "status": conflict.status,
+                "opened_at": conflict.opened_at.timestamp(),
+                "resolved_at": (
+                    conflict.settlement.at.timestamp() if conflict.settlement else None
+                ),
+                "doc": _pack(conflict.to_doc()),
+            }
+            updated = conn.execute(
+                conflicts.update().where(conflicts.c.id == conflict.id).values(**values)
+            )
+            if updated.rowcount == 0:
+                conn.execute(conflicts.insert().values(id=conflict.id, **values))
+
+    def load_conflicts(
+        self, conflict_ids: Iterable[str], conn: Connection | None = None
+    ) -> dict[str, Conflict]:
+        ids = list(set(conflict_ids))
+        if not ids:
+            return {}
+        with self._conn(conn) as c:
+            rows = c.execute(sa.select(conflicts).where(conflicts.c.id.in_(ids)))
+            return {r.id: _conflict(r) for r in rows}
+
+    def open_conflicts(self, entity: str | None = None) -> list[Conflict]:
+        query = sa.select(conflicts).where(conflicts.c.status == "open")
+        if entity:
+            query = query.where(conflicts.c.entity == entity)
+        with self.engine.connect() as conn:
+            return [_conflict(r) for r in conn.execute(query.order_by(conflicts.c.opened_at))]
+
+    def conflict_history(self, record_id: str) -> list[Conflict]:
+        query = (
+            sa.select(conflicts)
+            .where(conflicts.c.record_id == record_id)
+            .order_by(conflicts.c.opened_at, conflicts.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [_conflict(r) for r in conn.execute(query)]
+
+    def prune_conflicts(self, older_than: float) -> int:
+        """Drop the audit records of conflicts resolved before ``older_than``."""
+        with self.engine.begin() as conn:
+            result = conn.execute(conflicts.delete().where(conflicts.c.resolved_at < older_than))
+            return int(result.rowcount)
+
     def pending_outbox(self) -> list[tuple[str, Outgoing]]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(outbox).order_by(outbox.c.id))
@@ -386,6 +462,11 @@ class RouterStore:
                 ).scalar_one(),
                 "inbox": conn.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one(),
                 "outbox": conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one(),
+                "conflicts_open": conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(conflicts)
+                    .where(conflicts.c.status == "open")
+                ).scalar_one(),
             }
 
     # -- registry -------------------------------------------------------------------

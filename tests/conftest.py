@@ -4,8 +4,14 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.broker import amqp_url, broker_available, create_vhost, delete_vhost
+
+# CI is a 2-core machine that also runs RabbitMQ, PostgreSQL and MariaDB: time spent
+# generating inputs or running one example says nothing about correctness there.
+settings.register_profile("crmsync", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("crmsync")
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 import router.state as state_module
 from router.clock import VectorClock
+from router.conflicts import Conflict, Settlement, Version
 from router.record import RecordState
 from router.state import Registration, RouterStore, VersionConflict
 from router.transport import Outgoing
@@ -236,7 +237,7 @@ def test_tables_are_created_idempotently_and_hub_epoch_persists(db: Db) -> None:
     second = db.store()  # create_all on existing tables, hub_actor row already there
     assert first.hub_actor == "hub"
     assert second.hub_actor == "hub"
-    assert first.counts() == {"records": 0, "inbox": 0, "outbox": 0}
+    assert first.counts() == {"records": 0, "inbox": 0, "outbox": 0, "conflicts_open": 0}
 
     state = make_state()
     first.commit_batch([], [state], [], [])
@@ -576,3 +577,98 @@ def test_large_record_and_delivery_round_trip(db: Db) -> None:
 
     assert store.get(state.record_id) == replace(state, version=1)
     assert store.pending_outbox() == [(oid, delivery)]
+
+
+# -- conflicts: parked ones and the audit record -------------------------------------
+
+
+def make_conflict(record: RecordState) -> Conflict:
+    other = VectorClock({"mktg": 1})
+    return Conflict(
+        id="c-0011aabb",
+        record_id=record.record_id,
+        entity=record.entity,
+        opened_at=OCCURRED,
+        sides=(
+            Version(
+                event_id=record.event_id,
+                source="sales",
+                actor="sales",
+                clock=record.clock,
+                occurred_at=OCCURRED,
+                fields=record.fields,
+                deleted=False,
+                changed=frozenset({"first_name"}),
+                sources={"age": "legacy"},
+                field_clocks={"age": VectorClock({"hub": 2})},
+            ),
+            Version(
+                event_id=new_id(),
+                source="mktg",
+                actor="mktg@2",
+                clock=other,
+                occurred_at=OCCURRED + timedelta(seconds=1),
+                fields={"first_name": "Augusta", "note": None, "score": 1.5, "vip": True},
+                deleted=False,
+                changed=frozenset({"first_name", "vip"}),
+            ),
+        ),
+        base={"first_name": "Ada", "age": 36},
+        policies={"first_name": "manual"},
+        undecided=("first_name",),
+        held=2,
+    )
+
+
+def test_parked_record_and_its_conflict_round_trip_and_settle(db: Db) -> None:
+    store = db.store()
+    record = replace(make_state(), field_sources={"age": "legacy"}, parked="c-0011aabb")
+    conflict = make_conflict(record)
+    store.commit_batch([], [record], [], [], changed_conflicts=[conflict])
+    assert store.get(record.record_id) == replace(record, version=1)
+    assert store.load_conflicts(["c-0011aabb", "c-missing"]) == {conflict.id: conflict}
+    assert store.open_conflicts() == [conflict]
+    assert store.open_conflicts("company") == []
+    assert store.counts()["conflicts_open"] == 1
+
+    settled = conflict.settle(
+        Settlement(
+            at=OCCURRED + timedelta(minutes=5),
+            by="operator:ops",
+            event_id=new_id(),
+            clock=VectorClock({"sales": 1, "mktg": 1, "hub": 3}),
+            deleted=False,
+            fields={
+                "first_name": {
+                    "policy": "operator",
+                    "value": "Ada",
+                    "losing": [["mktg", "Augusta"]],
+                }
+            },
+        )
+    )
+    unparked = replace(record, version=1, parked=None)
+    store.commit_batch([], [unparked], [], [], changed_conflicts=[settled])
+    assert store.get(record.record_id) == replace(unparked, version=2)
+    assert store.open_conflicts() == []
+    assert store.conflict_history(record.record_id) == [settled]
+    assert store.counts()["conflicts_open"] == 0
+
+    # The audit record is kept for state.conflict_retention, then pruned; open ones never.
+    assert store.prune_conflicts((OCCURRED + timedelta(minutes=4)).timestamp()) == 0
+    assert store.prune_conflicts((OCCURRED + timedelta(minutes=6)).timestamp()) == 1
+    assert store.conflict_history(record.record_id) == []
+
+
+def test_a_failed_batch_stores_no_conflict_either(db: Db) -> None:
+    store = db.store()
+    created = make_state()
+    store.commit_batch([], [created], [], [])
+    record = store.get(created.record_id)
+    assert record is not None
+    conflict = make_conflict(record)
+    stale = replace(record, version=record.version + 5, parked=conflict.id)
+    with pytest.raises(VersionConflict):
+        store.commit_batch([], [stale], [], [], changed_conflicts=[conflict])
+    assert store.load_conflicts([conflict.id]) == {}
+    assert store.get(record.record_id) == record

@@ -32,7 +32,7 @@ from adapters.rules import (
 from router.clock import EMPTY, Order, VectorClock, compare
 from router.decide import Verdict, decide
 from router.events import ChangeEvent, Scalar
-from router.policies import DeleteRule
+from router.policies import DeleteRule, Rules
 from router.record import RecordState
 
 ENTITY = "contact"
@@ -247,13 +247,13 @@ class Router:
         if event.event_id in self.inbox:
             # Redelivery: the inbox acks it. Even without the inbox the decision must be
             # neutral: nothing stored, nothing sent.
-            again = decide(event, stored, subscribers, hub_actor=HUB, deletes=w.deletes)
+            again = decide(event, stored, subscribers, HUB, Rules(deletes=w.deletes))
             if again.state is not None or again.delivery is not None:
                 w.fail(f"redelivered {describe_event(event)} would change state: {again.verdict}")
             w.log(f"  router: redelivery of {describe_event(event)} acked ({again.verdict.value})")
             return []
         self.inbox.add(event.event_id)
-        decision = decide(event, stored, subscribers, hub_actor=HUB, deletes=w.deletes)
+        decision = decide(event, stored, subscribers, HUB, Rules(deletes=w.deletes))
         w.log(f"  router: {describe_event(event)} -> {decision.verdict.value}")
         if decision.verdict is Verdict.CLOCK_REUSE:
             w.fail(f"clock reuse for {describe_event(event)} (stored {describe_state(stored)})")

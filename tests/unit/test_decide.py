@@ -1,4 +1,7 @@
-"""The router's decision (router/decide.py) and last-writer-wins (router/policies.py)."""
+"""The router's decision (router/decide.py) and last-writer-wins (router/policies.py).
+
+The other policies, parking and operator resolutions: tests/unit/test_policies.py and
+tests/unit/test_parking.py."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from hypothesis import strategies as st
 from router.clock import Order, VectorClock, compare, merge
 from router.decide import Decision, Verdict, accept, decide
 from router.events import ChangeEvent, Scalar
-from router.policies import DeleteRule, Side, resolve_lww
+from router.policies import DeleteRule, Outcome, Rules, Side, resolve
 from router.record import RecordState
 
 RECORD_ID = str(uuid.uuid4())
@@ -89,7 +92,7 @@ def run(
     hub_actor: str = HUB,
     deletes: DeleteRule = "update-wins",
 ) -> Decision:
-    return decide(event, stored, SUBSCRIBERS, hub_actor, deletes)
+    return decide(event, stored, SUBSCRIBERS, hub_actor, Rules(deletes=deletes))
 
 
 # -- accepted ------------------------------------------------------------------------------
@@ -295,7 +298,11 @@ def test_conflict_lww_keeps_the_later_stored_side() -> None:
 
 
 def side(actor: str, minutes: int, fields: dict[str, Scalar], deleted: bool = False) -> Side:
-    return Side(actor, at(minutes), fields, deleted)
+    return Side(actor, actor, at(minutes), fields, deleted)
+
+
+def resolve_lww(stored: Side, incoming: Side, deletes: DeleteRule = "update-wins") -> Outcome:
+    return resolve([stored, incoming], stored.fields, Rules(deletes=deletes))
 
 
 def test_lww_picks_the_later_occurred_at() -> None:
@@ -303,8 +310,10 @@ def test_lww_picks_the_later_occurred_at() -> None:
     late = side("legacy", 2, {"email": "late"})
     for stored, incoming in ((early, late), (late, early)):
         outcome = resolve_lww(stored, incoming)
-        assert outcome.winner == late
-        assert outcome.loser == early
+        contest = outcome.contests["email"]
+        assert contest.policy == "lww"
+        assert [stored, incoming][contest.winner or 0] == late
+        assert contest.losing == (("sales", "early"),)
         assert outcome.fields == {"email": "late"}
         assert outcome.deleted is False
 
@@ -314,11 +323,10 @@ def test_lww_tie_is_broken_by_actor_name_in_either_order() -> None:
     b = side("sales", 1, {"email": "from sales"})
     first = resolve_lww(a, b)
     second = resolve_lww(b, a)
-    assert first.winner == second.winner
     assert first.fields == second.fields
     # "sales" > "legacy": the greater actor name wins a tie.
-    assert first.winner.actor == "sales"
     assert first.fields == {"email": "from sales"}
+    assert first.losing == second.losing == {"email": [("legacy", "from legacy")]}
 
 
 def test_lww_loser_fields_survive_where_winner_has_none() -> None:
@@ -378,7 +386,6 @@ def test_resolve_lww_delete_rule_directly() -> None:
     for stored, incoming in ((deleted, edited), (edited, deleted)):
         kept = resolve_lww(stored, incoming, "update-wins")
         assert kept.deleted is False
-        assert kept.winner == edited
         assert kept.fields == {"email": "edit"}
         assert resolve_lww(stored, incoming, "delete-wins").deleted is True
 
