@@ -200,6 +200,11 @@ def _print_status(data: dict[str, Any]) -> None:
             f"[bold green]router up[/] (actor {r['hub_actor']}, {r['store']['records']} records; "
             f"{verdicts})"
         )
+        parked = r["store"].get("conflicts_open", 0)
+        if parked:
+            out.print(
+                f"[bold red]{parked} conflict(s) parked for an operator[/]: crmsync conflicts list"
+            )
     else:
         out.print("[bold red]router not answering[/] (is 'crmsync router' running?)")
     table = Table("adapter", "actor", "entities", "alive", "last heartbeat")
@@ -518,7 +523,8 @@ def dlq_edit(
     """Edit & retry: the router makes a new version of the record (hub actor) with these
     values and sends it to every CRM; then the entry leaves the DLQ."""
     from router import dlq
-    from router.dlq_broker import call_router, hold_all
+    from router.control import call_router
+    from router.dlq_broker import hold_all
 
     changes = dlq.parse_assignments(assignments)
     broker = _broker(config)
@@ -615,6 +621,204 @@ def dlq_export(
         for line in _dlq_progress(list(lines), "exporting"):
             sink.write(line)
     err.print(f"exported {_dlq_entries(len(chosen))} ({fmt}) to {output}", highlight=False)
+
+
+# -- conflicts ------------------------------------------------------------------------
+
+ConflictIdArg = Annotated[
+    str, typer.Argument(metavar="ID", help="A conflict id, from 'crmsync conflicts list'.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _ask_router(config: Path | None, verb: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """One conflicts request; the router's refusal is one line (exit 1)."""
+    from router.control import call_router
+
+    reply = call_router(_broker(config), f"op.conflicts.{verb}", payload, timeout=10.0)
+    if not reply.get("ok"):
+        raise CrmsyncError(str(reply.get("error")))
+    return reply
+
+
+def _value(value: Any) -> str:
+    return "(none)" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+@conflicts_app.command("list")
+def conflicts_list(
+    entity: Annotated[str | None, typer.Option(help="Only this entity.")] = None,
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Conflicts parked for an operator, oldest first."""
+    from router.dlq import age_text
+
+    found = _ask_router(config, "list", {"entity": entity})["conflicts"]
+    if as_json:
+        print(json.dumps(found, indent=2, sort_keys=True))
+        return
+    if not found:
+        out.print("no parked conflicts")
+        return
+    table = Table("id", "record", "entity", "sources", "fields", "held", "age")
+    for c in found:
+        table.add_row(
+            c["id"],
+            c["record_id"],
+            c["entity"],
+            ", ".join(c["sources"]),
+            ", ".join(c["fields"]),
+            str(c["held"]),
+            age_text(c["age_seconds"]),
+        )
+    out.print(table)
+    out.print(f"{len(found)} parked; see one with: crmsync conflicts show ID", highlight=False)
+
+
+@conflicts_app.command("show")
+def conflicts_show(
+    conflict_id: ConflictIdArg, as_json: JsonOpt = False, config: ConfigOpt = None
+) -> None:
+    """Every side of one conflict, field by field, with what each side changed."""
+    conflict = _ask_router(config, "show", {"id": conflict_id})["conflict"]
+    if as_json:
+        print(json.dumps(conflict, indent=2, sort_keys=True))
+        return
+    _print_conflict(conflict)
+
+
+def _print_conflict(c: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    from router.dlq import age_text
+
+    state = (
+        f"[bold red]open[/] for {age_text(c['age_seconds'])}, {c['held']} held event(s)"
+        if c["status"] == "open"
+        else f"resolved by {c['resolved_by']} at {c['resolved_at']}"
+    )
+    out.print(f"conflict {c['id']}: {c['entity']} {c['record_id']}, {state}", highlight=False)
+    for side in c["sides"]:
+        kind = "deleted" if side["deleted"] else "edited"
+        when = side["occurred_at"][:19].replace("T", " ")
+        clock = ", ".join(f"{k} {v}" for k, v in sorted(side["clock"].items()))
+        out.print(
+            f"  {side['label']}: {kind} at {when} UTC by {side['actor']} (clock {clock})",
+            highlight=False,
+        )
+    labels = [side["label"] for side in c["sides"]]
+    table = Table("field", "stored", *labels, "decided by")
+    for f in c["field_values"]:
+        cells = []
+        for label in labels:
+            if label not in f["values"]:
+                cells.append("[dim]-[/]")
+                continue
+            text = escape(_value(f["values"][label]))
+            if label in f["changed_by"]:
+                author = f["set_by"].get(label, label)
+                text = f"[bold yellow]{text} *[/]" + (f" ({author})" if author != label else "")
+            cells.append(text)
+        how = "[bold red]you (manual)[/]" if f["undecided"] else f["policy"]
+        table.add_row(f["name"], escape(_value(f["base"])), *cells, how)
+    out.print(table)
+    out.print(
+        "* = changed on that side since the common version (by the source in brackets, "
+        "when that side's version descends from another CRM's edit)",
+        highlight=False,
+    )
+    if c["status"] == "open":
+        out.print(
+            f"resolve: crmsync conflicts resolve {c['id']} --take SOURCE "
+            "| --field NAME=SOURCE ... | --value NAME=VALUE ...",
+            highlight=False,
+        )
+
+
+@conflicts_app.command("resolve")
+def conflicts_resolve(
+    conflict_id: ConflictIdArg,
+    take: Annotated[
+        str | None,
+        typer.Option("--take", help="Every contested field from this source's side."),
+    ] = None,
+    fields: Annotated[
+        list[str] | None,
+        typer.Option("--field", help="NAME=SOURCE: this field from that source's side."),
+    ] = None,
+    values: Annotated[
+        list[str] | None,
+        typer.Option("--value", help="NAME=text, or NAME:=JSON for numbers, true/false, null."),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Decide a parked conflict: the router makes a new version (hub actor) with these
+    values, merged with what only one side changed, and sends it to every CRM."""
+    import getpass
+
+    from router.dlq import parse_assignments
+
+    by_source: dict[str, str] = {}
+    for item in fields or []:
+        name, sep, source = item.partition("=")
+        if not sep or not name.strip() or not source.strip():
+            raise CrmsyncError(f"--field {item!r}: write NAME=SOURCE")
+        by_source[name.strip()] = source.strip()
+    chosen = parse_assignments(values or [], option="--value")
+    if take is None and not by_source and not chosen:
+        raise CrmsyncError(
+            "say what to keep: --take SOURCE, --field NAME=SOURCE or --value NAME=VALUE"
+        )
+    reply = _ask_router(
+        config,
+        "resolve",
+        {
+            "id": conflict_id,
+            "take": take,
+            "fields": by_source,
+            "values": chosen,
+            "by": getpass.getuser(),
+        },
+    )
+    when = (
+        "is owed to every CRM (sent when the broker is back)"
+        if reply.get("pending")
+        else "goes to every CRM"
+    )
+    out.print(
+        f"conflict {conflict_id} resolved: version {reply['event_id']} {when}", highlight=False
+    )
+
+
+@conflicts_app.command("history")
+def conflicts_history(
+    record_id: Annotated[str, typer.Argument(metavar="RECORD_ID")],
+    as_json: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Every conflict of one record: how it was resolved, by whom, and what lost."""
+    found = _ask_router(config, "history", {"record_id": record_id})["conflicts"]
+    if as_json:
+        print(json.dumps(found, indent=2, sort_keys=True))
+        return
+    if not found:
+        out.print(f"record {record_id} never had a conflict", highlight=False)
+        return
+    for c in found:
+        settled = c["settlement"]
+        head = f"{c['opened_at']}  {c['id']}  {', '.join(c['sources'])}: " + (
+            f"resolved by {settled['by']}" if settled else "[bold red]open[/] (parked)"
+        )
+        out.print(head, highlight=False)
+        for name, how in sorted((settled or {}).get("fields", {}).items()):
+            lost = "; ".join(f"{s} {_value(v)}" for s, v in how["losing"]) or "nothing"
+            out.print(
+                f"    {name}: {how['policy']} kept {_value(how['value'])} ({how['source']}), "
+                f"lost: {lost}",
+                highlight=False,
+                markup=False,
+            )
 
 
 @policy_app.command("check")

@@ -145,7 +145,10 @@ class Conflict:
 
     @property
     def sources(self) -> list[str]:
-        return sorted({v.source for v in self.sides})
+        """Every source with a change in this conflict: the sides' own, and the authors of
+        the changes a side carries (a side that superseded another carries its edits)."""
+        authors = {v.sources.get(name, v.source) for v in self.sides for name in v.changed}
+        return sorted(authors | {v.source for v in self.sides})
 
     def settle(self, settlement: Settlement) -> Conflict:
         return replace(self, settlement=settlement, undecided=())
@@ -225,6 +228,12 @@ def detail(conflict: Conflict, now: datetime) -> dict[str, Any]:
                 "base": conflict.base.get(name),
                 "values": values,
                 "changed_by": changed_by,
+                # Who wrote each changed value: another source when a side superseded it.
+                "set_by": {
+                    label: v.sources.get(name, v.source)
+                    for label, v in labelled
+                    if label in changed_by
+                },
                 "policy": conflict.policies.get(name, "merge" if changed_by else "unchanged"),
                 "undecided": name in conflict.undecided,
             }

@@ -15,7 +15,8 @@ import aiormq
 import msgpack
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from router.errors import RouterUnavailable
+from router.config import BrokerConfig
+from router.errors import CrmsyncError, RouterUnavailable
 from router.topology import CONTROL
 
 
@@ -92,3 +93,23 @@ class RpcClient:
             routing_key,
             aio_pika.Message(pack(payload), content_type="application/msgpack", expiration=60),
         )
+
+
+def call_router(
+    cfg: BrokerConfig, routing_key: str, payload: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """One request to the router from a short command; :class:`RouterUnavailable` if it
+    does not answer, :class:`CrmsyncError` if its answer is not a map."""
+    from router.transport import connect
+
+    async def go() -> dict[str, Any]:
+        connection = await connect(cfg, "crmsync-cli")
+        try:
+            reply = await RpcClient(connection).call(routing_key, payload, timeout=timeout)
+        finally:
+            await connection.close()
+        if not isinstance(reply, dict):
+            raise CrmsyncError(f"the router's answer to {routing_key} is not a map")
+        return reply
+
+    return asyncio.run(go())

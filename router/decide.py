@@ -150,7 +150,8 @@ def event_version(
     """``event`` as one side of a conflict on ``stored``. When it supersedes sides of a
     parked conflict (their clocks are before its clock) it inherits what they changed:
     relative to the other sides, their edits and its own are one line of history."""
-    changed = set(event_changed(event, stored))
+    own = event_changed(event, stored)
+    changed = set(own)
     fields: dict[str, Scalar] = {}
     sources: dict[str, str] = {}
     clocks: dict[str, VectorClock] = {}
@@ -160,8 +161,10 @@ def event_version(
         sources.update({name: old.sources.get(name, old.source) for name in old.fields})
         clocks.update({name: old.field_clock(name) for name in old.fields})
     if supersedes:
-        sources.update(dict.fromkeys(event.fields, event.source))
-        clocks.update(dict.fromkeys(event.fields, event.vclock))
+        # A value the event carries unchanged keeps its author (priority ranks by it).
+        for name, value in event.fields.items():
+            if name in own or fields.get(name) != value:
+                sources[name], clocks[name] = event.source, event.vclock
     fields.update(event.fields)
     return Version(
         event_id=event.event_id,
@@ -371,9 +374,13 @@ def resolve_parked(
     if take is not None:
         if take not in sources:
             raise ValueError(_no_side(conflict, take))
-        holds = {n for v in conflict.sides if v.source == take for n in v.fields}
         for name in conflict.policies:
-            if name in holds:
+            holds = any(
+                (v.source == take and name in v.fields)
+                or (v.side().touched(name) and v.side().setter(name) == take)
+                for v in conflict.sides
+            )
+            if holds:
                 chosen.setdefault(name, TakeSide(take))
     outcome = resolve([v.side() for v in conflict.sides], stored.fields, rules, chosen)
     if outcome.undecided:

@@ -363,7 +363,7 @@ def replay_of(entry: Entry) -> Republish:
 # -- editing ------------------------------------------------------------------------------
 
 
-def parse_assignments(items: Sequence[str]) -> dict[str, Scalar]:
+def parse_assignments(items: Sequence[str], option: str = "--set") -> dict[str, Scalar]:
     """``field=text`` sets a string; ``field:=JSON`` a typed scalar (``age:=42``,
     ``vip:=true``, ``phone:=null``), as httpie spells it."""
     values: dict[str, Scalar] = {}
@@ -372,22 +372,22 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Scalar]:
         plain = None if typed else re.match(r"^([^=]+)=(.*)$", item, re.S)
         match = typed or plain
         if match is None:
-            raise CrmsyncError(f"--set {item!r}: write field=value (or field:=JSON)")
+            raise CrmsyncError(f"{option} {item!r}: write field=value (or field:=JSON)")
         name, raw = match.group(1).strip(), match.group(2)
         if not re.fullmatch(ENTITY_RE, name):
-            raise CrmsyncError(f"--set {item!r}: {name!r} is not a field name")
+            raise CrmsyncError(f"{option} {item!r}: {name!r} is not a field name")
         value: Any = raw
         if typed:
             try:
                 value = json.loads(raw)
             except ValueError:
-                raise CrmsyncError(f"--set {item!r}: {raw!r} is not JSON") from None
+                raise CrmsyncError(f"{option} {item!r}: {raw!r} is not JSON") from None
             if isinstance(value, dict | list):
                 raise CrmsyncError(
-                    f"--set {item!r}: values are scalars, not {type(value).__name__}s"
+                    f"{option} {item!r}: values are scalars, not {type(value).__name__}s"
                 )
         values[name] = value
-    if not values:
+    if not values and option == "--set":
         raise CrmsyncError("say what to change: --set field=value")
     return values
 

@@ -31,7 +31,6 @@ checking the order):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
@@ -46,6 +45,7 @@ import pika.exceptions
 
 from router import dlq
 from router.config import BrokerConfig
+from router.control import call_router
 from router.errors import BrokerUnavailable, CrmsyncError, PublishFailed, RouterUnavailable
 from router.transport import CONNECT_TIMEOUT, _ssl_context, redact
 
@@ -283,26 +283,6 @@ class DlqBroker:
 
 
 # -- the router (request/reply over crmsync.control, through aio-pika) ----------------------
-
-
-def call_router(
-    cfg: BrokerConfig, routing_key: str, payload: dict[str, Any], timeout: float
-) -> dict[str, Any]:
-    """One request to the router; :class:`RouterUnavailable` if it does not answer."""
-    from router.control import RpcClient
-    from router.transport import connect
-
-    async def go() -> dict[str, Any]:
-        connection = await connect(cfg, "crmsync-cli-dlq")
-        try:
-            reply = await RpcClient(connection).call(routing_key, payload, timeout=timeout)
-        finally:
-            await connection.close()
-        if not isinstance(reply, dict):
-            raise CrmsyncError(f"the router's answer to {routing_key} is not a map")
-        return reply
-
-    return asyncio.run(go())
 
 
 def registered_adapters(cfg: BrokerConfig, timeout: float = ROUTER_TIMEOUT) -> list[str]:

@@ -142,11 +142,16 @@ def lww_key(side: Side) -> tuple[datetime, str]:
     return (side.occurred_at, side.actor)
 
 
-def _side_of(sides: Sequence[Side], source: str) -> int | None:
-    matching = [i for i, s in enumerate(sides) if s.source == source]
-    if not matching:
-        return None
-    return max(matching, key=lambda i: lww_key(sides[i]))
+def _side_of(sides: Sequence[Side], source: str, name: str) -> int | None:
+    """The side holding ``source``'s value of ``name``: the side whose value that source
+    set (it may have reached a later version of another CRM, which then superseded
+    ``source``'s own side), else ``source``'s own side."""
+    authored = [i for i, s in enumerate(sides) if s.touched(name) and s.setter(name) == source]
+    own = [i for i, s in enumerate(sides) if s.source == source and name in s.fields]
+    found = authored or own
+    if found:
+        return max(found, key=lambda i: lww_key(sides[i]))
+    return None
 
 
 def resolve(
@@ -215,8 +220,8 @@ def _contest(
     policy: str = rules.for_field(name)
     winner: int | None
     if isinstance(choice, TakeSide):
-        winner, policy = _side_of(sides, choice.source), "operator"
-        if winner is None or name not in sides[winner].fields:
+        winner, policy = _side_of(sides, choice.source, name), "operator"
+        if winner is None:
             raise ValueError(f"{choice.source} holds no value of {name} in this conflict")
     elif isinstance(choice, SetValue):
         winner, policy = None, "operator"

@@ -35,6 +35,11 @@ class Spine:
             '[router]\nheartbeat_timeout = "3s"\n'
         )
 
+    def set_conflicts(self, toml: str) -> None:
+        """Add ``[conflicts.*]`` tables to the router's config (before start_router)."""
+        with (self.workdir / "router.toml").open("a") as config:
+            config.write("\n" + toml.strip() + "\n")
+
     def start_router(self) -> None:
         self.fleet.start("router", "router", "--config", "router.toml")
 

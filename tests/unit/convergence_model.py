@@ -12,13 +12,24 @@ Values typed by users are unique strings, so where a value came from is always k
 ``origin[value]`` is the clock of the event that first published it (``None``, the
 value of a column nobody has set, has the empty clock). That gives an oracle for
 conflicts that does not reuse the router's own field-clock logic: if one side's value
-is in the other side's causal past, the other side overwrote it and must win.
+is in the causal past of another side that maps the field (or of the router's stored
+state, which has seen everything before its clock), that side overwrote it and it must
+not win. The values left are the ones really written concurrently: one of them must
+win, and which one depends on the policy (:meth:`Router._check_outcome`). A value's
+author is its prefix (``crm1:phone:7``; ``hub:...`` for an operator's value), which is
+what ``priority`` ranks.
+
+Policies (``World.rules``): any :class:`router.policies.Rules`. A ``manual`` contest
+parks the record: the model's router keeps the conflicts by id, passes the parked one to
+``decide``, and an operator step (:meth:`World.operator`) resolves it with
+``router.decide.resolve_parked`` (``--take`` a side, or per-field choices).
 """
 
 from __future__ import annotations
 
+import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -30,9 +41,10 @@ from adapters.rules import (
     local_clock,
 )
 from router.clock import EMPTY, Order, VectorClock, compare
-from router.decide import Verdict, decide
+from router.conflicts import Conflict, Version
+from router.decide import Decision, Verdict, decide, resolve_parked
 from router.events import ChangeEvent, Scalar
-from router.policies import DeleteRule, Rules
+from router.policies import Choice, Rules, SetValue, TakeSide, lww_key
 from router.record import RecordState
 
 ENTITY = "contact"
