@@ -730,8 +730,8 @@ def _print_conflict(c: dict[str, Any]) -> None:
     )
     if c["status"] == "open":
         out.print(
-            f"resolve: crmsync conflicts resolve {c['id']} --take SOURCE "
-            "| --field NAME=SOURCE ... | --value NAME=VALUE ...",
+            f"decide with: crmsync conflicts resolve {c['id']} --take SOURCE "
+            "(or --field NAME=SOURCE, --value NAME=VALUE)",
             highlight=False,
         )
 

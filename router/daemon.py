@@ -622,7 +622,6 @@ class Router:
 
     async def _status(self) -> dict[str, Any]:
         counts = await self._db(self.store.counts)
-        OPEN_CONFLICTS.set(counts["conflicts_open"])
         now = time.time()
         return {
             "ok": True,
@@ -653,6 +652,7 @@ class Router:
                 pruned = await self._db(self.store.prune_inbox, time.time() - self._retention)
                 if pruned:
                     log.info("pruned processed event ids", extra=kv(count=pruned))
+                OPEN_CONFLICTS.set(await self._db(self.store.open_conflict_count))
                 forgotten = await self._db(
                     self.store.prune_conflicts, time.time() - self._conflict_retention
                 )

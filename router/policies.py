@@ -193,8 +193,9 @@ def resolve(
         if not touching:
             if name in base:
                 fields[name], taken[name] = base[name], None
-            else:  # carried by a side but changed by nobody: a field the base never had
-                holder = next(i for i, s in enumerate(sides) if name in s.fields)
+            else:  # carried but changed by nobody: a field the base never had
+                holders = [i for i, s in enumerate(sides) if name in s.fields]
+                holder = max(holders, key=lambda i: lww_key(sides[i]))  # order-independent
                 fields[name], taken[name] = sides[holder].fields[name], holder
             continue
         contest = _contest(name, sides, touching, rules, choices.get(name), deleted)

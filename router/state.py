@@ -418,6 +418,11 @@ class RouterStore:
         with self.engine.connect() as conn:
             return [_conflict(r) for r in conn.execute(query.order_by(conflicts.c.opened_at))]
 
+    def open_conflict_count(self) -> int:
+        with self.engine.connect() as conn:
+            query = sa.select(sa.func.count()).select_from(conflicts)
+            return int(conn.execute(query.where(conflicts.c.status == "open")).scalar_one())
+
     def conflict_history(self, record_id: str) -> list[Conflict]:
         query = (
             sa.select(conflicts)
@@ -462,12 +467,7 @@ class RouterStore:
                 ).scalar_one(),
                 "inbox": conn.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one(),
                 "outbox": conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one(),
-                "conflicts_open": conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(conflicts)
-                    .where(conflicts.c.status == "open")
-                ).scalar_one(),
-            }
+            } | {"conflicts_open": self.open_conflict_count()}
 
     # -- registry -------------------------------------------------------------------
     def registrations(self) -> dict[str, Registration]:

@@ -49,9 +49,7 @@ def test_manual_conflict_is_parked_holds_later_changes_and_resolves_by_take(
         spine.start_adapter(name)
     spine.wait_registered(["legacy", "sales", "mktg"])
     spine.dbs["legacy"].insert_contacts(5)
-    spine.wait(
-        "seeded", lambda: spine.dbs["sales"].count() == 5 and spine.dbs["mktg"].count() == 5
-    )
+    spine.wait("seeded", lambda: spine.dbs["sales"].count() == 5 and spine.dbs["mktg"].count() == 5)
     original = spine.dbs["legacy"].contacts()[EMAIL]
 
     _edit_while_stopped(spine, {"sales": {"last_name": "Sales"}, "mktg": {"last_name": "Mktg"}})
@@ -105,7 +103,9 @@ def test_manual_conflict_is_parked_holds_later_changes_and_resolves_by_take(
 
     def settled() -> bool:
         rows = {name: db.contacts()[EMAIL] for name, db in spine.dbs.items()}
-        return all(r["last_name"] == "Sales" and r["first_name"] == "Augusta" for r in rows.values())
+        return all(
+            r["last_name"] == "Sales" and r["first_name"] == "Augusta" for r in rows.values()
+        )
 
     spine.wait("the resolution everywhere", settled)
     spine.wait_quiet()

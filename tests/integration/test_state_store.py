@@ -311,7 +311,7 @@ def test_commit_batch_round_trips_records_inbox_and_outbox(db: Db) -> None:
     assert store.seen([*processed, new_id()]) == set(processed)
     assert store.seen([]) == set()
     assert store.pending_outbox() == list(zip(ids, deliveries, strict=True))
-    assert store.counts() == {"records": 2, "inbox": 2, "outbox": 3}
+    assert store.counts() == {"records": 2, "inbox": 2, "outbox": 3, "conflicts_open": 0}
 
     # the next batch deletes what the broker confirmed since the last one
     later = outgoing(4)
@@ -323,7 +323,7 @@ def test_commit_batch_round_trips_records_inbox_and_outbox(db: Db) -> None:
     assert store.pending_outbox() == [(later_id, later)]
     store.delete_outbox([later_id, ids[0]])  # an id already gone is harmless
     assert store.pending_outbox() == []
-    assert store.counts() == {"records": 2, "inbox": 2, "outbox": 0}
+    assert store.counts() == {"records": 2, "inbox": 2, "outbox": 0, "conflicts_open": 0}
 
 
 def test_prune_inbox_removes_only_old_entries(db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -562,7 +562,7 @@ def test_large_batch_in_one_commit(db: Db) -> None:
     assert store.pending_outbox() == []
     assert {s.version for s in store.load(s.record_id for s in states).values()} == {2}
     assert store.seen([*processed, *more]) == {*processed, *more}
-    assert store.counts() == {"records": n, "inbox": 2 * n, "outbox": 0}
+    assert store.counts() == {"records": n, "inbox": 2 * n, "outbox": 0, "conflicts_open": 0}
 
 
 def test_large_record_and_delivery_round_trip(db: Db) -> None:
