@@ -136,6 +136,7 @@ class Router:
             actor = await self._db(self._store.bump_hub_epoch)
             log.warning("state restored: the hub starts a new actor epoch", extra=kv(actor=actor))
         self._registry = await self._db(self.store.registrations)
+        self._warn_unknown_sources()
         self._connection = await connect(self.config.broker, "crmsync-router")
         try:
             await topology.declare(self._connection)
@@ -170,6 +171,18 @@ class Router:
                 await self._db(self._store.close)
             self._executor.shutdown(wait=True)
             log.info("router stopped", extra=kv(**dict(self.stats.verdicts)))
+
+    def _warn_unknown_sources(self) -> None:
+        """A priority list naming a source that never registered ranks nothing: most
+        likely a typo (``crmsync policy check`` catches it before deploying), or a CRM
+        that has not joined yet."""
+        for entity, conflict in sorted(self.config.conflicts.items()):
+            unknown = [name for name in conflict.priority if name not in self._registry]
+            if unknown and self._registry:
+                log.warning(
+                    "priority names sources that never registered",
+                    extra=kv(entity=entity, sources=",".join(unknown)),
+                )
 
     async def _batch_loop(self) -> None:
         while not self._stopping.is_set():
