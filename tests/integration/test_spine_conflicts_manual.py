@@ -94,6 +94,13 @@ def test_manual_conflict_is_parked_holds_later_changes_and_resolves_by_take(
     ):
         line = assert_one_clear_line(run_cli("conflicts", "resolve", *args, amqp=spine.url))
         assert words in line, line
+    for args, words in (
+        (("show", "c-00000000"), "no conflict 'c-00000000'"),
+        (("history", "no-such-record"), "no record no-such-record"),
+        (("resolve", conflict_id, "--value", "last_name:={}"), "values are scalars"),
+    ):
+        line = assert_one_clear_line(run_cli("conflicts", *args, amqp=spine.url))
+        assert words in line, line
     [after] = _conflicts(spine)
     assert {**after, "age_seconds": 0} == {**still, "age_seconds": 0}
 
