@@ -25,7 +25,7 @@ from datetime import datetime
 from router.clock import Order, VectorClock, compare, merge
 from router.conflicts import Conflict, Settlement, Version, new_conflict_id
 from router.events import ChangeEvent, Scalar, new_event_id, utcnow
-from router.policies import LWW, OPERATOR, Choice, Outcome, Rules, TakeSide, resolve
+from router.policies import LWW, OPERATOR, Choice, Outcome, Rules, Side, TakeSide, resolve
 from router.record import RecordState
 
 
@@ -107,25 +107,59 @@ def stored_changed(event: ChangeEvent, stored: RecordState) -> frozenset[str]:
     )
 
 
-def event_changed(event: ChangeEvent, stored: RecordState) -> frozenset[str]:
+def event_changed(event: ChangeEvent, stored: RecordState, rules: Rules = LWW) -> frozenset[str]:
     """Fields the event changed: its ``changed`` list, or, when the router never saw the
-    event's parent (its actor's counter jumped by more than one), every field whose
-    value differs from the stored one *and that the stored side has not changed since
-    the event's base*.
+    event's parent (its actor's counter jumped by more than one), also every field whose
+    value differs from the stored one.
 
-    That last condition refines DESIGN's rule. A differing field the stored side did not
-    touch can only have been changed by the event's unseen ancestors. One the stored side
-    did change is ambiguous: counting it as the event's (DESIGN's wording) silently
-    reverts a real edit whenever the event merely carries an old value, while counting it
-    as the stored side's can only matter when both sides truly changed it, a conflict
-    either value resolves. Found by the convergence simulation (tests/unit)."""
+    A differing field the stored side did not touch since the event's base can only have
+    been changed by the event's unseen ancestors. One the stored side did change is
+    ambiguous: the unseen ancestor may have changed it too (a real concurrent edit), or
+    the event may merely carry the value from before the stored edit. No rule can tell
+    them apart from a snapshot, so the choice is the one that loses least per policy:
+
+    * under ``lww``, between two living versions, it counts as the stored side's only.
+      Counting it as the event's (DESIGN's wording) lets a later timestamp on an old value
+      silently revert a real edit, the lost edit the convergence simulation found first;
+    * under ``manual`` it counts as the event's too: a person sees both values;
+    * under ``priority`` it does when the event's source ranks above the stored value's
+      author (what that policy promises), and under ``update-wins`` against a stored
+      delete (the living side's values are the record). Counting it as the stored
+      side's there silently dropped the unseen ancestor's edit (simulation, tests/unit);
+    * an ambiguous None never counts: most likely a value that line never had.
+
+    The ambiguity itself needs a contract change to go away (events carrying, per
+    field, the counter of the edit that set it); see the note of issue 3.
+    """
     changed = set(event.changed)
     if stored.clock.get(event.actor) < event.vclock.get(event.actor) - 1:
         theirs = stored_changed(event, stored)
-        changed |= {
-            n for n, v in event.fields.items() if stored.fields.get(n) != v and n not in theirs
-        }
+        for name, value in event.fields.items():
+            if stored.fields.get(name) == value:
+                continue
+            if name not in theirs or _claim_ambiguous(event, stored, name, value, rules):
+                changed.add(name)
     return frozenset(changed)
+
+
+def _claim_ambiguous(
+    event: ChangeEvent, stored: RecordState, name: str, value: Scalar, rules: Rules
+) -> bool:
+    """Whether an ambiguous field counts as the event's change (see event_changed)."""
+    if value is None:  # most likely a value this line of history never had
+        return False
+    if stored.deleted and event.op != "delete":
+        return rules.deletes == "update-wins"  # the living side's values are the record
+    policy = rules.for_field(name)
+    if policy == "manual":
+        return True  # a person sees both values and decides
+    if policy == "priority":
+        # Only where it changes the outcome in the policy's favour: a source ranked
+        # above the stored value's author. Otherwise the stored value stands, as
+        # under lww, where a later timestamp on an old value would revert a real edit.
+        author = stored.field_sources.get(name, stored.source)
+        return rules.rank(event.source) < rules.rank(author)
+    return False
 
 
 def stored_version(stored: RecordState, changed: frozenset[str]) -> Version:
@@ -145,12 +179,15 @@ def stored_version(stored: RecordState, changed: frozenset[str]) -> Version:
 
 
 def event_version(
-    event: ChangeEvent, stored: RecordState, supersedes: Sequence[Version] = ()
+    event: ChangeEvent,
+    stored: RecordState,
+    supersedes: Sequence[Version] = (),
+    rules: Rules = LWW,
 ) -> Version:
     """``event`` as one side of a conflict on ``stored``. When it supersedes sides of a
     parked conflict (their clocks are before its clock) it inherits what they changed:
     relative to the other sides, their edits and its own are one line of history."""
-    own = event_changed(event, stored)
+    own = event_changed(event, stored, rules)
     changed = set(own)
     fields: dict[str, Scalar] = {}
     sources: dict[str, str] = {}
@@ -207,7 +244,10 @@ def decide(
         delivery = event.model_copy(update={"fields": state.fields}) if overlaid else event
         targets = tuple(name for name in subscribers if name != event.source)
         return Decision(Verdict.ACCEPTED, state, delivery, targets)
-    sides = (stored_version(stored, stored_changed(event, stored)), event_version(event, stored))
+    sides = (
+        stored_version(stored, stored_changed(event, stored)),
+        event_version(event, stored, rules=rules),
+    )
     opened = Conflict(
         id=new_conflict_id(),
         record_id=stored.record_id,
@@ -250,10 +290,35 @@ def _join(
         kept.append(side)
     joined = replace(
         conflict,
-        sides=(*kept, event_version(event, stored, superseded)),
+        sides=(*kept, event_version(event, stored, superseded, rules)),
         held=conflict.held + 1,
     )
     return _settle_or_park(stored, joined, subscribers, hub_actor, rules, Verdict.HELD)
+
+
+def sides_of(versions: Sequence[Version]) -> list[Side]:
+    """The versions as policy sides, each counting only the changes no other side has
+    seen. Sides of a parked conflict are concurrent as wholes, but one may descend from
+    another's value of a field (a CRM edits a field again after a resolution that carried
+    its own older value of it): that field is one line of history, not a contest, and
+    the newer value is the one to keep."""
+    sides = []
+    for version in versions:
+        seen = {
+            name
+            for name in version.changed
+            if any(
+                other is not version
+                and other.side().touched(name)
+                and compare(version.field_clock(name), other.clock) in (Order.BEFORE, Order.EQUAL)
+                and compare(other.field_clock(name), version.clock)
+                not in (Order.BEFORE, Order.EQUAL)
+                for other in versions
+            )
+        }
+        side = version.side()
+        sides.append(replace(side, changed=version.changed - seen) if seen else side)
+    return sides
 
 
 def _settle_or_park(
@@ -264,7 +329,7 @@ def _settle_or_park(
     rules: Rules,
     waiting: Verdict,
 ) -> Decision:
-    outcome = resolve([v.side() for v in conflict.sides], stored.fields, rules)
+    outcome = resolve(sides_of(conflict.sides), stored.fields, rules)
     policies = {name: c.policy for name, c in outcome.contests.items()}
     if outcome.undecided:
         parked = replace(conflict, policies=policies, undecided=outcome.undecided)
@@ -382,7 +447,7 @@ def resolve_parked(
             )
             if holds:
                 chosen.setdefault(name, TakeSide(take))
-    outcome = resolve([v.side() for v in conflict.sides], stored.fields, rules, chosen)
+    outcome = resolve(sides_of(conflict.sides), stored.fields, rules, chosen)
     if outcome.undecided:
         names = ", ".join(outcome.undecided)
         raise ValueError(
