@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from router.clock import VectorClock
 from router.events import Scalar
-from router.policies import Side
+from router.policies import UNKNOWN, Side
 
 Status = Literal["open", "resolved"]
 
@@ -148,7 +148,7 @@ class Conflict:
         """Every source with a change in this conflict: the sides' own, and the authors of
         the changes a side carries (a side that superseded another carries its edits)."""
         authors = {v.sources.get(name, v.source) for v in self.sides for name in v.changed}
-        return sorted(authors | {v.source for v in self.sides})
+        return sorted((authors | {v.source for v in self.sides}) - {UNKNOWN})
 
     def settle(self, settlement: Settlement) -> Conflict:
         return replace(self, settlement=settlement, undecided=())

@@ -25,7 +25,7 @@ from datetime import datetime
 from router.clock import Order, VectorClock, compare, merge
 from router.conflicts import Conflict, Settlement, Version, new_conflict_id
 from router.events import ChangeEvent, Scalar, new_event_id, utcnow
-from router.policies import LWW, OPERATOR, Choice, Outcome, Rules, Side, TakeSide, resolve
+from router.policies import LWW, OPERATOR, UNKNOWN, Choice, Outcome, Rules, Side, TakeSide, resolve
 from router.record import RecordState
 
 
@@ -385,7 +385,13 @@ def settle(
         # record never had was set by nobody.
         if side.side().touched(name) or stored.fields.get(name) != fields[name]:
             field_clocks[name] = side.field_clock(name)
-            field_sources[name] = side.sources.get(name, side.source)
+            # A value it only carries (changed by nobody, new to the record) was written by
+            # someone the side cannot name: credit no one (UNKNOWN ranks last, matches no
+            # --take) rather than the carrier, whose edit it is not.
+            if side.side().touched(name) or name in side.sources:
+                field_sources[name] = side.sources.get(name, side.source)
+            else:
+                field_sources[name] = UNKNOWN
     state = replace(state, field_clocks=field_clocks, field_sources=field_sources, parked=None)
     audit = {
         name: {

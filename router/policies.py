@@ -31,6 +31,8 @@ FieldPolicy = Literal["lww", "priority", "manual"]
 #: The source of values an operator set (``conflicts resolve --value``, ``dlq edit``):
 #: a person decided them on purpose, so under ``priority`` they outrank every CRM.
 OPERATOR = "hub"
+#: The source of a value whose author the router cannot name (it ranks last).
+UNKNOWN = ""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -73,8 +74,16 @@ def queue_depth(vhost: str, queue: str) -> int:
 def close_connections(vhost: str) -> int:
     """Force-close every client connection on ``vhost``, as a broker restart or a network
     cut would. Returns how many were closed."""
-    conns = _request("GET", f"/vhosts/{urllib.parse.quote(vhost, safe='')}/connections")
-    assert isinstance(conns, list)
+    # The management plugin lists connections from its stats database, which lags behind
+    # the broker on a busy machine (an empty list for a vhost with live clients was seen
+    # in CI): ask again for a while before concluding there are none.
+    deadline = time.monotonic() + 15
+    while True:
+        conns = _request("GET", f"/vhosts/{urllib.parse.quote(vhost, safe='')}/connections")
+        assert isinstance(conns, list)
+        if conns or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     for conn in conns:
         try:
             _request("DELETE", f"/connections/{urllib.parse.quote(conn['name'], safe='')}")
