@@ -508,6 +508,8 @@ class Router:
             if side is None:
                 continue  # --take: a field that source has no value of is not its to decide
             decided[name] = value = side.fields[name]
+            if (record_id, name) in self.tainted:
+                continue  # its author may be misattributed: see _ambiguous_fields
             if side.source != choice.source and author(value) != choice.source:
                 w.fail(
                     f"operator: took {choice.source}'s {name} but {side.source}'s side holds "

@@ -754,3 +754,61 @@ def test_two_sides_from_one_source_are_labelled_by_actor() -> None:
     assert decision.state is not None
     state, _, _ = resolve_parked(decision.state, conflict, MANUAL, HUB, "ann", take="sales")
     assert state.fields["email"] == "s2"
+
+
+# -- an event whose parent the router never saw: the ambiguous field -------------------
+
+
+def _jumped(rules: Rules) -> Decision:
+    """legacy@2 set phone; sales edits phone concurrently (accepted); legacy@4 arrives
+    before legacy@3, carrying a phone that differs from the stored one and email in its
+    changed list: did legacy@3 edit phone, or does legacy@4 carry an older value?"""
+    stored = make_state({"legacy": 2, "sales": 1}, {"email": "a", "phone": "sales-phone"})
+    stored = replace(
+        stored,
+        field_clocks={
+            "email": VectorClock({"legacy": 2}),
+            "phone": VectorClock({"legacy": 2, "sales": 1}),
+        },
+        field_sources={**stored.field_sources, "phone": "sales"},
+    )
+    event = make_event(
+        "legacy", {"legacy": 4}, {"email": "b", "phone": "legacy-phone"}, changed=["email"]
+    )
+    return decide(event, stored, SUBSCRIBERS, HUB, rules)
+
+
+def test_ambiguous_field_goes_to_an_operator_under_manual() -> None:
+    decision = _jumped(MANUAL)
+    assert decision.verdict is Verdict.PARKED
+    assert decision.conflict is not None
+    assert decision.conflict.undecided == ("phone",)
+
+
+def test_ambiguous_field_goes_to_a_higher_ranked_event_source_under_priority() -> None:
+    decision = _jumped(Rules(policy="priority", priority=("legacy", "sales")))
+    assert decision.state is not None
+    assert decision.state.fields["phone"] == "legacy-phone"
+    lower = _jumped(Rules(policy="priority", priority=("sales", "legacy")))
+    assert lower.state is not None
+    assert lower.state.fields["phone"] == "sales-phone"
+
+
+def test_ambiguous_field_stays_with_the_stored_edit_under_lww() -> None:
+    decision = _jumped(Rules())
+    assert decision.state is not None
+    assert decision.state.fields == {"email": "b", "phone": "sales-phone"}
+
+
+def test_a_value_an_event_only_carries_is_credited_to_no_one() -> None:
+    """A field the record never had, carried but not changed by the event: its author is
+    unknown, so neither --take of the carrier nor priority treats it as the carrier's."""
+    stored = make_state({"legacy": 1, "sales": 1}, {"email": "a"})
+    event = make_event(
+        "mktg", {"legacy": 1, "mktg": 1}, {"email": "m", "fax": "from-elsewhere"}, changed=["email"]
+    )
+    decision = decide(event, stored, SUBSCRIBERS, HUB, Rules())
+    assert decision.state is not None
+    assert decision.state.fields["fax"] == "from-elsewhere"
+    assert decision.state.field_sources["fax"] == ""
+    assert decision.state.field_sources["email"] == "mktg"
