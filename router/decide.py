@@ -383,12 +383,17 @@ def settle(
         side = sides[index]
         # ...but only a value the side really set: a None it carries for a field the
         # record never had was set by nobody.
-        if side.side().touched(name) or stored.fields.get(name) != fields[name]:
-            field_clocks[name] = side.field_clock(name)
+        touched = side.side().touched(name)
+        if touched or stored.fields.get(name) != fields[name]:
+            # A value the side carries unchanged was set before it: within its base (its
+            # clock less its own edit), not by the side itself. Stamping the side's own
+            # clock made a CRM that had seen that value look concurrent with it.
+            known = touched or name in side.field_clocks
+            field_clocks[name] = side.field_clock(name) if known else side.clock.base(side.actor)
             # A value it only carries (changed by nobody, new to the record) was written by
             # someone the side cannot name: credit no one (UNKNOWN ranks last, matches no
             # --take) rather than the carrier, whose edit it is not.
-            if side.side().touched(name) or name in side.sources:
+            if touched or name in side.sources:
                 field_sources[name] = side.sources.get(name, side.source)
             else:
                 field_sources[name] = UNKNOWN
