@@ -776,14 +776,16 @@ class Router:
             elif (stored.record_id, name) in self.tainted:
                 continue  # the wire contract's known ambiguity (see _ambiguous_fields)
             else:
-                want, why, _ = self._survivors(name, holders, want_deleted)
+                want, why, exact = self._survivors(name, holders, want_deleted)
                 policy = w.rules.for_field(name)
-                if len(want) > 1 and policy == "manual" and not want_deleted:
+                # Not exact: every value is in another's past, any of them may win (see
+                # the module docstring), so there is no contest an operator must decide.
+                if exact and len(want) > 1 and policy == "manual" and not want_deleted:
                     w.fail(
                         f"resolution of {where}: {name} is contested under manual "
                         f"({sorted(map(str, want))}) but no operator decided it"
                     )
-                if len(want) > 1 and policy == "priority" and None not in want:
+                if exact and len(want) > 1 and policy == "priority" and None not in want:
                     ranks = {v: w.rules.rank(str(author(v))) for v in want}
                     best = min(ranks.values())
                     want = {v for v, rank in ranks.items() if rank == best}
