@@ -687,3 +687,17 @@ def test_a_field_nobody_changed_and_the_base_lacks_does_not_depend_on_side_order
     early = Side("sales", "sales", at(1), {"fax": "1"}, False, frozenset())
     late = Side("mktg", "mktg", at(2), {"fax": "2"}, False, frozenset())
     assert resolve([early, late], {}).fields == resolve([late, early], {}).fields == {"fax": "2"}
+
+
+def test_a_living_side_holding_a_deleted_sides_edit_competes_with_it() -> None:
+    """update-wins: a delete superseded the side that edited email; the editor's own later
+    version still holds that email unchanged. Its edit must contest the other CRM's
+    concurrent email edit (here: park under manual), not lose to it silently."""
+    deleted = Side("crm3", "crm3", at(5), {"email": "crm0-edit"}, True, frozenset({"email"}))
+    holder = Side("crm0", "crm0", at(4), {"email": "crm0-edit"}, False, frozenset({"last_name"}))
+    other = Side("crm1", "crm1", at(3), {"email": "crm1-edit"}, False, frozenset({"email"}))
+    outcome = resolve([deleted, holder, other], {"email": "old"}, Rules(policy="manual"))
+    assert outcome.deleted is False
+    assert outcome.undecided == ("email",)
+    lww = resolve([deleted, holder, other], {"email": "old"}, Rules())
+    assert lww.fields["email"] == "crm0-edit"  # the later of the two living edits
