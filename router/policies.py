@@ -186,9 +186,10 @@ def resolve(
     names = set(base).union(*(s.fields.keys() for s in sides))
     for name in sorted(names):
         touching = [i for i in competing if sides[i].touched(name)]
-        if len(competing) < len(sides):
+        if touching and len(competing) < len(sides):
             # A living side holding the very value a deleted side changed carries that
-            # edit (a delete can supersede the side that made it): it competes with it.
+            # edit (a delete can supersede the side that made it): it competes with the
+            # living sides that changed the field.
             gone = {
                 sides[j].fields[name]
                 for j in range(len(sides))
