@@ -25,7 +25,18 @@ from datetime import datetime
 from router.clock import Order, VectorClock, compare, merge
 from router.conflicts import Conflict, Settlement, Version, new_conflict_id
 from router.events import ChangeEvent, Scalar, new_event_id, utcnow
-from router.policies import LWW, OPERATOR, UNKNOWN, Choice, Outcome, Rules, Side, TakeSide, resolve
+from router.policies import (
+    LWW,
+    OPERATOR,
+    UNKNOWN,
+    Choice,
+    Outcome,
+    Rules,
+    Side,
+    TakeSide,
+    resolve,
+    side_of,
+)
 from router.record import RecordState
 
 
@@ -447,18 +458,15 @@ def resolve_parked(
             )
         if isinstance(choice, TakeSide) and choice.source not in sources:
             raise ValueError(_no_side(conflict, choice.source))
+    sides = sides_of(conflict.sides)
     if take is not None:
         if take not in sources:
             raise ValueError(_no_side(conflict, take))
         for name in conflict.policies:
-            holds = any(
-                (v.source == take and name in v.fields)
-                or (v.side().touched(name) and v.side().setter(name) == take)
-                for v in conflict.sides
-            )
-            if holds:
+            # The same reading of "SOURCE's value" as an explicit --field NAME=SOURCE.
+            if side_of(sides, take, name) is not None:
                 chosen.setdefault(name, TakeSide(take))
-    outcome = resolve(sides_of(conflict.sides), stored.fields, rules, chosen)
+    outcome = resolve(sides, stored.fields, rules, chosen)
     if outcome.undecided:
         names = ", ".join(outcome.undecided)
         raise ValueError(

@@ -144,7 +144,7 @@ def lww_key(side: Side) -> tuple[datetime, str]:
     return (side.occurred_at, side.actor)
 
 
-def _side_of(sides: Sequence[Side], source: str, name: str) -> int | None:
+def side_of(sides: Sequence[Side], source: str, name: str) -> int | None:
     """The side holding ``source``'s value of ``name``: the side whose value that source
     set (it may have reached a later version of another CRM, which then superseded
     ``source``'s own side), else ``source``'s own side."""
@@ -237,7 +237,7 @@ def _contest(
     policy: str = rules.for_field(name)
     winner: int | None
     if isinstance(choice, TakeSide):
-        winner, policy = _side_of(sides, choice.source, name), "operator"
+        winner, policy = side_of(sides, choice.source, name), "operator"
         if winner is None:
             raise ValueError(f"{choice.source} holds no value of {name} in this conflict")
     elif isinstance(choice, SetValue):
