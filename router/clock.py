@@ -113,6 +113,14 @@ def merge(*clocks: VectorClock) -> VectorClock:
     return VectorClock(entries)
 
 
+def meet(first: VectorClock, *rest: VectorClock) -> VectorClock:
+    """Greatest lower bound: the entry-wise minimum (a clock every input descends from)."""
+    entries = dict(first.items())
+    for clock in rest:
+        entries = {a: min(c, clock.get(a)) for a, c in entries.items() if clock.get(a) > 0}
+    return VectorClock(entries)
+
+
 def actor_name(actor: str) -> str:
     """The source name of an actor: ``legacy@2`` -> ``legacy``."""
     return actor.split("@", 1)[0]

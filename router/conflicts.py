@@ -44,7 +44,12 @@ class Version:
     deleted: bool
     changed: frozenset[str]  # what this side changed since the sides' common ancestor
     sources: dict[str, str] = field(default_factory=dict)  # who set each value (default source)
-    field_clocks: dict[str, VectorClock] = field(default_factory=dict)  # default: clock
+    # The clock of the edit that set each value (default: clock).
+    field_clocks: dict[str, VectorClock] = field(default_factory=dict)
+    # For a value this version only inherited from a side it superseded (a field its CRM
+    # does not map): the clock of the version that really held it. This version cannot
+    # have replaced a value of such a field, whatever its own clock has seen.
+    field_seen: dict[str, VectorClock] = field(default_factory=dict)
 
     def side(self) -> Side:
         return Side(
@@ -60,6 +65,10 @@ class Version:
     def field_clock(self, name: str) -> VectorClock:
         return self.field_clocks.get(name, self.clock)
 
+    def seen(self, name: str) -> VectorClock:
+        """How far this version's knowledge of ``name`` reaches."""
+        return self.field_seen.get(name, self.clock)
+
     def to_doc(self) -> dict[str, Any]:
         return {
             "event_id": self.event_id,
@@ -72,6 +81,7 @@ class Version:
             "changed": sorted(self.changed),
             "sources": self.sources,
             "field_clocks": {k: v.to_dict() for k, v in self.field_clocks.items()},
+            "field_seen": {k: v.to_dict() for k, v in self.field_seen.items()},
         }
 
     @classmethod
@@ -87,6 +97,7 @@ class Version:
             changed=frozenset(doc["changed"]),
             sources=dict(doc.get("sources", {})),
             field_clocks={k: VectorClock(v) for k, v in doc.get("field_clocks", {}).items()},
+            field_seen={k: VectorClock(v) for k, v in doc.get("field_seen", {}).items()},
         )
 
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from router.clock import Order, VectorClock, compare, merge
+from router.clock import EMPTY, Order, VectorClock, compare, meet, merge
 from router.conflicts import Conflict, Settlement, Version, new_conflict_id
 from router.events import ChangeEvent, Scalar, new_event_id, utcnow
 from router.policies import (
@@ -34,6 +34,7 @@ from router.policies import (
     Rules,
     Side,
     TakeSide,
+    lww_key,
     resolve,
     side_of,
 )
@@ -173,6 +174,12 @@ def _claim_ambiguous(
     return False
 
 
+def stored_field_clock(stored: RecordState, name: str) -> VectorClock:
+    """The clock of the edit that set ``name``'s stored value. A value with no clock is
+    a None nobody set (``_provenance``): it is in every version's past."""
+    return stored.field_clocks.get(name, EMPTY)
+
+
 def stored_version(stored: RecordState, changed: frozenset[str]) -> Version:
     """The stored state as one side of a conflict."""
     return Version(
@@ -185,7 +192,7 @@ def stored_version(stored: RecordState, changed: frozenset[str]) -> Version:
         deleted=stored.deleted,
         changed=changed,
         sources=stored.field_sources,
-        field_clocks=stored.field_clocks,
+        field_clocks={name: stored_field_clock(stored, name) for name in stored.fields},
     )
 
 
@@ -195,24 +202,44 @@ def event_version(
     supersedes: Sequence[Version] = (),
     rules: Rules = LWW,
 ) -> Version:
-    """``event`` as one side of a conflict on ``stored``. When it supersedes sides of a
-    parked conflict (their clocks are before its clock) it inherits what they changed:
-    relative to the other sides, their edits and its own are one line of history."""
+    """``event`` as one side of a conflict on ``stored``, with the provenance of every
+    value it holds (``sides_of`` decides contests from it).
+
+    When it supersedes sides of a parked conflict (their clocks are before its clock) it
+    inherits what they changed and hold: relative to the other sides, their edits and its
+    own are one line of history.
+
+    A value the event only carries was set before it. Equal to the stored value: by
+    whoever set that. Otherwise it is an older value the stored side has replaced since
+    (``event_changed`` decided it is not the event's): its edit is in the past of both
+    the event's parent and the stored version, which is all the router can know of it.
+    """
     own = event_changed(event, stored, rules)
     changed = set(own)
     fields: dict[str, Scalar] = {}
     sources: dict[str, str] = {}
     clocks: dict[str, VectorClock] = {}
+    seen: dict[str, VectorClock] = {}
     for old in sorted(supersedes, key=lambda v: (v.occurred_at, v.actor)):
         changed |= old.changed
         fields.update(old.fields)
         sources.update({name: old.sources.get(name, old.source) for name in old.fields})
         clocks.update({name: old.field_clock(name) for name in old.fields})
-    if supersedes:
-        # A value the event carries unchanged keeps its author (priority ranks by it).
-        for name, value in event.fields.items():
-            if name in own or fields.get(name) != value:
-                sources[name], clocks[name] = event.source, event.vclock
+        seen.update({name: old.seen(name) for name in old.fields})
+    older = meet(event.vclock.base(event.actor), stored.clock)
+    for name, value in event.fields.items():
+        seen.pop(name, None)
+        if name in own or (name in fields and fields[name] != value):
+            # Its own edit; or a value differing from the one its line held before, which
+            # only its line can have replaced (nothing is sent for a parked record).
+            sources[name], clocks[name] = event.source, event.vclock
+        elif name in fields:
+            continue  # the superseded side's value, with its author
+        elif name in stored.fields and stored.fields[name] == value:
+            sources[name] = stored.field_sources.get(name, stored.source)
+            clocks[name] = stored_field_clock(stored, name)
+        else:
+            sources[name], clocks[name] = UNKNOWN, older
     fields.update(event.fields)
     return Version(
         event_id=event.event_id,
@@ -225,6 +252,7 @@ def event_version(
         changed=frozenset(changed),
         sources=sources,
         field_clocks=clocks,
+        field_seen=seen,
     )
 
 
@@ -307,29 +335,53 @@ def _join(
     return _settle_or_park(stored, joined, subscribers, hub_actor, rules, Verdict.HELD)
 
 
-def sides_of(versions: Sequence[Version]) -> list[Side]:
-    """The versions as policy sides, each counting only the changes no other side has
-    seen. Sides of a parked conflict are concurrent as wholes, but one may descend from
-    another's value of a field (a CRM edits a field again after a resolution that carried
-    its own older value of it): that field is one line of history, not a contest, and
-    the newer value is the one to keep."""
-    sides = []
-    for version in versions:
-        seen = {
-            name
-            for name in version.changed
-            if any(
-                other is not version
-                and other.side().touched(name)
-                and compare(version.field_clock(name), other.clock) in (Order.BEFORE, Order.EQUAL)
-                and compare(other.field_clock(name), version.clock)
-                not in (Order.BEFORE, Order.EQUAL)
-                for other in versions
-            )
-        }
-        side = version.side()
-        sides.append(replace(side, changed=version.changed - seen) if seen else side)
-    return sides
+def sides_of(versions: Sequence[Version], base: Mapping[str, Scalar]) -> list[Side]:
+    """The versions as policy sides, each touching exactly the fields where it holds an
+    edit that must be decided: decided per field from the provenance of the values.
+
+    A side's edit of a field is *live* when no side holding another value has seen it
+    (the value's field clock is not in that side's past): nobody replaced it knowingly.
+    The values with a live edit are what a resolution chooses from: one is kept (its
+    latest author touches it, so the resolution records who set it, even when it equals
+    the base); several are a contest for the field's policy. So a field one line of
+    history changed twice, a side carrying an older value, or a delete that superseded
+    the side that made an edit never turn into a contest, and the policy sees every
+    value that is really concurrent, whichever side carries it and whatever each side's
+    ``changed`` set says (those are relative to different bases once later events join a
+    parked conflict).
+
+    Where every edit is in another side's past (a resolution kept an older value) there
+    is nothing to keep on purpose: the base stands, as ``resolve`` does for an untouched
+    field.
+    """
+    touched: list[set[str]] = [set() for _ in versions]
+    for name in sorted(set(base).union(*(v.fields for v in versions))):
+        holders = [i for i, v in enumerate(versions) if name in v.fields]
+        live = [i for i in holders if not _replaced(versions, holders, name, i)]
+        values = {versions[i].fields[name] for i in live}
+        if len(values) > 1:
+            for i in live:
+                touched[i].add(name)
+        elif values:
+            (value,) = values
+            authors = [i for i in live if name in versions[i].changed]
+            if authors or not (name in base and base[name] == value):
+                # One holder suffices (two holding the same value are no contest).
+                latest = max(authors or live, key=lambda i: lww_key(versions[i].side()))
+                touched[latest].add(name)
+    return [
+        replace(version.side(), changed=frozenset(names))
+        for version, names in zip(versions, touched, strict=True)
+    ]
+
+
+def _replaced(versions: Sequence[Version], holders: list[int], name: str, i: int) -> bool:
+    """Whether a side holding another value of ``name`` has seen side ``i``'s edit of it."""
+    value, edit = versions[i].fields[name], versions[i].field_clock(name)
+    return any(
+        versions[j].fields[name] != value and versions[j].seen(name).dominates(edit)
+        for j in holders
+    )
 
 
 def _settle_or_park(
@@ -340,7 +392,7 @@ def _settle_or_park(
     rules: Rules,
     waiting: Verdict,
 ) -> Decision:
-    outcome = resolve(sides_of(conflict.sides), stored.fields, rules)
+    outcome = resolve(sides_of(conflict.sides, stored.fields), stored.fields, rules)
     policies = {name: c.policy for name, c in outcome.contests.items()}
     if outcome.undecided:
         parked = replace(conflict, policies=policies, undecided=outcome.undecided)
@@ -458,7 +510,7 @@ def resolve_parked(
             )
         if isinstance(choice, TakeSide) and choice.source not in sources:
             raise ValueError(_no_side(conflict, choice.source))
-    sides = sides_of(conflict.sides)
+    sides = sides_of(conflict.sides, stored.fields)
     if take is not None:
         if take not in sources:
             raise ValueError(_no_side(conflict, take))

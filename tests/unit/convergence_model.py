@@ -97,7 +97,7 @@ def taken(conflict: Conflict, source: str, name: str) -> Version | None:
     side, the latest one if several; None when no side offers one."""
     # What each side changed that no other side has seen (router.decide.sides_of: a
     # side's older value of a field another side edited again is not a change of it).
-    adjusted = sides_of(conflict.sides)
+    adjusted = sides_of(conflict.sides, conflict.base)
     authored = [
         v
         for v, side in zip(conflict.sides, adjusted, strict=True)

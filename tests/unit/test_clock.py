@@ -18,6 +18,7 @@ from router.clock import (
     actor_name,
     compare,
     make_actor,
+    meet,
     merge,
 )
 
@@ -134,6 +135,31 @@ def test_merge_is_the_least_upper_bound(a: VectorClock, b: VectorClock, d: Vecto
     # ... including arbitrary ones that happen to dominate both.
     if d.dominates(a) and d.dominates(b):
         assert d.dominates(m)
+
+
+# -- meet ---------------------------------------------------------------------------------
+
+
+@given(clocks, clocks)
+def test_meet_is_a_lower_bound_and_commutative(a: VectorClock, b: VectorClock) -> None:
+    m = meet(a, b)
+    assert a.dominates(m)
+    assert b.dominates(m)
+    assert m == meet(b, a)
+
+
+@given(clocks, clocks, clocks)
+def test_meet_is_the_greatest_lower_bound(a: VectorClock, b: VectorClock, d: VectorClock) -> None:
+    if a.dominates(d) and b.dominates(d):
+        assert meet(a, b).dominates(d)
+    assert meet(meet(a, b), d) == meet(a, meet(b, d)) == meet(a, b, d)
+
+
+@given(clocks, clocks)
+def test_meet_and_merge_absorb(a: VectorClock, b: VectorClock) -> None:
+    assert meet(a, merge(a, b)) == a
+    assert merge(a, meet(a, b)) == a
+    assert meet(a) == a
 
 
 def test_merge_is_entrywise_max() -> None:

@@ -16,10 +16,10 @@ import msgpack
 import pytest
 
 from router.clock import Order, VectorClock, compare, merge
-from router.conflicts import Conflict, detail, summary
-from router.decide import Decision, Verdict, decide, resolve_parked
+from router.conflicts import Conflict, Version, detail, summary
+from router.decide import Decision, Verdict, decide, resolve_parked, sides_of
 from router.events import ChangeEvent, Scalar
-from router.policies import OPERATOR, Choice, Rules, SetValue, TakeSide
+from router.policies import OPERATOR, Choice, Rules, SetValue, TakeSide, resolve
 from router.record import RecordState
 
 RECORD_ID = str(uuid.uuid4())
@@ -812,3 +812,95 @@ def test_a_value_an_event_only_carries_is_credited_to_no_one() -> None:
     assert decision.state.fields["fax"] == "from-elsewhere"
     assert decision.state.field_sources["fax"] == ""
     assert decision.state.field_sources["email"] == "mktg"
+
+
+# -- which side touches a field: decided from the provenance of the values (sides_of) ------
+
+
+def version(
+    source: str,
+    clock: dict[str, int],
+    fields: dict[str, Scalar],
+    *,
+    changed: set[str] | None = None,
+    field_clocks: dict[str, dict[str, int]] | None = None,
+    field_seen: dict[str, dict[str, int]] | None = None,
+) -> Version:
+    return Version(
+        event_id=str(uuid.uuid4()),
+        source=source,
+        actor=source,
+        clock=VectorClock(clock),
+        occurred_at=T0,
+        fields=dict(fields),
+        deleted=False,
+        changed=frozenset(fields if changed is None else changed),
+        field_clocks={k: VectorClock(v) for k, v in (field_clocks or {}).items()},
+        field_seen={k: VectorClock(v) for k, v in (field_seen or {}).items()},
+    )
+
+
+def touching(versions: list[Version], base: dict[str, Scalar], name: str) -> list[str]:
+    return [s.source for s in sides_of(versions, base) if s.touched(name)]
+
+
+def test_an_edit_another_side_has_seen_and_replaced_is_no_contest() -> None:
+    """sales's phone was set at {legacy:2}, which mktg's side has seen before setting its
+    own: one line of history, whatever sales's ``changed`` set claims (it was widened
+    relative to an older base when mktg joined)."""
+    sales = version(
+        "sales", {"legacy": 2, "sales": 1}, {"phone": "p1"}, field_clocks={"phone": {"legacy": 2}}
+    )
+    mktg = version("mktg", {"legacy": 2, "mktg": 1}, {"phone": "p2"})
+    assert touching([sales, mktg], {"phone": "p0"}, "phone") == ["mktg"]
+
+
+def test_a_value_a_side_only_carries_is_contested_when_nobody_replaced_it() -> None:
+    """legacy's side carries, unchanged, an edit nobody else has seen (its ``changed``
+    set does not list it: the edit came with a side it superseded): it competes with
+    mktg's concurrent edit."""
+    legacy = version(
+        "legacy",
+        {"legacy": 3, "sales": 1},
+        {"phone": "p1"},
+        changed=set(),
+        field_clocks={"phone": {"sales": 1}},
+    )
+    mktg = version("mktg", {"legacy": 1, "mktg": 1}, {"phone": "p2"})
+    assert touching([legacy, mktg], {"phone": "p0"}, "phone") == ["legacy", "mktg"]
+
+
+def test_a_side_that_only_inherits_a_field_has_not_replaced_values_of_it() -> None:
+    """crm ``mktg`` maps no phone: its side holds phone only from the side it superseded
+    (seen at {legacy:1}). Its own clock has seen sales's edit, but it never held that
+    value, so it did not replace it: the values contest."""
+    mktg = version(
+        "mktg",
+        {"legacy": 1, "sales": 1, "mktg": 2},
+        {"phone": "p1", "email": "m"},
+        changed={"email"},
+        field_clocks={"phone": {"legacy": 1}},
+        field_seen={"phone": {"legacy": 1}},
+    )
+    sales = version("sales", {"sales": 1}, {"phone": "p2"})
+    assert touching([mktg, sales], {"phone": "p0"}, "phone") == ["mktg", "sales"]
+    blind = replace(mktg, field_seen={})
+    assert touching([blind, sales], {"phone": "p0"}, "phone") == ["mktg"]
+
+
+def test_two_sides_holding_the_same_new_value_are_no_contest() -> None:
+    a = version("sales", {"sales": 1}, {"email": "same"})
+    b = version("mktg", {"mktg": 1}, {"email": "same"})
+    assert len(touching([a, b], {"email": "old"}, "email")) == 1
+    outcome = resolve(sides_of([a, b], {"email": "old"}), {"email": "old"}, MANUAL)
+    assert outcome.fields == {"email": "same"}
+    assert outcome.undecided == ()
+
+
+def test_the_same_value_set_again_is_kept_as_the_later_edit() -> None:
+    """mktg sets phone to the value it already had: an edit all the same, so the
+    resolution records mktg as its author (priority ranks by it later)."""
+    stored = version("legacy", {"legacy": 1}, {"phone": "p"}, changed=set())
+    mktg = version("mktg", {"legacy": 1, "mktg": 1}, {"phone": "p"})
+    assert touching([stored, mktg], {"phone": "p"}, "phone") == ["mktg"]
+    assert touching([stored, replace(mktg, changed=frozenset())], {"phone": "p"}, "phone") == []
