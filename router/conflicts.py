@@ -13,7 +13,7 @@ for a parked record is lost, and nothing is sent for it until an operator decide
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -224,16 +224,23 @@ def summary(conflict: Conflict, now: datetime) -> dict[str, Any]:
     }
 
 
-def detail(conflict: Conflict, now: datetime) -> dict[str, Any]:
+def detail(
+    conflict: Conflict, now: datetime, sides: Sequence[Side] | None = None
+) -> dict[str, Any]:
     """Both (or all) sides, field by field: the value before the conflict, each side's
-    value, who changed it, and how a contested field is (or was) decided."""
+    value, who changed it, and how a contested field is (or was) decided.
+
+    ``sides``: the versions as the resolver sees them (``router.decide.sides_of``), so
+    that ``changed_by`` names the sides whose edits are in play, the ones ``resolve``
+    chooses between; without them, each side's own ``changed`` set."""
     labels = [side_label(conflict, v) for v in conflict.sides]
     labelled = list(zip(labels, conflict.sides, strict=True))
+    touched = [s.touched for s in sides] if sides else [v.side().touched for v in conflict.sides]
     names = set(conflict.base).union(*(v.fields for v in conflict.sides))
     fields = []
     for name in sorted(names):
         values = {label: v.fields[name] for label, v in labelled if name in v.fields}
-        changed_by = [label for label, v in labelled if name in v.fields and name in v.changed]
+        changed_by = [label for label, t in zip(labels, touched, strict=True) if t(name)]
         fields.append(
             {
                 "name": name,

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import prometheus_client as prom
@@ -30,7 +31,7 @@ from router.batching import Batcher
 from router.config import RouterConfig, parse_duration
 from router.conflicts import Conflict, summary
 from router.conflicts import detail as conflict_detail
-from router.decide import Verdict, decide, edit_version, resolve_parked
+from router.decide import Verdict, decide, edit_version, resolve_parked, sides_of
 from router.errors import (
     BrokerUnavailable,
     CrmsyncError,
@@ -561,13 +562,13 @@ class Router:
             return {"ok": True, "conflicts": [summary(c, now) for c in found]}
         if verb == "show":
             conflict = await self._conflict(str(body.get("id") or ""))
-            return {"ok": True, "conflict": conflict_detail(conflict, now)}
+            return {"ok": True, "conflict": _detail(conflict, now)}
         if verb == "history":
             record_id = str(body.get("record_id") or "")
             found = await self._db(self.store.conflict_history, record_id)
             if not found and not await self._db(self.store.get, record_id):
                 return {"ok": False, "error": f"no record {record_id} in the router's state"}
-            return {"ok": True, "conflicts": [conflict_detail(c, now) for c in found]}
+            return {"ok": True, "conflicts": [_detail(c, now) for c in found]}
         if verb == "resolve":
             return await self._resolve(body)
         return {"ok": False, "error": f"unknown conflicts request {verb!r}"}
@@ -681,6 +682,11 @@ _Version = tuple[RecordState, ChangeEvent, Conflict | None]
 
 def _scalar(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool, type(None)))
+
+
+def _detail(conflict: Conflict, now: datetime) -> dict[str, Any]:
+    """``conflicts show``: which sides' edits are in play, as the resolver decides it."""
+    return conflict_detail(conflict, now, sides_of(conflict.sides, conflict.base))
 
 
 def _log_conflict(event: ChangeEvent, verdict: Verdict, conflict: Conflict) -> None:

@@ -904,3 +904,32 @@ def test_the_same_value_set_again_is_kept_as_the_later_edit() -> None:
     mktg = version("mktg", {"legacy": 1, "mktg": 1}, {"phone": "p"})
     assert touching([stored, mktg], {"phone": "p"}, "phone") == ["mktg"]
     assert touching([stored, replace(mktg, changed=frozenset())], {"phone": "p"}, "phone") == []
+
+
+def test_show_names_the_sides_whose_edits_are_in_play() -> None:
+    """``conflicts show`` asks the resolver which sides' values compete: a side carrying
+    a concurrent edit unchanged is listed, with the edit's author."""
+    legacy = version(
+        "legacy",
+        {"legacy": 3, "sales": 1},
+        {"phone": "p1"},
+        changed=set(),
+        field_clocks={"phone": {"sales": 1}},
+    )
+    legacy = replace(legacy, sources={"phone": "sales"})
+    mktg = version("mktg", {"legacy": 1, "mktg": 1}, {"phone": "p2"})
+    conflict = Conflict(
+        id="c-00000001",
+        record_id=RECORD_ID,
+        entity="contact",
+        opened_at=T0,
+        sides=(legacy, mktg),
+        base={"phone": "p0"},
+        policies={"phone": "manual"},
+        undecided=("phone",),
+    )
+    (phone,) = detail(conflict, T0, sides_of(conflict.sides, conflict.base))["field_values"]
+    assert phone["changed_by"] == ["legacy", "mktg"]
+    assert phone["set_by"] == {"legacy": "sales", "mktg": "mktg"}
+    (raw,) = detail(conflict, T0)["field_values"]
+    assert raw["changed_by"] == ["mktg"]
