@@ -238,6 +238,8 @@ def event_version(
         elif name in stored.fields and stored.fields[name] == value:
             sources[name] = stored.field_sources.get(name, stored.source)
             clocks[name] = stored_field_clock(stored, name)
+        elif value is None and name not in stored.fields:
+            sources[name], clocks[name] = UNKNOWN, EMPTY  # a field nobody has set yet
         else:
             sources[name], clocks[name] = UNKNOWN, older
     fields.update(event.fields)

@@ -170,8 +170,9 @@ def test_random_schedules_converge(
     update the router took in is covered by the stored clock or is a side of the parked
     conflict; a resolution dominates all its inputs and goes to everyone; nothing is sent
     back to its source; an accepted event never brings back a value the router had
-    replaced; only fields several sides changed park; echoes are never published; no
-    stored value is invented; no clock is reused."""
+    replaced; only fields the sides hold different values of park (exactly which: the
+    lost-edit property); echoes are never published; no stored value is invented; no
+    clock is reused."""
     run(n_crms, skews, rules, seed, shared, schedule, check_conflicts=False)
 
 

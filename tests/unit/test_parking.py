@@ -933,3 +933,28 @@ def test_show_names_the_sides_whose_edits_are_in_play() -> None:
     assert phone["set_by"] == {"legacy": "sales", "mktg": "mktg"}
     (raw,) = detail(conflict, T0)["field_values"]
     assert raw["changed_by"] == ["mktg"]
+
+
+def test_a_none_for_a_field_nobody_set_is_no_edit_in_a_join() -> None:
+    """crm0 maps last_name, which the record never had: its row holds None. Its edit of
+    email joins the parked conflict (superseding the stored side); that None is nobody's
+    edit and must not contest crm1's real last_name (found by the simulation)."""
+    stored = make_state({"crm3": 1}, {"email": "e3", "first_name": "f3"})
+    crm2 = make_event("crm2", {"crm3": 1, "crm2": 1}, {"email": "e2"})
+    accepted = decide(crm2, stored, SUBSCRIBERS, HUB, MANUAL)
+    assert accepted.state is not None
+    crm1 = make_event("crm1", {"crm3": 1, "crm1": 1}, {"email": "e1", "last_name": "L1"})
+    parked = decide(crm1, accepted.state, SUBSCRIBERS, HUB, MANUAL)
+    assert parked.verdict is Verdict.PARKED
+    assert parked.state is not None and parked.conflict is not None
+    crm0 = make_event(
+        "crm0",
+        {"crm3": 1, "crm2": 1, "crm0": 1},
+        {"email": "e0", "first_name": "f3", "last_name": None},
+        changed=["email"],
+    )
+    held = decide(crm0, parked.state, SUBSCRIBERS, HUB, MANUAL, parked.conflict)
+    assert held.verdict is Verdict.HELD
+    assert held.conflict is not None
+    assert held.conflict.undecided == ("email",)
+    assert "last_name" not in held.conflict.policies
