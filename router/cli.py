@@ -724,8 +724,8 @@ def _print_conflict(c: dict[str, Any]) -> None:
         table.add_row(f["name"], escape(_value(f["base"])), *cells, how)
     out.print(table)
     out.print(
-        "* = changed on that side since the common version (by the source in brackets, "
-        "when that side's version descends from another CRM's edit)",
+        "* = an edit in play: made on that side, or carried there from the CRM in "
+        "brackets, and replaced by no other side",
         highlight=False,
     )
     if c["status"] == "open":
