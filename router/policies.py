@@ -186,20 +186,6 @@ def resolve(
     names = set(base).union(*(s.fields.keys() for s in sides))
     for name in sorted(names):
         touching = [i for i in competing if sides[i].touched(name)]
-        if touching and len(competing) < len(sides):
-            # A living side holding the very value a deleted side changed carries that
-            # edit (a delete can supersede the side that made it): it competes with the
-            # living sides that changed the field.
-            gone = {
-                sides[j].fields[name]
-                for j in range(len(sides))
-                if j not in competing and sides[j].touched(name)
-            }
-            touching += [
-                i
-                for i in competing
-                if i not in touching and name in sides[i].fields and sides[i].fields[name] in gone
-            ]
         if not touching:
             touching = [i for i, s in enumerate(sides) if s.touched(name)]
         if len(touching) == 1:

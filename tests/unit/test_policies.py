@@ -18,7 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router.clock import VectorClock, actor_name
-from router.decide import Verdict, decide
+from router.conflicts import Version
+from router.decide import Verdict, decide, sides_of
 from router.events import ChangeEvent, Scalar
 from router.policies import (
     LWW,
@@ -692,12 +693,51 @@ def test_a_field_nobody_changed_and_the_base_lacks_does_not_depend_on_side_order
 def test_a_living_side_holding_a_deleted_sides_edit_competes_with_it() -> None:
     """update-wins: a delete superseded the side that edited email; the editor's own later
     version still holds that email unchanged. Its edit must contest the other CRM's
-    concurrent email edit (here: park under manual), not lose to it silently."""
-    deleted = Side("crm3", "crm3", at(5), {"email": "crm0-edit"}, True, frozenset({"email"}))
-    holder = Side("crm0", "crm0", at(4), {"email": "crm0-edit"}, False, frozenset({"last_name"}))
-    other = Side("crm1", "crm1", at(3), {"email": "crm1-edit"}, False, frozenset({"email"}))
-    outcome = resolve([deleted, holder, other], {"email": "old"}, Rules(policy="manual"))
+    concurrent email edit (here: park under manual), not lose to it silently. Which
+    sides hold a live edit is decided from provenance (``sides_of``), not from the
+    sides' ``changed`` sets: the holder did not change email in its last version."""
+
+    def version(source: str, clock: dict[str, int], email: str, **kw: Any) -> Version:
+        return Version(
+            event_id=source,
+            source=source,
+            actor=source,
+            clock=VectorClock(clock),
+            occurred_at=kw.pop("occurred_at"),
+            fields={"email": email},
+            **kw,
+        )
+
+    edit = {"email": VectorClock({"crm0": 1})}
+    deleted = version(
+        "crm3",
+        {"crm0": 1, "crm3": 1},
+        "crm0-edit",
+        occurred_at=at(5),
+        deleted=True,
+        changed=frozenset({"email"}),
+        field_clocks=edit,
+    )
+    holder = version(
+        "crm0",
+        {"crm0": 2},
+        "crm0-edit",
+        occurred_at=at(4),
+        deleted=False,
+        changed=frozenset({"last_name"}),
+        field_clocks=edit,
+    )
+    other = version(
+        "crm1",
+        {"crm1": 1},
+        "crm1-edit",
+        occurred_at=at(3),
+        deleted=False,
+        changed=frozenset({"email"}),
+    )
+    sides = sides_of([deleted, holder, other], {"email": "old"})
+    outcome = resolve(sides, {"email": "old"}, Rules(policy="manual"))
     assert outcome.deleted is False
     assert outcome.undecided == ("email",)
-    lww = resolve([deleted, holder, other], {"email": "old"}, Rules())
+    lww = resolve(sides, {"email": "old"}, Rules())
     assert lww.fields["email"] == "crm0-edit"  # the later of the two living edits
