@@ -188,9 +188,10 @@ def resolve(
         touching = [i for i in competing if sides[i].touched(name)]
         if not touching:
             touching = [i for i, s in enumerate(sides) if s.touched(name)]
-        if len(touching) == 1:
-            fields[name] = sides[touching[0]].fields[name]
-            taken[name] = touching[0]
+        if len({sides[i].fields[name] for i in touching}) == 1:
+            # One side's edit, or several sides holding the same value: no contest.
+            kept = max(touching, key=lambda i: lww_key(sides[i]))  # order-independent
+            fields[name], taken[name] = sides[kept].fields[name], kept
             continue
         if not touching:
             if name in base:

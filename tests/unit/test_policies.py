@@ -461,11 +461,14 @@ def test_losing_lists_exactly_the_values_that_lost() -> None:
     assert outcome.contests["email"].candidates == (0, 1, 2)
     assert outcome.contests["email"].losing == (("mktg", "other"),)
     assert outcome.losing == {"email": [("mktg", "other")]}
-    # Nothing lost at all: no entry.
+    # Sides that agree: nothing to decide, nothing lost (under manual: nothing to ask).
     agreeing = [side("sales", 1, {"email": "x"}), side("mktg", 2, {"email": "x"})]
-    outcome = resolve(agreeing, {}, PRIORITY)
-    assert outcome.contests["email"].losing == ()
-    assert outcome.losing == {}
+    for rules in (PRIORITY, Rules(policy="manual")):
+        outcome = resolve(agreeing, {}, rules)
+        assert outcome.fields == {"email": "x"}
+        assert outcome.contests == {}
+        assert outcome.undecided == ()
+        assert outcome.losing == {}
 
 
 # -- properties of the resolver ----------------------------------------------------------------
