@@ -34,7 +34,6 @@ from router.policies import (
     Rules,
     Side,
     TakeSide,
-    lww_key,
     resolve,
     side_of,
 )
@@ -365,12 +364,14 @@ def sides_of(versions: Sequence[Version], base: Mapping[str, Scalar]) -> list[Si
             for i in live:
                 touched[i].add(name)
         elif values:
+            # One value to keep: its authors touch it (resolve credits the best-ranked),
+            # even when it equals the base: the resolution records who set it.
             (value,) = values
             authors = [i for i in live if name in versions[i].changed]
-            if authors or not (name in base and base[name] == value):
-                # One holder suffices (two holding the same value are no contest).
-                latest = max(authors or live, key=lambda i: lww_key(versions[i].side()))
-                touched[latest].add(name)
+            if not authors and not (name in base and base[name] == value):
+                authors = live
+            for i in authors:
+                touched[i].add(name)
     return [
         replace(version.side(), changed=frozenset(names))
         for version, names in zip(versions, touched, strict=True)

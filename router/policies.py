@@ -145,11 +145,14 @@ def lww_key(side: Side) -> tuple[datetime, str]:
 
 
 def side_of(sides: Sequence[Side], source: str, name: str) -> int | None:
-    """The side holding ``source``'s value of ``name``: the side whose value that source
-    set (it may have reached a later version of another CRM, which then superseded
-    ``source``'s own side), else ``source``'s own side."""
+    """The side holding ``source``'s edit of ``name`` that is in play (the side touches
+    the field): the side whose value that source set (it may have reached a later
+    version of another CRM, which then superseded ``source``'s own side), else
+    ``source``'s own side. None when ``source`` has no edit of the field in play: a value
+    some side has already replaced is not one to take (its edit's clock is unknown, so a
+    resolution keeping it could not place it in the past of the CRMs that replaced it)."""
     authored = [i for i, s in enumerate(sides) if s.touched(name) and s.setter(name) == source]
-    own = [i for i, s in enumerate(sides) if s.source == source and name in s.fields]
+    own = [i for i, s in enumerate(sides) if s.source == source and s.touched(name)]
     found = authored or own
     if found:
         return max(found, key=lambda i: lww_key(sides[i]))
@@ -189,8 +192,12 @@ def resolve(
         if not touching:
             touching = [i for i, s in enumerate(sides) if s.touched(name)]
         if len({sides[i].fields[name] for i in touching}) == 1:
-            # One side's edit, or several sides holding the same value: no contest.
-            kept = max(touching, key=lambda i: lww_key(sides[i]))  # order-independent
+            # One side's edit, or several sides holding the same value: no contest. The
+            # value is credited to its highest-ranked author (priority ranks by it later),
+            # then to the latest; either way independent of the sides' order.
+            kept = max(
+                touching, key=lambda i: (-rules.rank(sides[i].setter(name)), lww_key(sides[i]))
+            )
             fields[name], taken[name] = sides[kept].fields[name], kept
             continue
         if not touching:
@@ -226,7 +233,7 @@ def _contest(
     if isinstance(choice, TakeSide):
         winner, policy = side_of(sides, choice.source, name), "operator"
         if winner is None:
-            raise ValueError(f"{choice.source} holds no value of {name} in this conflict")
+            raise ValueError(f"{choice.source} has no edit of {name} in play in this conflict")
     elif isinstance(choice, SetValue):
         winner, policy = None, "operator"
     elif policy == "manual" and not deleted:

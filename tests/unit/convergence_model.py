@@ -94,16 +94,16 @@ def taken(conflict: Conflict, source: str, name: str) -> Version | None:
     """The side whose value of ``name`` an operator's ``TakeSide(source)`` means (DESIGN
     ``conflicts resolve``: the value follows its author): a side carrying ``source``'s
     change of it (it may have superseded ``source``'s own side), else ``source``'s own
-    side, the latest one if several; None when no side offers one."""
-    # What each side changed that no other side has seen (router.decide.sides_of: a
-    # side's older value of a field another side edited again is not a change of it).
+    side, the latest one if several; only edits in play count (a value some side has
+    replaced is not one to take); None when no side offers one."""
+    # Which sides hold an edit in play (router.decide.sides_of: a side's older value of a
+    # field another side edited again is not an edit of it).
     adjusted = sides_of(conflict.sides, conflict.base)
-    authored = [
-        v
-        for v, side in zip(conflict.sides, adjusted, strict=True)
-        if side.touched(name) and side.setter(name) == source
+    pairs = [
+        (v, side) for v, side in zip(conflict.sides, adjusted, strict=True) if side.touched(name)
     ]
-    own = [v for v in conflict.sides if v.source == source and name in v.fields]
+    authored = [v for v, side in pairs if side.setter(name) == source]
+    own = [v for v, _ in pairs if v.source == source]
     found = authored or own
     return max(found, key=lambda v: lww_key(v.side())) if found else None
 

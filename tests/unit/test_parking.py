@@ -582,7 +582,7 @@ def test_leaving_a_field_undecided_is_refused() -> None:
 
 def test_taking_a_side_that_holds_no_value_of_the_field_is_refused() -> None:
     parked = with_legacy_phone(park())
-    message = "legacy holds no value of email in this conflict"
+    message = "legacy has no edit of email in play in this conflict"
     refused(parked.state, parked.conflict, message, choices={"email": TakeSide("legacy")})
 
 
@@ -891,10 +891,16 @@ def test_a_side_that_only_inherits_a_field_has_not_replaced_values_of_it() -> No
 def test_two_sides_holding_the_same_new_value_are_no_contest() -> None:
     a = version("sales", {"sales": 1}, {"email": "same"})
     b = version("mktg", {"mktg": 1}, {"email": "same"})
-    assert len(touching([a, b], {"email": "old"}, "email")) == 1
+    assert touching([a, b], {"email": "old"}, "email") == ["sales", "mktg"]
     outcome = resolve(sides_of([a, b], {"email": "old"}), {"email": "old"}, MANUAL)
     assert outcome.fields == {"email": "same"}
     assert outcome.undecided == ()
+    assert outcome.contests == {}
+    # Credited to the best-ranked of its authors, whatever the order of the sides.
+    ranked = Rules(policy="manual", priority=("mktg", "sales"))
+    for order in ([a, b], [b, a]):
+        kept = resolve(sides_of(order, {"email": "old"}), {"email": "old"}, ranked)
+        assert order[kept.taken["email"] or 0].source == "mktg"
 
 
 def test_the_same_value_set_again_is_kept_as_the_later_edit() -> None:
@@ -958,3 +964,38 @@ def test_a_none_for_a_field_nobody_set_is_no_edit_in_a_join() -> None:
     assert held.conflict is not None
     assert held.conflict.undecided == ("email",)
     assert "last_name" not in held.conflict.policies
+
+
+def test_take_never_gives_a_value_another_side_has_replaced() -> None:
+    """crm0 joins with a phone edit and still carries the email crm1 had replaced: that
+    email is not crm0's edit to give. ``--take crm0`` leaves email undecided and says so;
+    ``--field email=crm0`` is refused; nothing changes either way."""
+    stored = make_state({"crm2": 1}, {"email": "e8", "phone": "p"})
+    crm1 = make_event("crm1", {"crm2": 1, "crm1": 1}, {"email": "e20"}, changed=["email"])
+    accepted = decide(crm1, stored, SUBSCRIBERS, HUB, MANUAL)
+    assert accepted.state is not None
+    crm2 = make_event("crm2", {"crm2": 2}, {"email": "e22"}, changed=["email"])
+    parked = decide(crm2, accepted.state, SUBSCRIBERS, HUB, MANUAL)
+    assert parked.verdict is Verdict.PARKED
+    assert parked.state is not None and parked.conflict is not None
+    crm0 = make_event(
+        "crm0", {"crm2": 1, "crm0": 1}, {"email": "e8", "phone": "p0"}, changed=["phone"]
+    )
+    held = decide(crm0, parked.state, SUBSCRIBERS, HUB, MANUAL, parked.conflict)
+    assert held.verdict is Verdict.HELD
+    assert held.state is not None and held.conflict is not None
+    assert held.conflict.undecided == ("email",)
+    undecided = "still undecided: email; add --field NAME=SOURCE or --value NAME=VALUE for each"
+    refused(held.state, held.conflict, undecided, take="crm0")
+    message = "crm0 has no edit of email in play in this conflict"
+    refused(held.state, held.conflict, message, choices={"email": TakeSide("crm0")})
+    state, _, _ = resolve_parked(
+        held.state,
+        held.conflict,
+        MANUAL,
+        HUB,
+        "operator:ann",
+        take="crm0",
+        choices={"email": TakeSide("crm2")},
+    )
+    assert state.fields == {"email": "e22", "phone": "p0"}

@@ -425,9 +425,9 @@ def test_set_value_none_clears_the_field() -> None:
 
 
 def test_take_side_of_a_source_without_the_field_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"^legacy holds no value of phone in this conflict$"):
+    with pytest.raises(ValueError, match=r"^legacy has no edit of phone in play in this conflict$"):
         resolve(manual_sides(), {}, MANUAL, {"phone": TakeSide("legacy")})
-    with pytest.raises(ValueError, match=r"^erp holds no value of email in this conflict$"):
+    with pytest.raises(ValueError, match=r"^erp has no edit of email in play in this conflict$"):
         resolve(manual_sides(), {}, MANUAL, {"email": TakeSide("erp")})
 
 
