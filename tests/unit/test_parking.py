@@ -855,10 +855,10 @@ def test_an_edit_another_side_has_seen_and_replaced_is_no_contest() -> None:
     assert touching([sales, mktg], {"phone": "p0"}, "phone") == ["mktg"]
 
 
-def test_a_value_a_side_only_carries_is_contested_when_nobody_replaced_it() -> None:
-    """legacy's side carries, unchanged, an edit nobody else has seen (its ``changed``
-    set does not list it: the edit came with a side it superseded): it competes with
-    mktg's concurrent edit."""
+def carried_and_concurrent() -> tuple[Version, Version]:
+    """legacy's side carries, unchanged, sales's phone edit nobody else has seen (its
+    ``changed`` set does not list it: the edit came with a side it superseded); mktg
+    edits phone concurrently."""
     legacy = version(
         "legacy",
         {"legacy": 3, "sales": 1},
@@ -866,7 +866,12 @@ def test_a_value_a_side_only_carries_is_contested_when_nobody_replaced_it() -> N
         changed=set(),
         field_clocks={"phone": {"sales": 1}},
     )
-    mktg = version("mktg", {"legacy": 1, "mktg": 1}, {"phone": "p2"})
+    legacy = replace(legacy, sources={"phone": "sales"})
+    return legacy, version("mktg", {"legacy": 1, "mktg": 1}, {"phone": "p2"})
+
+
+def test_a_value_a_side_only_carries_is_contested_when_nobody_replaced_it() -> None:
+    legacy, mktg = carried_and_concurrent()
     assert touching([legacy, mktg], {"phone": "p0"}, "phone") == ["legacy", "mktg"]
 
 
@@ -915,15 +920,7 @@ def test_the_same_value_set_again_is_kept_as_the_later_edit() -> None:
 def test_show_names_the_sides_whose_edits_are_in_play() -> None:
     """``conflicts show`` asks the resolver which sides' values compete: a side carrying
     a concurrent edit unchanged is listed, with the edit's author."""
-    legacy = version(
-        "legacy",
-        {"legacy": 3, "sales": 1},
-        {"phone": "p1"},
-        changed=set(),
-        field_clocks={"phone": {"sales": 1}},
-    )
-    legacy = replace(legacy, sources={"phone": "sales"})
-    mktg = version("mktg", {"legacy": 1, "mktg": 1}, {"phone": "p2"})
+    legacy, mktg = carried_and_concurrent()
     conflict = Conflict(
         id="c-00000001",
         record_id=RECORD_ID,

@@ -700,44 +700,25 @@ def test_a_living_side_holding_a_deleted_sides_edit_competes_with_it() -> None:
     sides hold a live edit is decided from provenance (``sides_of``), not from the
     sides' ``changed`` sets: the holder did not change email in its last version."""
 
-    def version(source: str, clock: dict[str, int], email: str, **kw: Any) -> Version:
+    def version(
+        source: str, clock: dict[str, int], email: str, minutes: int, changed: str, *, dead: bool
+    ) -> Version:
         return Version(
             event_id=source,
             source=source,
             actor=source,
             clock=VectorClock(clock),
-            occurred_at=kw.pop("occurred_at"),
+            occurred_at=at(minutes),
             fields={"email": email},
-            **kw,
+            deleted=dead,
+            changed=frozenset({changed}),
+            # The value crm0 wrote at {crm0:1}; crm1's own edit defaults to its clock.
+            field_clocks={"email": VectorClock({"crm0": 1})} if email == "crm0-edit" else {},
         )
 
-    edit = {"email": VectorClock({"crm0": 1})}
-    deleted = version(
-        "crm3",
-        {"crm0": 1, "crm3": 1},
-        "crm0-edit",
-        occurred_at=at(5),
-        deleted=True,
-        changed=frozenset({"email"}),
-        field_clocks=edit,
-    )
-    holder = version(
-        "crm0",
-        {"crm0": 2},
-        "crm0-edit",
-        occurred_at=at(4),
-        deleted=False,
-        changed=frozenset({"last_name"}),
-        field_clocks=edit,
-    )
-    other = version(
-        "crm1",
-        {"crm1": 1},
-        "crm1-edit",
-        occurred_at=at(3),
-        deleted=False,
-        changed=frozenset({"email"}),
-    )
+    deleted = version("crm3", {"crm0": 1, "crm3": 1}, "crm0-edit", 5, "email", dead=True)
+    holder = version("crm0", {"crm0": 2}, "crm0-edit", 4, "last_name", dead=False)
+    other = version("crm1", {"crm1": 1}, "crm1-edit", 3, "email", dead=False)
     sides = sides_of([deleted, holder, other], {"email": "old"})
     outcome = resolve(sides, {"email": "old"}, Rules(policy="manual"))
     assert outcome.deleted is False
