@@ -56,7 +56,7 @@ from router.clock import EMPTY, Order, VectorClock, compare
 from router.conflicts import Conflict, Version
 from router.decide import Decision, Verdict, decide, event_changed, resolve_parked, sides_of
 from router.events import ChangeEvent, Scalar
-from router.policies import Choice, Rules, SetValue, TakeSide, lww_key
+from router.policies import Choice, Rules, SetValue, TakeSide, side_of
 from router.record import RecordState
 
 ENTITY = "contact"
@@ -96,16 +96,10 @@ def taken(conflict: Conflict, source: str, name: str) -> Version | None:
     change of it (it may have superseded ``source``'s own side), else ``source``'s own
     side, the latest one if several; only edits in play count (a value some side has
     replaced is not one to take); None when no side offers one."""
-    # Which sides hold an edit in play (router.decide.sides_of: a side's older value of a
-    # field another side edited again is not an edit of it).
-    adjusted = sides_of(conflict.sides, conflict.base)
-    pairs = [
-        (v, side) for v, side in zip(conflict.sides, adjusted, strict=True) if side.touched(name)
-    ]
-    authored = [v for v, side in pairs if side.setter(name) == source]
-    own = [v for v, _ in pairs if v.source == source]
-    found = authored or own
-    return max(found, key=lambda v: lww_key(v.side())) if found else None
+    # The router's own reading (policies.side_of over sides_of): the model checks what
+    # it yields against the value's true author (Router.resolve_with), not a copy of it.
+    index = side_of(sides_of(conflict.sides, conflict.base), source, name)
+    return None if index is None else conflict.sides[index]
 
 
 @dataclass
