@@ -451,9 +451,11 @@ def settle(
         # record never had was set by nobody.
         touched = side.side().touched(name)
         if touched or stored.fields.get(name) != fields[name]:
-            # A value the side carries unchanged was set before it: within its base (its
-            # clock less its own edit), not by the side itself. Stamping the side's own
-            # clock made a CRM that had seen that value look concurrent with it.
+            # The clock of the edit that set the value (event_version records one for
+            # every value). A side stored before it did lacks clocks for values it only
+            # carried: those were set within its base (its clock less its own edit), not
+            # by the side itself; its own clock would make a CRM that had seen the value
+            # look concurrent with it.
             known = touched or name in side.field_clocks
             field_clocks[name] = side.field_clock(name) if known else side.clock.base(side.actor)
             # A value it only carries (changed by nobody, new to the record) was written by
