@@ -1,23 +1,33 @@
-"""Request/reply on ``crmsync.control``: registration, heartbeats and operator requests.
+"""The control protocol on ``crmsync.control``: one pydantic model per request and reply.
 
-Routing keys: ``register.<adapter>``, ``heartbeat.<adapter>``, ``op.<verb>``. Bodies are
-msgpack maps; replies carry ``ok`` and either a result or a one-line ``error``.
+Routing keys: ``register.<adapter>``, ``heartbeat.<adapter>`` (the adapter's name is in
+the key, not the body) and ``op.<verb>`` for operators. Bodies are msgpack maps. Every
+reply has ``ok``; a refusal has ``ok = false`` and a one-line ``error``. Server
+(:mod:`router.daemon.control_server`) and clients (:mod:`router.broker.rpc`, the CLI,
+adapters) share these models, so a field renamed on one side fails the type check on
+the other instead of silently reading ``None``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from typing import Any
+from typing import Annotated, Any, ClassVar, TypeVar
 
-import aio_pika
-import aiormq
 import msgpack
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from router.config import BrokerConfig
-from router.errors import CrmsyncError, RouterUnavailable
-from router.topology import CONTROL
+from router.errors import CrmsyncError
+from router.events import ENTITY_RE, NAME_RE, Scalar
+
+AdapterName = Annotated[str, Field(pattern=NAME_RE)]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class BadRequest(CrmsyncError, ValueError):
+    """A control request the router cannot act on: the reply's one-line ``error``."""
+
+
+class Refused(CrmsyncError):
+    """The router answered, and said no: its one-line reason."""
 
 
 def pack(value: Any) -> bytes:
@@ -29,87 +39,223 @@ def unpack(raw: bytes) -> Any:
     return msgpack.unpackb(raw, raw=False)
 
 
-class RpcClient:
-    """Calls the router and waits for its answer on an exclusive reply queue."""
+class Request(BaseModel):
+    """A control request. ``KEY`` is its routing key (``register``/``heartbeat`` add the
+    adapter's name as a second part, carried in :attr:`Keyed.name`)."""
 
-    def __init__(self, connection: AbstractRobustConnection) -> None:
-        self._connection = connection
-        self._pending: dict[str, asyncio.Future[Any]] = {}
-        self._reply_queue: str | None = None
-        self._channel: aio_pika.abc.AbstractChannel | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    KEY: ClassVar[str]
 
-    async def _ensure(self) -> tuple[aio_pika.abc.AbstractChannel, str]:
-        if self._channel is None or self._channel.is_closed or self._reply_queue is None:
-            self._channel = await self._connection.channel()
-            queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
-            await queue.consume(self._on_reply, no_ack=True)
-            self._reply_queue = queue.name
-        return self._channel, self._reply_queue
+    @property
+    def routing_key(self) -> str:
+        return self.KEY
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._pending.pop(message.correlation_id or "", None)
-        if future is not None and not future.done():
-            future.set_result(unpack(message.body))
-
-    async def _publish(self, routing_key: str, message: aio_pika.Message) -> None:
-        channel, _ = await self._ensure()
-        try:
-            exchange = await channel.get_exchange(CONTROL, ensure=False)
-            await exchange.publish(message, routing_key, mandatory=False)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            self._channel = None  # the broker closed it
-            raise RouterUnavailable(
-                f"{CONTROL} does not exist on this broker/vhost: no router has run here yet "
-                "(start 'crmsync router' or run 'crmsync topology declare')"
-            ) from None
-
-    async def call(self, routing_key: str, payload: dict[str, Any], timeout: float = 10.0) -> Any:
-        _, reply_to = await self._ensure()
-        correlation_id = str(uuid.uuid4())
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
-        try:
-            await self._publish(
-                routing_key,
-                aio_pika.Message(
-                    pack(payload),
-                    content_type="application/msgpack",
-                    correlation_id=correlation_id,
-                    reply_to=reply_to,
-                    expiration=timeout,
-                ),
-            )
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise RouterUnavailable(
-                f"the router did not answer '{routing_key}' within {timeout:g}s; "
-                "is 'crmsync router' running? (see 'crmsync status')"
-            ) from None
-        finally:
-            self._pending.pop(correlation_id, None)
-
-    async def notify(self, routing_key: str, payload: dict[str, Any]) -> None:
-        await self._publish(
-            routing_key,
-            aio_pika.Message(pack(payload), content_type="application/msgpack", expiration=60),
-        )
+    def body(self) -> bytes:
+        return pack(self.model_dump(mode="json"))
 
 
-def call_router(
-    cfg: BrokerConfig, routing_key: str, payload: dict[str, Any], timeout: float
-) -> dict[str, Any]:
-    """One request to the router from a short command; :class:`RouterUnavailable` if it
-    does not answer, :class:`CrmsyncError` if its answer is not a map."""
-    from router.transport import connect
+class Keyed(Request):
+    """A request whose routing key names the adapter it speaks for."""
 
-    async def go() -> dict[str, Any]:
-        connection = await connect(cfg, "crmsync-cli")
-        try:
-            reply = await RpcClient(connection).call(routing_key, payload, timeout=timeout)
-        finally:
-            await connection.close()
-        if not isinstance(reply, dict):
-            raise CrmsyncError(f"the router's answer to {routing_key} is not a map")
-        return reply
+    name: AdapterName
 
-    return asyncio.run(go())
+    @property
+    def routing_key(self) -> str:
+        return f"{self.KEY}.{self.name}"
+
+    def body(self) -> bytes:
+        return pack(self.model_dump(mode="json", exclude={"name"}))
+
+
+class Register(Keyed):
+    KEY: ClassVar[str] = "register"
+    actor: str | None = None  # from the adapter's own state; None when it has none
+    entities: dict[Annotated[str, Field(pattern=ENTITY_RE)], list[str]] = {}
+    version: str = ""
+
+
+class Heartbeat(Keyed):
+    KEY: ClassVar[str] = "heartbeat"
+    actor: str | None = None
+    at: float | None = None
+
+
+class StatusRequest(Request):
+    KEY: ClassVar[str] = "op.status"
+
+
+class EditRecord(Request):
+    """Edit & retry: the router makes a hub version of the record with these values."""
+
+    KEY: ClassVar[str] = "op.edit"
+    record_id: NonEmpty
+    entity: str | None = None
+    set: Annotated[dict[str, Scalar], Field(min_length=1)]
+
+
+class RemoveAdapter(Request):
+    KEY: ClassVar[str] = "op.adapter-remove"
+    name: AdapterName
+
+
+class ListConflicts(Request):
+    KEY: ClassVar[str] = "op.conflicts.list"
+    entity: str | None = None
+
+
+class ShowConflict(Request):
+    KEY: ClassVar[str] = "op.conflicts.show"
+    id: NonEmpty
+
+
+class ConflictHistory(Request):
+    KEY: ClassVar[str] = "op.conflicts.history"
+    record_id: NonEmpty
+
+
+class ResolveConflict(Request):
+    KEY: ClassVar[str] = "op.conflicts.resolve"
+    id: NonEmpty
+    take: str | None = None
+    fields: dict[str, str] = {}  # field -> the source whose side it comes from
+    values: dict[str, Scalar] = {}  # field -> a value the operator typed
+    by: str | None = None  # the operator's login, for the audit record
+
+
+REQUESTS: dict[str, type[Request]] = {
+    model.KEY: model
+    for model in (
+        Register,
+        Heartbeat,
+        StatusRequest,
+        EditRecord,
+        RemoveAdapter,
+        ListConflicts,
+        ShowConflict,
+        ConflictHistory,
+        ResolveConflict,
+    )
+}
+
+
+def _explain(err: ValidationError, key: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{key}: {where}: {first['msg']}{more}"
+
+
+def parse_request(routing_key: str, raw: bytes) -> Request:
+    """The typed request a control message carries, or :class:`BadRequest` naming what is
+    wrong with it (unknown operation, undecodable body, a field missing or mistyped)."""
+    head, _, name = routing_key.partition(".")
+    keyed = head in (Register.KEY, Heartbeat.KEY)
+    model = REQUESTS.get(head if keyed else routing_key)
+    if model is None:
+        raise BadRequest(f"unknown control request {routing_key!r}")
+    try:
+        body = unpack(raw)
+    except Exception as e:  # msgpack raises several unrelated types for garbage
+        raise BadRequest(f"{routing_key}: the body is not msgpack ({type(e).__name__})") from e
+    if not isinstance(body, dict):
+        raise BadRequest(f"{routing_key}: the body must be a map, not {type(body).__name__}")
+    if keyed:
+        if "name" in body:
+            raise BadRequest(f"{routing_key}: the adapter's name goes in the routing key")
+        body = {**body, "name": name}
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        raise BadRequest(_explain(e, routing_key)) from None
+
+
+Q = TypeVar("Q", bound=Request)
+
+
+def request(model: type[Q], **fields: Any) -> Q:
+    """A request as a client builds it; a bad value is a one-line :class:`BadRequest`."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as e:
+        raise BadRequest(_explain(e, model.KEY)) from None
+
+
+# -- replies ----------------------------------------------------------------------------
+
+
+class Reply(BaseModel):
+    # A newer router may say more than this client knows: ignore it, don't fail.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    ok: bool = True
+
+    def body(self) -> bytes:
+        return pack(self.model_dump(mode="json"))
+
+
+class Failure(Reply):
+    ok: bool = False
+    error: str
+
+
+class Registered(Reply):
+    actor: str
+    epoch: int
+
+
+class AdapterStatus(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    name: str
+    actor: str
+    entities: list[str]
+    version: str
+    last_heartbeat: float
+
+
+class Status(Reply):
+    hub_actor: str
+    heartbeat_timeout: float
+    uptime: float
+    last_batch_age: float | None
+    verdicts: dict[str, int]
+    invalid: dict[str, int]
+    store: dict[str, int]
+    adapters: list[AdapterStatus]
+
+
+class VersionMade(Reply):
+    """A hub version (an edit, a resolution) stored and sent, or owed (``pending``)."""
+
+    event_id: str
+    clock: dict[str, int]
+    pending: bool = False
+    conflict: str | None = None
+
+
+class Removed(Reply):
+    queue: str
+
+
+class Conflicts(Reply):
+    conflicts: list[dict[str, Any]]
+
+
+class ConflictShown(Reply):
+    conflict: dict[str, Any]
+
+
+R = TypeVar("R", bound=Reply)
+
+
+def parse_reply(raw: Any, expected: type[R], key: str) -> R:
+    """The router's answer as ``expected``; its refusal as :class:`CrmsyncError` (one line)."""
+    if not isinstance(raw, dict):
+        raise CrmsyncError(f"the router's answer to {key} is not a map")
+    if not raw.get("ok", False):
+        raise Refused(str(raw.get("error") or f"the router refused {key}"))
+    try:
+        return expected.model_validate(raw)
+    except ValidationError as e:
+        raise CrmsyncError(
+            f"the router's answer to {key} is not what this crmsync expects "
+            f"({_explain(e, key)}); are router and client the same version?"
+        ) from None

@@ -39,8 +39,25 @@ class TopologyMismatch(CrmsyncError):
     exit_code = EXIT_BROKER
 
 
+class EntityMissing(CrmsyncError, LookupError):
+    """An exchange or queue crmsync needs does not exist on this broker/vhost."""
+
+    exit_code = EXIT_BROKER
+
+
+class AccessRefused(CrmsyncError):
+    """The broker refused an operation on a resource (403): the user lacks the
+    permission, or another consumer holds the queue exclusively."""
+
+    exit_code = EXIT_BROKER
+
+
 class PublishFailed(CrmsyncError):
     """The broker nacked or returned (unroutable) a publish."""
+
+
+class Unroutable(PublishFailed):
+    """The broker returned a mandatory publish: no queue is bound for its routing key."""
 
 
 class DecodeError(CrmsyncError, ValueError):

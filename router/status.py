@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiormq
-from aio_pika.abc import AbstractRobustConnection
-
 from router import topology
-from router.control import RpcClient
+from router.broker.base import BrokerConnection
+from router.broker.rpc import RpcClient
+from router.control import Status, StatusRequest
 from router.dlq import read_entry
 from router.errors import RouterUnavailable
 
@@ -24,54 +24,30 @@ class QueueDepth:
     oldest_failure_age: float | None = None  # DLQs: seconds since the head entry first failed
 
 
-async def _head_failed_at(connection: AbstractRobustConnection, name: str) -> float | None:
-    """Peek at a DLQ's head without moving it.
-
-    On RabbitMQ 3.10 quorum queues an explicit nack(requeue) puts the message at the
-    BACK, but a message still unacked when its channel closes keeps its place (checked
-    by tests/integration/test_status_dlq.py). Only the broker's x-delivery-count rises.
-    """
-    channel = await connection.channel()
-    try:
-        queue = await channel.declare_queue(name, passive=True)
-        message = await queue.get(no_ack=False, fail=False)
-        if message is None:
-            return None
-        # The same reading of the failure headers as `crmsync dlq list` uses.
-        return read_entry(name, 0, message.body, message.headers).first_failed_at
-    finally:
-        if not channel.is_closed:
-            await channel.close()
-
-
-async def queue_depths(connection: AbstractRobustConnection, names: list[str]) -> list[QueueDepth]:
+async def queue_depths(connection: BrokerConnection, names: list[str]) -> list[QueueDepth]:
     depths = []
     for name in names:
-        channel = await connection.channel()
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-            result = queue.declaration_result
-            age = None
-            if name.startswith("crmsync.dlq.") and result.message_count:
-                first = await _head_failed_at(connection, name)
-                age = round(time.time() - first, 1) if first is not None else None
-            depths.append(QueueDepth(name, result.message_count, result.consumer_count, age))
-        except aiormq.exceptions.ChannelNotFoundEntity:
+        counts = await connection.queue_counts(name)
+        if counts is None:
             depths.append(QueueDepth(name, None, None))
-        finally:
-            if not channel.is_closed:
-                await channel.close()
+            continue
+        messages, consumers = counts
+        age = None
+        if name.startswith("crmsync.dlq.") and messages:
+            head = await connection.peek(name)
+            # The same reading of the failure headers as `crmsync dlq list` uses.
+            first = read_entry(name, 0, *head).first_failed_at if head else None
+            age = round(time.time() - first, 1) if first is not None else None
+        depths.append(QueueDepth(name, messages, consumers, age))
     return depths
 
 
-async def gather_status(
-    connection: AbstractRobustConnection, timeout: float = 3.0
-) -> dict[str, Any]:
+async def gather_status(connection: BrokerConnection, timeout: float = 3.0) -> dict[str, Any]:
     """Everything ``crmsync status`` shows, as plain data (the ``--json`` output)."""
-    rpc = RpcClient(connection)
     router: dict[str, Any] | None
     try:
-        router = await rpc.call("op.status", {}, timeout=timeout)
+        reply = await RpcClient(connection).request(StatusRequest(), Status, timeout=timeout)
+        router = reply.model_dump(mode="json")
     except RouterUnavailable:
         router = None
     now = time.time()
@@ -122,7 +98,9 @@ async def gather_status(
     }
 
 
-def run_status(connection_factory: Any, timeout: float) -> dict[str, Any]:
+def run_status(
+    connection_factory: Callable[[], Awaitable[BrokerConnection]], timeout: float
+) -> dict[str, Any]:
     async def go() -> dict[str, Any]:
         connection = await connection_factory()
         try:

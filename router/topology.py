@@ -1,7 +1,8 @@
-"""Names and declarations of every exchange and queue crmsync uses.
+"""Names and specifications of every exchange and queue crmsync uses, as data.
 
-All durable; queues are quorum queues. Declaring is idempotent; declaring an existing
-queue with other arguments is a :class:`TopologyMismatch` with the fix in the message,
+All durable; queues are quorum queues. Declaring them is the broker seam's job
+(:meth:`router.broker.Connection.declare`): idempotent, and an existing queue with other
+arguments is a :class:`~router.errors.TopologyMismatch` with the fix in the message,
 never a crash loop.
 """
 
@@ -9,12 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
-
-import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, ExchangeType
-
-from router.errors import TopologyMismatch
+from typing import Final, Literal
 
 CHANGES: Final = "crmsync.changes"
 DELIVERIES: Final = "crmsync.deliveries"
@@ -64,6 +60,15 @@ def _quorum(**extra: object) -> dict[str, object]:
     return {"x-queue-type": "quorum", **extra}
 
 
+ExchangeKind = Literal["topic", "direct"]
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    kind: ExchangeKind
+
+
 @dataclass(frozen=True)
 class QueueSpec:
     name: str
@@ -72,10 +77,10 @@ class QueueSpec:
 
 
 HUB_EXCHANGES: Final = (
-    (CHANGES, ExchangeType.TOPIC),
-    (DELIVERIES, ExchangeType.DIRECT),
-    (DEAD, ExchangeType.DIRECT),
-    (CONTROL, ExchangeType.TOPIC),
+    ExchangeSpec(CHANGES, "topic"),
+    ExchangeSpec(DELIVERIES, "direct"),
+    ExchangeSpec(DEAD, "direct"),
+    ExchangeSpec(CONTROL, "topic"),
 )
 
 
@@ -132,47 +137,3 @@ def adapter_queues(adapter: str, retry_tiers: Iterable[tuple[str, float]] = ()) 
             )
         )
     return specs
-
-
-async def _declare_queue(channel: AbstractChannel, spec: QueueSpec) -> None:
-    try:
-        queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)  # type: ignore[arg-type]
-    except aiormq.exceptions.ChannelPreconditionFailed as e:
-        raise TopologyMismatch(
-            f"queue {spec.name} already exists with other arguments "
-            f"({e.args[0] if e.args else e}); "
-            f"drain and delete it (rabbitmqctl delete_queue {spec.name}) then run "
-            "'crmsync topology declare' again"
-        ) from e
-    for exchange, key in spec.bindings:
-        await queue.bind(exchange, key)
-
-
-async def declare(
-    connection: AbstractConnection, queues: Iterable[QueueSpec] = (), *, hub: bool = True
-) -> None:
-    """Declare exchanges (always) and the hub queues (``hub=True``) plus ``queues``.
-
-    Each queue gets a fresh channel: a precondition failure closes the channel it
-    happened on, and we want to report it, not poison the caller's channel.
-    """
-    channel = await connection.channel()
-    try:
-        for name, kind in HUB_EXCHANGES:
-            try:
-                await channel.declare_exchange(name, kind, durable=True)
-            except aiormq.exceptions.ChannelPreconditionFailed as e:
-                raise TopologyMismatch(
-                    f"exchange {name} already exists with another type; expected {kind.value}"
-                ) from e
-    finally:
-        if not channel.is_closed:
-            await channel.close()
-    specs = [*(hub_queues() if hub else []), *queues]
-    for spec in specs:
-        channel = await connection.channel()
-        try:
-            await _declare_queue(channel, spec)
-        finally:
-            if not channel.is_closed:
-                await channel.close()

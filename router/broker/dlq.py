@@ -1,8 +1,8 @@
-"""The broker side of ``crmsync dlq``: browse, take and republish dead-letter entries.
+"""The blocking client (pika) for ``crmsync dlq``: browse, take and republish entries.
 
-The only module of the DLQ tooling that touches pika (a ``BlockingConnection``: these
-are short operator commands, DESIGN "Known traps"). pika's exceptions become crmsync's
-here, chained with ``from e``.
+A ``BlockingConnection``: these are short operator commands (DESIGN "Known traps").
+pika's exceptions become crmsync's in :func:`router.broker.errors.pika_errors`; this
+module only says what they mean for the entries.
 
 Browsing without changing anything
 ----------------------------------
@@ -32,7 +32,6 @@ checking the order):
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -44,10 +43,20 @@ import pika.data
 import pika.exceptions
 
 from router import dlq
+from router.broker.errors import describe, pika_errors
+from router.broker.rpc import call_router
+from router.broker.settings import CONNECT_TIMEOUT, UNREACHABLE_HINT, redact, ssl_context
 from router.config import BrokerConfig
-from router.control import call_router
-from router.errors import BrokerUnavailable, CrmsyncError, PublishFailed, RouterUnavailable
-from router.transport import CONNECT_TIMEOUT, _ssl_context, redact
+from router.control import Status, StatusRequest
+from router.errors import (
+    AccessRefused,
+    BrokerUnavailable,
+    CrmsyncError,
+    EntityMissing,
+    PublishFailed,
+    RouterUnavailable,
+    Unroutable,
+)
 
 MAX_PREFETCH: Final = 65535  # AMQP's basic.qos limit
 DELIVERY_WAIT: Final = 5.0  # seconds without a delivery before a browse stops waiting
@@ -76,12 +85,6 @@ class QueueBusy(CrmsyncError):
             f"{queue} is being read by another consumer (another 'crmsync dlq' command?); "
             "nothing was changed, try again when it is done"
         )
-
-
-def _describe(e: BaseException) -> str:
-    text = "; ".join(str(a) for a in e.args if str(a)) or str(e)
-    text = " ".join(text.split())
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 class Held:
@@ -142,7 +145,7 @@ class Held:
         queue has it back, so that the next browse sees the same order."""
         expected = self.depth - self.removed
         # Nothing to report here: whatever the broker still holds unacked, it gives back.
-        with suppress(CrmsyncError, pika.exceptions.AMQPError, OSError):
+        with suppress(CrmsyncError), pika_errors(f"release {self.queue}"):
             if self._channel.is_open:
                 self._channel.close()
             if not self.entries:
@@ -160,9 +163,7 @@ class DlqBroker:
         logging.getLogger("pika").setLevel(logging.CRITICAL + 1)
         self._url = cfg.effective_url()
         params = pika.URLParameters(self._url)
-        context = _ssl_context(cfg)
-        if context is None and self._url.startswith("amqps://"):
-            context = ssl.create_default_context()
+        context = ssl_context(cfg, self._url)
         if context is not None:
             params.ssl_options = pika.SSLOptions(context, params.host)
         params.connection_attempts = 1
@@ -173,8 +174,8 @@ class DlqBroker:
             self.connection = pika.BlockingConnection(params)
         except (pika.exceptions.AMQPError, OSError) as e:
             raise BrokerUnavailable(
-                f"cannot reach RabbitMQ at {redact(self._url)} ({_describe(e)}); "
-                "start it with 'rabbitmq-server -detached' or point CRMSYNC_AMQP_URL at it"
+                f"cannot reach RabbitMQ at {redact(self._url)} ({describe(e)}); "
+                + UNREACHABLE_HINT
             ) from e
         self._publisher: Any = None
         self._probe: Any = None
@@ -186,36 +187,40 @@ class DlqBroker:
         self.close()
 
     def close(self) -> None:
-        with suppress(pika.exceptions.AMQPError, OSError):
+        with suppress(CrmsyncError), pika_errors("close"):
             if self.connection.is_open:
                 self.connection.close()
 
     @contextmanager
     def seam(self, queue: str | None = None) -> Iterator[None]:
-        """pika's exceptions as crmsync's, with what it means for the entries."""
+        """pika's errors, as crmsync's, worded for what they mean to the entries."""
         try:
-            yield
-        except pika.exceptions.UnroutableError as e:
+            with pika_errors(f"the DLQ command on {queue or 'the broker'}"):
+                yield
+        except Unroutable as e:
             raise PublishFailed(
                 "the broker could not route the replay (no queue bound for its target: "
                 "adapter removed, or topology not declared?); the entry stays in its queue"
             ) from e
-        except pika.exceptions.NackError as e:
+        except PublishFailed as e:
             raise PublishFailed(
                 "the broker refused the replay (nack); the entry stays in its queue"
             ) from e
-        except pika.exceptions.ChannelClosedByBroker as e:
-            if e.reply_code == 404 and queue:
-                raise dlq.UnknownQueue(
-                    f"no queue {queue} on this broker/vhost (is "
-                    f"'{dlq.adapter_of(queue)}' an adapter? see 'crmsync status')"
-                ) from e
-            if e.reply_code == 403 and queue:  # our exclusive consume lost a race
-                raise QueueBusy(queue) from e
-            raise CrmsyncError(f"RabbitMQ refused: {e.reply_code} {e.reply_text}") from e
-        except (pika.exceptions.AMQPError, OSError) as e:
+        except EntityMissing as e:
+            if not queue:
+                raise
+            raise dlq.UnknownQueue(
+                f"no queue {queue} on this broker/vhost (is "
+                f"'{dlq.adapter_of(queue)}' an adapter? see 'crmsync status')"
+            ) from e
+        except AccessRefused as e:
+            if not queue:
+                raise
+            raise QueueBusy(queue) from e  # our exclusive consume lost a race
+        except BrokerUnavailable as e:
+            cause = e.__cause__ or e
             raise BrokerUnavailable(
-                f"lost the connection to RabbitMQ at {redact(self._url)} ({_describe(e)}); "
+                f"lost the connection to RabbitMQ at {redact(self._url)} ({describe(cause)}); "
                 "entries not yet confirmed are still in their queue"
             ) from e
 
@@ -288,12 +293,12 @@ class DlqBroker:
 def registered_adapters(cfg: BrokerConfig, timeout: float = ROUTER_TIMEOUT) -> list[str]:
     """The adapters the router's registry knows (whose DLQs ``dlq`` looks at by default)."""
     try:
-        reply = call_router(cfg, "op.status", {}, timeout)
+        reply = call_router(cfg, StatusRequest(), Status, timeout)
     except RouterUnavailable as e:
         raise RouterUnavailable(
             f"{e}; without the router's registry, name the queue: --adapter NAME (or --invalid)"
         ) from e
-    return sorted(str(a["name"]) for a in reply.get("adapters", []))
+    return sorted(a.name for a in reply.adapters)
 
 
 # -- the queues one command works on -------------------------------------------------------

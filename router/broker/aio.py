@@ -1,0 +1,284 @@
+"""The asyncio client (aio-pika) the daemons use: connect, declare, consume, publish.
+
+A :class:`Connection` is robust: it reconnects by itself and restores its channels and
+consumers. What crosses this module's edge are plain values
+(:class:`~router.messages.Outgoing`, :class:`~router.messages.Delivery`,
+:class:`~router.topology.QueueSpec`) and crmsync's own errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+    DeliveryMode,
+    ExchangeType,
+)
+
+from router.broker.base import Handler
+from router.broker.errors import aio_errors, describe
+from router.broker.settings import CONNECT_TIMEOUT, UNREACHABLE_HINT, redact, ssl_context
+from router.config import BrokerConfig
+from router.errors import BrokerUnavailable, EntityMissing, TopologyMismatch
+from router.events import CONTENT_TYPE
+from router.logs import kv
+from router.messages import Delivery, Outgoing
+from router.topology import HUB_EXCHANGES, QueueSpec, hub_queues
+
+log = logging.getLogger("crmsync.broker")
+
+
+async def connect(cfg: BrokerConfig, client_name: str) -> Connection:
+    """A robust connection, or :class:`BrokerUnavailable` naming the (redacted) URL."""
+    url = cfg.effective_url()
+    try:
+        robust = await aio_pika.connect_robust(
+            url,
+            timeout=CONNECT_TIMEOUT,
+            ssl_context=ssl_context(cfg, url),
+            client_properties={"connection_name": client_name},
+        )
+    except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as e:
+        raise BrokerUnavailable(
+            f"cannot reach RabbitMQ at {redact(url)} ({describe(e) or 'no answer'}); "
+            + UNREACHABLE_HINT
+        ) from e
+
+    # The libraries' own logs are silenced (see logs.quiet_libraries); say it here instead.
+    def on_close(_conn: object, exc: BaseException | None = None) -> None:
+        if exc is not None and not isinstance(exc, asyncio.CancelledError):  # ours: clean
+            log.warning(
+                "lost the broker connection; reconnecting",
+                extra=kv(client=client_name, error=str(exc)),
+            )
+
+    robust.close_callbacks.add(on_close)
+    robust.reconnect_callbacks.add(
+        lambda _conn: log.warning("broker connection restored", extra=kv(client=client_name))
+    )
+    return Connection(robust)
+
+
+def _message(item: Outgoing) -> aio_pika.Message:
+    return aio_pika.Message(
+        item.body,
+        content_type=CONTENT_TYPE,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=item.message_id,
+        headers=item.headers or None,
+        reply_to=item.reply_to,
+        correlation_id=item.correlation_id,
+        user_id=item.user_id,
+        expiration=item.expiration,
+    )
+
+
+def _delivery(message: AbstractIncomingMessage) -> Delivery:
+    return Delivery(
+        body=message.body,
+        routing_key=message.routing_key or "",
+        settle=message,
+        message_id=message.message_id,
+        user_id=message.user_id,
+        redelivered=bool(message.redelivered),
+        headers=message.headers,
+        reply_to=message.reply_to,
+        correlation_id=message.correlation_id,
+    )
+
+
+class Publisher:
+    """Publishes batches with confirms gathered, and ``mandatory`` so nothing vanishes.
+
+    Awaiting each confirm in turn halves throughput; gathering a whole batch does not
+    weaken anything, because callers ack upstream only after :meth:`publish_many`
+    returned without error.
+    """
+
+    def __init__(self, channel: AbstractChannel) -> None:
+        self._channel = channel
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    async def _exchange(self, name: str) -> AbstractExchange:
+        if name == "":
+            return self._channel.default_exchange
+        exchange = self._exchanges.get(name)
+        if exchange is None:
+            exchange = await self._channel.get_exchange(name, ensure=False)
+            self._exchanges[name] = exchange
+        return exchange
+
+    async def publish_many(self, items: Sequence[Outgoing]) -> None:
+        """Returns once the broker confirmed every item; else the first failure, mapped."""
+        if not items:
+            return
+        with aio_errors(f"publish to {_where(items[0])}"):
+            exchanges = [await self._exchange(item.exchange) for item in items]
+        results = await asyncio.gather(
+            *(
+                exchange.publish(_message(item), item.routing_key, mandatory=item.mandatory)
+                for exchange, item in zip(exchanges, items, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, BaseException):
+                with aio_errors(f"publish to {_where(item)}"):
+                    raise result
+
+    async def publish(self, item: Outgoing) -> None:
+        await self.publish_many([item])
+
+
+def _where(item: Outgoing) -> str:
+    return f"{item.exchange or '(default)'}/{item.routing_key}"
+
+
+class Connection:
+    """One robust connection of a daemon or command."""
+
+    def __init__(self, robust: AbstractRobustConnection) -> None:
+        self._robust = robust
+
+    async def close(self) -> None:
+        # Closing a connection that is already gone is not worth an error at shutdown.
+        with aio_errors("close"):
+            try:
+                await self._robust.close()
+            except (ConnectionError, OSError, RuntimeError):
+                return
+
+    async def _scratch(self) -> AbstractChannel:
+        """A fresh channel for one operation that may close it (a failed declare does)."""
+        with aio_errors("open a channel"):
+            return await self._robust.channel()
+
+    async def declare(self, queues: Iterable[QueueSpec] = (), *, hub: bool = True) -> None:
+        """Declare the hub's exchanges (always), its queues (``hub``) and ``queues``.
+
+        Idempotent. A queue that exists with other arguments is a
+        :class:`TopologyMismatch` that says how to fix it, never a crash loop.
+        """
+        channel = await self._scratch()
+        try:
+            for exchange in HUB_EXCHANGES:
+                try:
+                    with aio_errors(f"declare exchange {exchange.name}"):
+                        await channel.declare_exchange(
+                            exchange.name, ExchangeType(exchange.kind), durable=True
+                        )
+                except TopologyMismatch as e:
+                    raise TopologyMismatch(
+                        f"exchange {exchange.name} already exists with another type; "
+                        f"expected {exchange.kind}"
+                    ) from e
+        finally:
+            await _close(channel)
+        for spec in [*(hub_queues() if hub else []), *queues]:
+            await self._declare_queue(spec)
+
+    async def _declare_queue(self, spec: QueueSpec) -> None:
+        channel = await self._scratch()
+        try:
+            with aio_errors(f"declare queue {spec.name}"):
+                try:
+                    queue = await channel.declare_queue(
+                        spec.name,
+                        durable=True,
+                        arguments=spec.arguments,  # type: ignore[arg-type]
+                    )
+                except aio_pika.exceptions.ChannelPreconditionFailed as e:
+                    raise TopologyMismatch(
+                        f"queue {spec.name} already exists with other arguments "
+                        f"({e.args[0] if e.args else e}); drain and delete it "
+                        f"(rabbitmqctl delete_queue {spec.name}) then run "
+                        "'crmsync topology declare' again"
+                    ) from e
+                for exchange, key in spec.bindings:
+                    await queue.bind(exchange, key)
+        finally:
+            await _close(channel)
+
+    async def publisher(self) -> Publisher:
+        """A channel with publisher confirms whose returns (unroutable) raise."""
+        with aio_errors("open a publishing channel"):
+            channel = await self._robust.channel(publisher_confirms=True, on_return_raises=True)
+        return Publisher(channel)
+
+    async def consume(
+        self, queue: str, handler: Handler, *, prefetch: int, exclusive: bool = False
+    ) -> None:
+        """Hand every message of ``queue`` to ``handler``, which must settle it.
+
+        The consumer survives reconnects (the robust channel restores it). ``queue``
+        must exist: :class:`EntityMissing` otherwise.
+        """
+
+        # aio-pika runs plain-function callbacks ~20x slower: keep this a coroutine.
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await handler(_delivery(message))
+
+        with aio_errors(f"consume {queue}"):
+            channel = await self._robust.channel()
+            await channel.set_qos(prefetch_count=prefetch)
+            declared = await channel.declare_queue(queue, passive=True)
+            await declared.consume(on_message, exclusive=exclusive)
+
+    async def reply_queue(self, handler: Handler) -> str:
+        """A server-named, exclusive queue for answers to this connection's requests;
+        its messages are acked on arrival (an answer nobody waits for is worthless)."""
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await handler(_delivery(message))
+
+        with aio_errors("declare a reply queue"):
+            channel = await self._robust.channel()
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await queue.consume(on_message, no_ack=True)
+        return queue.name
+
+    async def queue_counts(self, name: str) -> tuple[int, int] | None:
+        """(ready messages, consumers) of ``name``; None when it does not exist."""
+        channel = await self._scratch()
+        try:
+            with aio_errors(f"look at queue {name}"):
+                queue = await channel.declare_queue(name, passive=True)
+        except EntityMissing:
+            return None
+        finally:
+            await _close(channel)
+        result = queue.declaration_result
+        return int(result.message_count or 0), int(result.consumer_count or 0)
+
+    async def peek(self, name: str) -> tuple[bytes, dict[str, Any]] | None:
+        """The head message of ``name`` (body, headers) without moving it.
+
+        On RabbitMQ 3.10 quorum queues an explicit nack(requeue) puts the message at the
+        BACK, but a message still unacked when its channel closes keeps its place
+        (checked by tests/integration/test_status_dlq.py). Only the broker's
+        x-delivery-count rises.
+        """
+        channel = await self._scratch()
+        try:
+            with aio_errors(f"look at queue {name}"):
+                queue = await channel.declare_queue(name, passive=True)
+                message = await queue.get(no_ack=False, fail=False)
+        except EntityMissing:
+            return None
+        finally:
+            await _close(channel)
+        return None if message is None else (message.body, dict(message.headers))
+
+
+async def _close(channel: AbstractChannel) -> None:
+    if not channel.is_closed:
+        with aio_errors("close a channel"):
+            await channel.close()

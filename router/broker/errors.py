@@ -1,0 +1,98 @@
+"""The one place where aio-pika/aiormq and pika exceptions become crmsync's own.
+
+Everything else catches :mod:`router.errors` types only. Each mapper is a context
+manager: crmsync's own errors and bugs (anything not listed) pass through untouched;
+library errors are re-raised as crmsync errors chained ``from`` the original.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aio_pika.exceptions
+import aiormq.exceptions
+import pika.exceptions
+
+from router.errors import (
+    AccessRefused,
+    BrokerUnavailable,
+    CrmsyncError,
+    EntityMissing,
+    PublishFailed,
+    TopologyMismatch,
+    Unroutable,
+)
+
+
+def describe(e: BaseException) -> str:
+    """``Type: text`` on one line (library messages span lines and repeat themselves)."""
+    text = "; ".join(str(a) for a in e.args if str(a)) or str(e)
+    text = " ".join(text.split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _from_aio(e: BaseException, where: str) -> CrmsyncError | None:
+    if isinstance(e, aio_pika.exceptions.PublishError):
+        return Unroutable(f"{where} was returned as unroutable")
+    if isinstance(e, aio_pika.exceptions.DeliveryError):
+        return PublishFailed(f"the broker refused {where} (nack)")
+    if isinstance(e, aiormq.exceptions.ChannelPreconditionFailed):
+        return TopologyMismatch(f"{where}: {e.args[0] if e.args else e}")
+    if isinstance(e, aiormq.exceptions.ChannelNotFoundEntity):
+        return EntityMissing(f"{where}: {e.args[0] if e.args else e}")
+    # ChannelInvalidStateError (a RuntimeError): the robust channel is mid-reconnect.
+    gone = (
+        aiormq.exceptions.AMQPError,
+        aiormq.exceptions.ChannelInvalidStateError,
+        ConnectionError,
+        TimeoutError,
+        OSError,
+    )
+    if isinstance(e, gone):
+        return BrokerUnavailable(f"lost the broker during {where}: {describe(e)}")
+    return None
+
+
+@contextmanager
+def aio_errors(where: str) -> Iterator[None]:
+    """Map what aio-pika/aiormq raise inside the block; ``where`` says what we were doing."""
+    try:
+        yield
+    except CrmsyncError:
+        raise
+    except Exception as e:
+        mapped = _from_aio(e, where)
+        if mapped is None:
+            raise
+        raise mapped from e
+
+
+def _from_pika(e: BaseException, where: str) -> CrmsyncError | None:
+    if isinstance(e, pika.exceptions.UnroutableError):
+        return Unroutable(f"{where} was returned as unroutable")
+    if isinstance(e, pika.exceptions.NackError):
+        return PublishFailed(f"the broker refused {where} (nack)")
+    if isinstance(e, pika.exceptions.ChannelClosedByBroker):
+        if e.reply_code == 404:
+            return EntityMissing(f"{where}: {e.reply_text}")
+        if e.reply_code == 403:
+            return AccessRefused(f"{where}: {e.reply_text}")
+        return CrmsyncError(f"RabbitMQ refused {where}: {e.reply_code} {e.reply_text}")
+    if isinstance(e, (pika.exceptions.AMQPError, OSError)):
+        return BrokerUnavailable(f"lost the connection to RabbitMQ during {where} ({describe(e)})")
+    return None
+
+
+@contextmanager
+def pika_errors(where: str) -> Iterator[None]:
+    """Map what pika raises inside the block."""
+    try:
+        yield
+    except CrmsyncError:
+        raise
+    except Exception as e:
+        mapped = _from_pika(e, where)
+        if mapped is None:
+            raise
+        raise mapped from e
