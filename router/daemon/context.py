@@ -1,0 +1,90 @@
+"""What the router's parts share: config, store, registry, counters, the store thread.
+
+One small object passed to the pipeline, the control server and the operator actions,
+so none of them imports another and the shared state is visible in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from router.config import RouterConfig
+from router.daemon.stats import Stats
+from router.policies import Rules
+from router.registry import subscribers
+from router.state import Registration, RouterStore
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Registry:
+    """The registry with its subscriber lists, replaced whole on every change, never
+    mutated in place: the store thread may be reading the old one meanwhile."""
+
+    adapters: dict[str, Registration]
+    subscribers: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class RouterContext:
+    config: RouterConfig
+    stats: Stats = field(default_factory=Stats)
+    beats: dict[str, float] = field(default_factory=dict)  # adapter -> last heartbeat
+    _store: RouterStore | None = None
+    _registry: _Registry = field(default_factory=lambda: _Registry({}))
+    _rules: dict[str, Rules] = field(default_factory=dict)
+    _executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="crmsync-state")
+    )
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Every store call runs on one worker thread: serialised, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def store(self) -> RouterStore:
+        assert self._store is not None, "router not started"
+        return self._store
+
+    def open(self, store: RouterStore, registry: dict[str, Registration]) -> None:
+        self._store = store
+        self.set_registry(registry)
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self.db(self._store.close)
+        self._executor.shutdown(wait=True)
+
+    @property
+    def registry(self) -> dict[str, Registration]:
+        return self._registry.adapters
+
+    def set_registry(self, registry: dict[str, Registration]) -> None:
+        self._registry = _Registry(registry)
+
+    def registered(self, reg: Registration) -> None:
+        self.set_registry({**self.registry, reg.name: reg})
+        self.beats[reg.name] = reg.last_heartbeat
+
+    def removed(self, name: str) -> None:
+        self.set_registry({k: v for k, v in self.registry.items() if k != name})
+        self.beats.pop(name, None)
+
+    def subscribers(self, entity: str) -> list[str]:
+        """Called from the store thread too: it works on one snapshot of the registry."""
+        view = self._registry
+        cached = view.subscribers.get(entity)
+        if cached is None:
+            cached = view.subscribers[entity] = subscribers(view.adapters, entity)
+        return cached
+
+    def rules_for(self, entity: str) -> Rules:
+        rules = self._rules.get(entity)
+        if rules is None:
+            rules = self._rules[entity] = self.config.rules(entity)
+        return rules

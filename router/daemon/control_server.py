@@ -1,0 +1,74 @@
+"""The router's side of ``crmsync.control``: typed requests in, typed replies out.
+
+A dispatch table maps each request model to its action. Whatever a message holds —
+garbage, an unknown operation, a missing field, an action that fails — the sender gets
+a :class:`~router.control.Failure` naming what is wrong (when it asked for a reply), the
+router logs it, and the server keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from router import control
+from router.broker.base import BrokerPublisher
+from router.daemon.operations import Operations
+from router.errors import CrmsyncError, PublishFailed
+from router.logs import kv
+from router.messages import Delivery, Outgoing
+
+log = logging.getLogger("crmsync.router")
+
+Action = Callable[[Any], Awaitable[control.Reply | None]]
+
+
+class ControlServer:
+    def __init__(self, operations: Operations, publisher: BrokerPublisher) -> None:
+        self._publisher = publisher
+        self._actions: dict[type[control.Request], Action] = {
+            control.Register: operations.register,
+            control.Heartbeat: operations.heartbeat,
+            control.StatusRequest: operations.status,
+            control.EditRecord: operations.edit,
+            control.RemoveAdapter: operations.remove,
+            control.ListConflicts: operations.list_conflicts,
+            control.ShowConflict: operations.show_conflict,
+            control.ConflictHistory: operations.conflict_history,
+            control.ResolveConflict: operations.resolve,
+        }
+        missing = set(control.REQUESTS.values()) - set(self._actions)
+        assert not missing, f"control requests without an action: {missing}"
+
+    async def on_message(self, message: Delivery) -> None:
+        """The consumer callback: answer, then ack (a crash before the ack redelivers)."""
+        try:
+            reply = await self.handle(message.routing_key, message.body)
+            if reply is not None and message.reply_to:
+                await self._reply(message, reply)
+        finally:
+            await message.ack()
+
+    async def handle(self, routing_key: str, body: bytes) -> control.Reply | None:
+        """The reply to one request (None for notifications such as heartbeats)."""
+        try:
+            request = control.parse_request(routing_key, body)
+            return await self._actions[type(request)](request)
+        except CrmsyncError as e:
+            log.warning("control request refused", extra=kv(key=routing_key, error=str(e)))
+            return control.Failure(error=str(e))
+        except Exception as e:  # a bug must not take the control plane down
+            log.exception("control request failed", extra=kv(key=routing_key))
+            return control.Failure(error=f"the router failed on {routing_key}: {e}")
+
+    async def _reply(self, request: Delivery, reply: control.Reply) -> None:
+        with_id = Outgoing(
+            "", request.reply_to or "", reply.body(), correlation_id=request.correlation_id
+        )
+        try:
+            await self._publisher.publish(with_id)
+        except PublishFailed:
+            pass  # the caller gave up and its reply queue is gone
+        except CrmsyncError as e:
+            log.warning("could not answer a control request", extra=kv(error=str(e)))

@@ -1,0 +1,184 @@
+"""The router's batch pipeline over plain values: judge -> decide -> what to store and send.
+
+No broker here: deliveries come in as :class:`~router.messages.Delivery` values and what
+must be published goes out as :class:`~router.messages.Outgoing` values, so the whole
+path is testable with :mod:`router.broker.memory` or with hand-made values. The rules
+live in :mod:`router.decide`; this module only applies them to a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Container, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from router import topology
+from router.conflicts import Conflict
+from router.daemon.context import RouterContext
+from router.decide import Verdict, decide
+from router.errors import DecodeError
+from router.events import ChangeEvent, decode, encode
+from router.logs import kv
+from router.messages import Delivery, Outgoing
+from router.record import RecordState
+
+log = logging.getLogger("crmsync.router")
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message of a batch as judged before any state is read: an event to decide,
+    a refusal for the invalid queue, or a second copy of an event already in the batch."""
+
+    delivery: Delivery
+    event: ChangeEvent | None = None
+    reason: str | None = None  # why it is refused
+    detail: str = ""
+    repeat: bool = False  # the same event earlier in this batch (a redelivery overtook its ack)
+
+
+def judge(
+    deliveries: Sequence[Delivery],
+    registered: Container[str],
+    adapter_users: Mapping[str, str],
+) -> list[Inbound]:
+    """Decode and check who published each message; one :class:`Inbound` per message."""
+    judged: list[Inbound] = []
+    seen: set[str] = set()
+    for delivery in deliveries:
+        try:
+            event = decode(delivery.body)
+        except DecodeError as e:
+            judged.append(Inbound(delivery, reason=e.reason, detail=e.detail))
+            continue
+        expected_user = adapter_users.get(event.source)
+        if expected_user is not None and delivery.user_id != expected_user:
+            judged.append(
+                Inbound(
+                    delivery,
+                    reason="spoofed-source",
+                    detail=f"source {event.source!r} must be published by user "
+                    f"{expected_user!r}, not {delivery.user_id or '(no user_id)'!r}",
+                )
+            )
+        elif event.source not in registered:
+            detail = f"source {event.source!r} never registered"
+            judged.append(Inbound(delivery, reason="unregistered-source", detail=detail))
+        elif event.event_id in seen:
+            judged.append(Inbound(delivery, event, repeat=True))
+        else:
+            seen.add(event.event_id)
+            judged.append(Inbound(delivery, event))
+    return judged
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch decided: to store, to send, to refuse, and the verdict counts."""
+
+    processed: list[str] = field(default_factory=list)  # event ids that had an effect
+    states: list[RecordState] = field(default_factory=list)
+    deliveries: list[Outgoing] = field(default_factory=list)
+    refused: list[Inbound] = field(default_factory=list)
+    verdicts: Counter[str] = field(default_factory=Counter)
+    conflicts: dict[str, Conflict] = field(default_factory=dict)  # opened, joined, settled
+    outbox_ids: list[str] = field(default_factory=list)  # of ``deliveries``, once committed
+
+    def messages(self) -> list[Outgoing]:
+        """Everything to publish: the deliveries, then each refusal to the invalid queue."""
+        return [*self.deliveries, *(refusal(r) for r in self.refused)]
+
+
+def decide_batch(ctx: RouterContext, judged: Sequence[Inbound], conn: Connection) -> BatchOutcome:
+    """Runs on the store thread, inside the batch's transaction: dedup and decide."""
+    store = ctx.store
+    out = BatchOutcome(refused=[i for i in judged if i.reason is not None])
+    inbound = [i for i in judged if i.event is not None and not i.repeat]
+    # Only a message the broker marks redelivered can repeat an event this router
+    # processed (its ack was lost). A first delivery that duplicates an earlier
+    # publish (an adapter republishing after a crash) carries an equal or older
+    # clock and is dropped by the clock comparison below: no second effect either way.
+    again = [i.event.event_id for i in inbound if i.event and i.delivery.redelivered]
+    already = store.seen(again, conn) if again else set()
+    if already:
+        out.verdicts["duplicate"] += len(already)
+    fresh = [i for i in inbound if i.event and i.event.event_id not in already]
+    states = store.load((i.event.record_id for i in fresh if i.event), conn)
+    parked = store.load_conflicts((s.parked for s in states.values() if s.parked), conn)
+    changed: dict[str, RecordState] = {}
+    for item in fresh:
+        event = item.event
+        assert event is not None
+        stored = states.get(event.record_id)
+        decision = decide(
+            event,
+            stored,
+            ctx.subscribers(event.entity),
+            store.hub_actor,
+            ctx.rules_for(event.entity),
+            parked.get(stored.parked) if stored and stored.parked else None,
+        )
+        out.verdicts[decision.verdict.value] += 1
+        if decision.conflict is not None:
+            out.conflicts[decision.conflict.id] = parked[decision.conflict.id] = decision.conflict
+            _log_conflict(event, decision.verdict, decision.conflict)
+        if decision.verdict is Verdict.CLOCK_REUSE:
+            detail = f"clock {event.clock} equals the stored clock, content differs"
+            out.refused.append(Inbound(item.delivery, event, "clock-reuse", detail))
+            continue
+        if decision.state is not None:
+            # The inbox remembers events that had an effect. Such an event cannot be
+            # there already (a second copy's clock is then <= the stored one), and a
+            # stale or duplicate one is judged the same way again when redelivered.
+            out.processed.append(event.event_id)
+            states[event.record_id] = changed[event.record_id] = decision.state
+        if decision.delivery is not None and decision.targets:
+            # Nothing overlaid: the producer's own (validated) bytes are this version.
+            body = item.delivery.body if decision.delivery is event else None
+            out.deliveries.append(delivery(decision.delivery, decision.targets, body))
+    out.states = list(changed.values())
+    return out
+
+
+def delivery(event: ChangeEvent, targets: Sequence[str], body: bytes | None = None) -> Outgoing:
+    """One publish per event; the other targets ride in ``BCC`` (sender-selected distribution)."""
+    first, *rest = targets
+    headers: dict[str, Any] = {topology.RECORD_KEY_HEADER: event.record_id}
+    if rest:
+        headers["BCC"] = rest
+    return Outgoing(topology.DELIVERIES, first, body or encode(event), event.event_id, headers)
+
+
+def refusal(item: Inbound) -> Outgoing:
+    """The refused message, byte for byte, to the invalid queue with the reason."""
+    headers: dict[str, Any] = {
+        topology.REASON_HEADER: item.reason or "refused",
+        topology.DETAIL_HEADER: item.detail[:1000],
+    }
+    return Outgoing("", topology.INVALID, item.delivery.body, item.delivery.message_id, headers)
+
+
+def _log_conflict(event: ChangeEvent, verdict: Verdict, conflict: Conflict) -> None:
+    """One line per conflict event; field names and sources, never values (customer data)."""
+    common: dict[str, Any] = {
+        "event_id": event.event_id,
+        "record_id": event.record_id,
+        "adapter": event.source,
+        "conflict_id": conflict.id,
+        "fields": ",".join(sorted(conflict.policies)),
+        "sources": ",".join(conflict.sources),
+    }
+    if verdict is Verdict.PARKED:
+        log.warning("conflict parked for an operator", extra=kv(**common))
+    elif verdict is Verdict.HELD:
+        log.info("event held behind a parked conflict", extra=kv(**common))
+    elif conflict.settlement is not None:
+        policies = ",".join(sorted(set(conflict.policies.values()))) or "merge"
+        log.info(
+            "conflict resolved",
+            extra=kv(**common, policy=policies, resolution=conflict.settlement.event_id),
+        )

@@ -1,0 +1,39 @@
+"""What the router counts: for ``op.status`` and for Prometheus."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import prometheus_client as prom
+
+EVENTS = prom.Counter("crmsync_router_events", "Events judged by the router", ["verdict"])
+INVALID = prom.Counter("crmsync_router_invalid", "Events refused to the invalid queue", ["reason"])
+BATCH_SECONDS = prom.Histogram("crmsync_router_batch_seconds", "Time to process one batch")
+OPEN_CONFLICTS = prom.Gauge(
+    "crmsync_router_conflicts_open", "Conflicts parked for an operator (manual policy)"
+)
+
+
+@dataclass
+class Stats:
+    """Counters the router reports over ``op.status``."""
+
+    verdicts: Counter[str] = field(default_factory=Counter)
+    invalid: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    started_at: float = field(default_factory=time.time)
+    last_batch_at: float = 0.0
+
+    def add(self, verdict: str, n: int = 1) -> None:
+        self.verdicts[verdict] += n
+        EVENTS.labels(verdict).inc(n)
+
+    def add_invalid(self, reason: str) -> None:
+        self.invalid[reason] += 1
+        INVALID.labels(reason).inc()
+
+    def batch_done(self) -> None:
+        self.batches += 1
+        self.last_batch_at = time.time()
