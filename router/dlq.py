@@ -1,8 +1,9 @@
 """Dead-letter entries as operators see them: ids, error types, groups, selections.
 
 Pure: messages come in as values (body, headers), decisions go out as values. The
-broker side (browse, take, republish) is :mod:`router.dlq_broker`; the commands are in
-:mod:`router.cli`.
+broker side (browse, take, republish) is :mod:`router.broker.dlq`; the procedures that
+drive it (replay, edit, purge) are in :mod:`router.dlq_ops`, the commands in
+:mod:`router.cli.dlq`.
 
 Where an entry's facts come from (DESIGN "Headers on a dead-lettered message"):
 
@@ -358,6 +359,27 @@ def replay_of(entry: Entry) -> Republish:
     return Republish(
         exchange, key, encode(event), event.event_id, replay_headers(entry.headers, event.record_id)
     )
+
+
+Planned = tuple[Entry, Republish]
+Skipped = tuple[Entry, str]  # the entry and why it is left where it is
+
+
+def plan_replay(entries: Iterable[Entry], named: bool) -> tuple[list[Planned], list[Skipped]]:
+    """What a replay of ``entries`` publishes, in their order, and which it leaves (with
+    the reason). When the operator ``named`` the entries one by one, one that cannot be
+    replayed is refused (:class:`NotReplayable`) before anything is changed: skipping it
+    would quietly do less than was asked."""
+    plan: list[Planned] = []
+    skipped: list[Skipped] = []
+    for entry in entries:
+        try:
+            plan.append((entry, replay_of(entry)))
+        except NotReplayable as e:
+            if named:
+                raise
+            skipped.append((entry, str(e)))
+    return plan, skipped
 
 
 # -- editing ------------------------------------------------------------------------------

@@ -1,0 +1,51 @@
+"""``crmsync status`` as text: a verdict line, the adapters, the queues."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from router.dlq import age_text
+
+
+def render_status(data: dict[str, Any], out: Console) -> None:
+    """``data`` is :func:`router.status.run_status`'s answer (what ``--json`` prints)."""
+    r = data["router"]
+    if r["alive"]:
+        verdicts = (
+            ", ".join(f"{k} {v}" for k, v in sorted(r["verdicts"].items())) or "no events yet"
+        )
+        out.print(
+            f"[bold green]router up[/] (actor {r['hub_actor']}, {r['store']['records']} records; "
+            f"{verdicts})"
+        )
+        parked = r["store"].get("conflicts_open", 0)
+        if parked:
+            out.print(
+                f"[bold red]{parked} conflict(s) parked for an operator[/]: crmsync conflicts list"
+            )
+    else:
+        out.print("[bold red]router not answering[/] (is 'crmsync router' running?)")
+    table = Table("adapter", "actor", "entities", "alive", "last heartbeat")
+    for a in data["adapters"]:
+        table.add_row(
+            a["name"],
+            a["actor"],
+            ",".join(a["entities"]),
+            "[green]yes[/]" if a["alive"] else "[red]no[/]",
+            f"{a['heartbeat_age']:.0f}s ago",
+        )
+    if data["adapters"]:
+        out.print(table)
+    queues = Table("queue", "messages", "consumers", "oldest failure")
+    for q in data["queues"]:
+        age = q.get("oldest_failure_age")
+        queues.add_row(
+            q["name"],
+            "-" if q["messages"] is None else str(q["messages"]),
+            "-" if q["consumers"] is None else str(q["consumers"]),
+            "" if age is None else f"[red]{age_text(age)} ago[/]",
+        )
+    out.print(queues)

@@ -1,0 +1,98 @@
+"""The processes: ``crmsync router``, ``crmsync adapter`` (and ``adapter remove``), the demo."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from router import logs
+from router.cli.common import (
+    CONFIG_ENV,
+    ConfigOpt,
+    LogLevel,
+    RouterConfigOpt,
+    YesOpt,
+    broker_config,
+    confirm,
+    out,
+)
+from router.config import load_adapter, load_router
+
+adapter_app = typer.Typer(help="Run an adapter, or manage registered adapters.")
+
+
+def router(
+    config: RouterConfigOpt = Path("config/router.toml"),
+    new_hub_epoch: Annotated[
+        bool,
+        typer.Option(
+            "--new-hub-epoch",
+            help="After restoring the state store from a backup: start a new epoch of the "
+            "hub actor so its counters are never reused.",
+        ),
+    ] = False,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Run the router daemon (SIGTERM: finish the batch in hand, exit 0)."""
+    from router.daemon import run_router
+
+    logs.configure(log_level)
+    asyncio.run(run_router(load_router(config), new_hub_epoch=new_hub_epoch))
+
+
+@adapter_app.callback(invoke_without_command=True)
+def adapter(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Adapter config (TOML).", envvar=CONFIG_ENV),
+    ] = None,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Run one adapter: capture its CRM's changes and write what the hub delivers."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None:
+        raise typer.BadParameter("give --config config/adapters/NAME.toml", param_hint="--config")
+    from adapters.runtime import run_adapter
+    from adapters.sql import SqlAdapter
+
+    logs.configure(log_level)
+    cfg = load_adapter(config)
+    asyncio.run(run_adapter(cfg, SqlAdapter(cfg, where=str(config))))
+
+
+@adapter_app.command("remove")
+def adapter_remove(name: str, yes: YesOpt = False, config: ConfigOpt = None) -> None:
+    """Unregister an adapter: it receives no deliveries from then on."""
+    from router import control
+    from router.broker.rpc import call_router
+
+    confirm(
+        f"Unregister adapter {name!r}? Deliveries stop; crmsync.sink.{name} keeps what it holds "
+        "until you delete it.",
+        yes,
+    )
+
+    request = control.request(control.RemoveAdapter, name=name)
+    reply = call_router(broker_config(config), request, control.Removed, timeout=10.0)
+    out.print(f"adapter {name} removed; its queue {reply.queue} was left in place")
+
+
+def demo(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Where the demo CRMs live (default: a temp folder)."),
+    ] = None,
+    records: Annotated[int, typer.Option(help="Contacts to seed.")] = 200,
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="Leave the system up until Ctrl-C.")
+    ] = False,
+) -> None:
+    """The whole system on this machine: router, three adapters, three demo CRMs on SQLite."""
+    from router.demo import run_demo
+
+    raise typer.Exit(run_demo(directory, records, keep_running, out))
