@@ -2,8 +2,11 @@
 
 Runs on the adapter's single worker thread. Every method works in one transaction on
 the links database, so a data write, its link and any local change it uncovered are
-committed together. The async shell (:mod:`adapters.runtime`) publishes what this
-returns and reports confirms back.
+committed together. What a row means is decided by the pure rules of
+:mod:`adapters.capture` and :mod:`adapters.rules`; this is the shell that reads rows,
+writes them and keeps the links. Local changes go into the outbox (pending links); the
+async shell (:mod:`adapters.runtime`) publishes :meth:`SyncEngine.pending` and reports
+confirms back through :meth:`SyncEngine.mark_published`.
 """
 
 from __future__ import annotations
@@ -20,33 +23,34 @@ from sqlalchemy.engine import Connection
 from adapters import links
 from adapters.base import Adapter, SourceRow, VersionMismatch
 from adapters.canonical import InvalidRecord, validate
-from adapters.rules import (
-    DeliveryAction,
-    changed_fields,
-    content_hash,
-    delivery_action,
-    local_clock,
+from adapters.capture import (
+    Content,
+    IdReused,
+    NewVersion,
+    Publish,
+    capture_row,
+    row_gone,
+    write_missed,
 )
+from adapters.rules import DeliveryAction, content_hash, delivery_action
 from router.errors import PermanentWriteError, TransientWriteError
 from router.events import ChangeEvent, Scalar, encode, new_event_id
 from router.logs import kv
 
 MAX_WRITE_RETRIES = 3
 
-Pending = tuple[str, bytes]  # (record_id, encoded event) awaiting a broker confirm
-
 
 @dataclass
 class CaptureResult:
-    pending: list[Pending] = field(default_factory=list)
     positions: dict[str, Any] = field(default_factory=dict)  # entity -> newest position seen
+    changes: int = 0  # local changes recorded in the outbox
     invalid: int = 0
 
 
 @dataclass(frozen=True)
 class ApplyResult:
     action: str  # applied | skip-stale | skip-concurrent | local-change-first | not-mapped
-    pending: list[Pending]
+    pending: bool = False  # a local change went into the outbox (local-change-first)
 
 
 def before(position: Any, seconds: float) -> Any:
@@ -91,7 +95,7 @@ class SyncEngine:
                     rows = self.adapter.read_changes(tx, entity, since, after, self.page_size)
                     if not rows:
                         break
-                    result.pending += self._capture_rows(tx, entity, rows, result)
+                    self._capture_rows(tx, entity, rows, result)
                 last = rows[-1]
                 after = (last.position, last.source_record_id)
                 result.positions[entity] = last.position
@@ -101,9 +105,9 @@ class SyncEngine:
 
     def _capture_rows(
         self, tx: Connection, entity: str, rows: Sequence[SourceRow], result: CaptureResult
-    ) -> list[Pending]:
+    ) -> None:
         known = links.by_source(tx, entity, [r.source_record_id for r in rows])
-        pending: list[Pending] = []
+        soft_deletes = self.adapter.soft_deletes(entity)
         for row in rows:
             try:
                 fields = validate(entity, row.fields)
@@ -112,75 +116,48 @@ class SyncEngine:
                 self._report_invalid(row, str(e))
                 continue
             link = known.get(row.source_record_id)
-            if link is not None and link.deleted and not self.adapter.soft_deletes(entity):
-                # Without a deleted column, a row under the id of a deleted record is a new
-                # record that reused the id (crmsync re-inserts resurrected records under a
-                # fresh id). Tying it to the old record would resurrect that customer with
-                # someone else's data.
+            content = Content(fields, row.deleted, row.version)
+            decision = capture_row(content, link, actor=self.actor, soft_deletes=soft_deletes)
+            if isinstance(decision, IdReused):
+                assert link is not None
                 links.save(tx, link.evolve(source_record_id=None))
-                link = None
-            digest = content_hash(fields, row.deleted)
-            if link is not None and link.content_hash == digest:
-                if link.version != row.version:
-                    # Only columns we do not map changed: remember the version for our
-                    # conditional writes, publish nothing.
-                    links.save(tx, link.evolve(version=row.version))
-                continue
-            if link is None and row.deleted:
-                continue  # deleted before we ever shared it: nothing to tell anyone
-            item = self._local_change(
-                tx,
-                entity,
-                row.source_record_id,
-                link,
-                fields,
-                row.deleted,
-                row.version,
-                occurred_at(row),
-            )
-            pending.append(item)
-        return pending
+                decision = decision.then
+            if isinstance(decision, NewVersion):
+                assert link is not None
+                links.save(tx, link.evolve(version=decision.version))
+            elif isinstance(decision, Publish):
+                self._local_change(tx, entity, row.source_record_id, decision, occurred_at(row))
+                result.changes += 1
 
     def _local_change(
-        self,
-        tx: Connection,
-        entity: str,
-        source_record_id: str,
-        link: links.Link | None,
-        fields: dict[str, Scalar],
-        deleted: bool,
-        version: str | None,
-        when: datetime,
-    ) -> Pending:
-        record_id = link.record_id if link else str(uuid.uuid4())
-        clock = local_clock(link.clock if link else None, self.actor)
-        event = ChangeEvent(
+        self, tx: Connection, entity: str, source_record_id: str, change: Publish, when: datetime
+    ) -> None:
+        """Record ``change`` as the link's pending version, in the outbox."""
+        record_id = change.record_id or str(uuid.uuid4())
+        event = change.event(
             event_id=new_event_id(),
+            record_id=record_id,
             source=self.adapter.name,
             actor=self.actor,
             entity=entity,
-            record_id=record_id,
             source_record_id=source_record_id,
-            op="delete" if deleted else "upsert",
-            clock=clock.to_dict(),
-            fields=fields,
-            changed=changed_fields(link.fields if link else None, fields),
             occurred_at=when,
         )
-        body = encode(event)
         links.save(
             tx,
             links.Link(
                 record_id=record_id,
                 entity=entity,
                 source_record_id=source_record_id,
-                clock=clock,
-                content_hash=content_hash(fields, deleted),
-                fields=fields,
-                version=version,
-                deleted=deleted,
+                clock=change.clock,
+                content_hash=change.content_hash,
+                fields=dict(change.content.fields),
+                version=change.content.version,
+                deleted=change.content.deleted,
                 published=False,
-                pending_event=body,
+                pending_event=encode(event),
+                pending_event_id=event.event_id,
+                pending_routing_key=event.routing_key,
             ),
         )
         self.log.debug(
@@ -189,7 +166,6 @@ class SyncEngine:
                 event_id=event.event_id, record_id=record_id, adapter=self.adapter.name, op=event.op
             ),
         )
-        return record_id, body
 
     def _report_invalid(self, row: SourceRow, reason: str) -> None:
         key = (row.entity, row.source_record_id, str(row.version))
@@ -207,9 +183,10 @@ class SyncEngine:
             ),
         )
 
-    def scan_hard_deletes(self) -> list[Pending]:
-        """Rows gone from a table without a ``deleted`` column become delete events."""
-        pending: list[Pending] = []
+    def scan_hard_deletes(self) -> int:
+        """Rows gone from a table without a ``deleted`` column become delete events (in
+        the outbox); returns how many."""
+        found = 0
         for entity in self.mapped:
             with self.adapter.transaction() as tx:
                 present = self.adapter.list_ids(tx, entity)
@@ -219,20 +196,17 @@ class SyncEngine:
                 gone = [sid for sid in live if sid not in present]
                 known = links.by_source(tx, entity, gone)
                 for sid in gone:
-                    link = known[sid]
-                    pending.append(
-                        self._local_change(
-                            tx, entity, sid, link, link.fields, True, None, datetime.now(UTC)
-                        )
-                    )
-        return pending
+                    change = row_gone(known[sid], actor=self.actor)
+                    self._local_change(tx, entity, sid, change, datetime.now(UTC))
+                    found += 1
+        return found
 
     # -- outbox -------------------------------------------------------------------------
-    def pending(self) -> list[Pending]:
+    def pending(self) -> list[links.OutboxEntry]:
         with self.adapter.transaction() as tx:
             return links.pending(tx)
 
-    def mark_published(self, confirmed: list[Pending]) -> None:
+    def mark_published(self, confirmed: Sequence[links.OutboxEntry]) -> None:
         with self.adapter.transaction() as tx:
             links.mark_published(tx, confirmed)
 
@@ -249,11 +223,11 @@ class SyncEngine:
     def _apply(self, tx: Connection, event: ChangeEvent) -> ApplyResult:
         mapped = self.mapped.get(event.entity)
         if mapped is None:
-            return ApplyResult("not-mapped", [])
+            return ApplyResult("not-mapped")
         link = links.by_record(tx, event.record_id)
         action = delivery_action(event.vclock, link.clock if link else None)
         if action is not DeliveryAction.APPLY:
-            return ApplyResult(action.value, [])
+            return ApplyResult(action.value)
         fields = {name: value for name, value in event.fields.items() if name in mapped}
         for _ in range(MAX_WRITE_RETRIES):
             try:
@@ -265,7 +239,7 @@ class SyncEngine:
                 link = outcome  # only unmapped columns changed: retry on the new version
                 continue
             self._record_applied(tx, event, link, back)
-            return ApplyResult("applied", [])
+            return ApplyResult("applied")
         raise TransientWriteError(f"record {event.record_id} kept changing under the write")
 
     def _write(
@@ -326,36 +300,24 @@ class SyncEngine:
     def _on_miss(
         self, tx: Connection, event: ChangeEvent, link: links.Link | None, current: SourceRow | None
     ) -> ApplyResult | links.Link:
+        """The link to retry the write with, or the result when a local change goes first."""
         assert link is not None and link.source_record_id is not None
-        if current is None:
-            pending = self._local_change(
-                tx,
-                event.entity,
-                link.source_record_id,
-                link,
-                link.fields,
-                True,
-                None,
-                datetime.now(UTC),
-            )
-            return ApplyResult("local-change-first", [pending])
-        fields = self._validate_written(event, current)
-        if content_hash(fields, current.deleted) == link.content_hash:
-            return link.evolve(version=current.version)
+        content = None
+        if current is not None:
+            fields = self._validate_written(event, current)
+            content = Content(fields, current.deleted, current.version)
+        outcome = write_missed(link, content, actor=self.actor)
+        if isinstance(outcome, NewVersion):
+            return link.evolve(version=outcome.version)
         # A user edit capture has not reported yet: never overwrite it. Publish it; the
         # router sees it concurrent with this delivery and resolves for everyone.
-        pending = self._local_change(
-            tx,
-            event.entity,
-            link.source_record_id,
-            link,
-            fields,
-            current.deleted,
-            current.version,
-            occurred_at(current),
-        )
-        self.log.info(
-            "user edit won the race with a delivery; published it instead",
-            extra=kv(event_id=event.event_id, record_id=event.record_id, adapter=self.adapter.name),
-        )
-        return ApplyResult("local-change-first", [pending])
+        when = occurred_at(current) if current is not None else datetime.now(UTC)
+        self._local_change(tx, event.entity, link.source_record_id, outcome, when)
+        if current is not None:
+            self.log.info(
+                "user edit won the race with a delivery; published it instead",
+                extra=kv(
+                    event_id=event.event_id, record_id=event.record_id, adapter=self.adapter.name
+                ),
+            )
+        return ApplyResult("local-change-first", pending=True)

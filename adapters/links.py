@@ -3,13 +3,15 @@
 A link holds the record's global id, its id inside the CRM, the clock last applied or
 emitted, the content hash and fields of that version, the CRM's version token
 (``updated_at`` as stored), a tombstone flag, and — while a local change waits for its
-broker confirm — the encoded event (the adapter outbox). Links live in the same
-database as the data (``crmsync_link``) so a data write and its bookkeeping commit in
-one transaction; a crash can never separate them.
+broker confirm — the encoded event with its id and routing key (the adapter outbox), so
+publishing it needs no decoding. Links live in the same database as the data
+(``crmsync_link``) so a data write and its bookkeeping commit in one transaction; a
+crash can never separate them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from router.clock import VectorClock
-from router.events import Scalar
-from router.sqltypes import Blob
+from router.database import Blob
+from router.events import Scalar, decode
 
 link_metadata = sa.MetaData()
 
@@ -36,6 +38,10 @@ link_table = sa.Table(
     sa.Column("deleted", sa.Boolean, nullable=False),
     sa.Column("published", sa.Boolean, nullable=False),
     sa.Column("pending_event", Blob, nullable=True),
+    # Added after the first release: create() adds them to older tables, where the rows
+    # already pending have them NULL (pending() decodes those).
+    sa.Column("pending_event_id", sa.String(36), nullable=True),
+    sa.Column("pending_routing_key", sa.String(255), nullable=True),
     sa.UniqueConstraint("entity", "source_record_id", name="crmsync_link_source"),
 )
 sa.Index("crmsync_link_pending", link_table.c.published)
@@ -52,10 +58,22 @@ class Link:
     version: str | None
     deleted: bool
     published: bool = True
-    pending_event: bytes | None = None
+    pending_event: bytes | None = None  # the encoded local change awaiting its confirm
+    pending_event_id: str | None = None  # ... its event id
+    pending_routing_key: str | None = None  # ... and its routing key
 
     def evolve(self, **changes: Any) -> Link:
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A local change owed to the broker: what publishing it needs, without decoding."""
+
+    record_id: str
+    event_id: str
+    routing_key: str
+    body: bytes  # the encoded event
 
 
 def _pack(value: Any) -> bytes:
@@ -75,6 +93,8 @@ def _row_to_link(row: sa.Row[Any]) -> Link:
         deleted=bool(row.deleted),
         published=bool(row.published),
         pending_event=row.pending_event,
+        pending_event_id=row.pending_event_id,
+        pending_routing_key=row.pending_routing_key,
     )
 
 
@@ -89,11 +109,24 @@ def _values(link: Link) -> dict[str, Any]:
         "deleted": link.deleted,
         "published": link.published,
         "pending_event": link.pending_event,
+        "pending_event_id": link.pending_event_id,
+        "pending_routing_key": link.pending_routing_key,
     }
 
 
 def create(conn: Connection) -> None:
+    """Create ``crmsync_link`` if missing; add the columns a newer version introduced to
+    a table an older one made (ALTER TABLE … ADD COLUMN, on every supported database)."""
     link_metadata.create_all(conn)
+    present = {column["name"] for column in sa.inspect(conn).get_columns(link_table.name)}
+    table = conn.dialect.identifier_preparer.format_table(link_table)
+    for column in link_table.columns:
+        if column.name in present:
+            continue
+        if not column.nullable:  # existing rows would have no value for it
+            raise RuntimeError(f"cannot add NOT NULL column {column.name} to {table}")
+        spec = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {spec}"))
 
 
 def by_record(conn: Connection, record_id: str) -> Link | None:
@@ -136,23 +169,41 @@ def save(conn: Connection, link: Link) -> None:
         conn.execute(link_table.insert().values(record_id=link.record_id, **values))
 
 
-def pending(conn: Connection, limit: int = 1000) -> list[tuple[str, bytes]]:
-    """(record_id, encoded event) of local changes not yet confirmed by the broker."""
+def pending(conn: Connection, limit: int = 1000) -> list[OutboxEntry]:
+    """Local changes not yet confirmed by the broker."""
+    c = link_table.c
     rows = conn.execute(
-        sa.select(link_table.c.record_id, link_table.c.pending_event)
-        .where(link_table.c.published.is_(False))
+        sa.select(c.record_id, c.pending_event, c.pending_event_id, c.pending_routing_key)
+        .where(c.published.is_(False))
         .limit(limit)
     )
-    return [(r.record_id, r.pending_event) for r in rows if r.pending_event is not None]
+    return [
+        _entry(record_id, body, event_id, routing_key)
+        for record_id, body, event_id, routing_key in rows
+        if body is not None
+    ]
 
 
-def mark_published(conn: Connection, confirmed: list[tuple[str, bytes]]) -> None:
+def _entry(
+    record_id: str, body: bytes, event_id: str | None, routing_key: str | None
+) -> OutboxEntry:
+    if event_id is None or routing_key is None:
+        # Recorded by a version that stored only the body: read them from the event.
+        event = decode(body)
+        event_id, routing_key = event.event_id, event.routing_key
+    return OutboxEntry(record_id, event_id, routing_key, body)
+
+
+def mark_published(conn: Connection, confirmed: Sequence[OutboxEntry]) -> None:
     """Clear the outbox entries that were confirmed, unless a newer change replaced them."""
-    for record_id, event in confirmed:
+    c = link_table.c
+    for entry in confirmed:
         conn.execute(
             link_table.update()
-            .where(link_table.c.record_id == record_id, link_table.c.pending_event == event)
-            .values(published=True, pending_event=None)
+            .where(c.record_id == entry.record_id, c.pending_event == entry.body)
+            .values(
+                published=True, pending_event=None, pending_event_id=None, pending_routing_key=None
+            )
         )
 
 

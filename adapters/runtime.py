@@ -13,21 +13,21 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-
 from adapters.base import Adapter
-from adapters.engine import ApplyResult, Pending, SyncEngine
+from adapters.engine import ApplyResult, SyncEngine
 from adapters.failures import next_hop
+from adapters.links import OutboxEntry
 from adapters.statefile import StateFile
-from router import __version__, topology
+from router import __version__, control, topology
 from router.batching import Batcher
+from router.broker.aio import Connection, Publisher, connect
+from router.broker.rpc import RpcClient
 from router.config import AdapterConfig, parse_duration
-from router.control import RpcClient
 from router.errors import (
     BrokerUnavailable,
     DecodeError,
@@ -39,7 +39,7 @@ from router.errors import (
 )
 from router.events import ChangeEvent, decode
 from router.logs import kv
-from router.transport import Outgoing, Publisher, connect
+from router.messages import Delivery, Outgoing
 
 T = TypeVar("T")
 
@@ -48,15 +48,13 @@ SINK_BATCH = 128
 SINK_LINGER = 0.005
 
 
-def _outgoing(item: Pending, user: str | None) -> Outgoing:
-    record_id, body = item
-    event = decode(body)
+def _outgoing(entry: OutboxEntry, user: str | None) -> Outgoing:
     return Outgoing(
         topology.CHANGES,
-        event.routing_key,
-        body,
-        event.event_id,
-        {topology.RECORD_KEY_HEADER: record_id},
+        entry.routing_key,
+        entry.body,
+        entry.event_id,
+        {topology.RECORD_KEY_HEADER: entry.record_id},
         user_id=user,
     )
 
@@ -71,11 +69,11 @@ class AdapterRuntime:
             max_workers=1, thread_name_prefix=f"crmsync-{self.name}"
         )
         self._stopping = asyncio.Event()
-        self._batcher = Batcher(SINK_BATCH, SINK_LINGER)
+        self._batcher: Batcher[Delivery] = Batcher(SINK_BATCH, SINK_LINGER)
         self._publisher: Publisher | None = None
         self._engine: SyncEngine | None = None
         self._state: StateFile | None = None
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: Connection | None = None
         self.actor: str | None = None
         self._rpc: RpcClient | None = None
         self._user = unquote(urlsplit(config.broker.effective_url()).username or "") or None
@@ -111,10 +109,8 @@ class AdapterRuntime:
         self._state = await self._db(StateFile, self.config.state.path)
         self._connection = await connect(self.config.broker, f"crmsync-adapter-{self.name}")
         try:
-            await topology.declare(
-                self._connection,
-                topology.adapter_queues(self.name, self.config.retry.tiers()),
-                hub=False,
+            await self._connection.declare(
+                topology.adapter_queues(self.name, self.config.retry.tiers()), hub=False
             )
             self.actor = await self._register()
             self._engine = SyncEngine(
@@ -123,12 +119,11 @@ class AdapterRuntime:
                 parse_duration(self.config.capture.overlap),
                 self.config.capture.batch_size,
             )
-            self._publisher = await Publisher.open(self._connection)
+            self._publisher = await self._connection.publisher()
             await self._publish_pending()
-            channel = await self._connection.channel()
-            await channel.set_qos(prefetch_count=SINK_PREFETCH)
-            sink = await channel.declare_queue(topology.sink_queue(self.name), passive=True)
-            await sink.consume(self._batcher.add)
+            await self._connection.consume(
+                topology.sink_queue(self.name), self._batcher.add, prefetch=SINK_PREFETCH
+            )
             self.log.info("adapter started", extra=kv(adapter=self.name, actor=self.actor))
             self.ready.set()
             tasks = [
@@ -144,8 +139,7 @@ class AdapterRuntime:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
         finally:
-            with contextlib.suppress(Exception):
-                await self._connection.close()
+            await self._connection.close()
             await self._db(self.adapter.close)
             if self._state is not None:
                 await self._db(self._state.close)
@@ -157,11 +151,13 @@ class AdapterRuntime:
         assert self._connection is not None and self._state is not None
         rpc = RpcClient(self._connection)
         claimed = await self._db(self._state.get, "actor")
-        payload = {"actor": claimed, "entities": self.adapter.entities(), "version": __version__}
+        request = control.Register(
+            name=self.name, actor=claimed, entities=self.adapter.entities(), version=__version__
+        )
         waited = False
         while True:
             try:
-                reply = await rpc.call(f"register.{self.name}", payload, timeout=5.0)
+                raw = await rpc.call_raw(request.routing_key, request.body(), timeout=5.0)
                 break
             except RouterUnavailable:
                 if self._stopping.is_set():
@@ -172,9 +168,10 @@ class AdapterRuntime:
                         extra=kv(adapter=self.name),
                     )
                     waited = True
-        if not reply.get("ok"):
-            raise RegistrationRefused(f"router refused adapter {self.name!r}: {reply.get('error')}")
-        actor = str(reply["actor"])
+        if not isinstance(raw, dict) or not raw.get("ok"):
+            error = raw.get("error") if isinstance(raw, dict) else "its answer is not a map"
+            raise RegistrationRefused(f"router refused adapter {self.name!r}: {error}")
+        actor = control.parse_reply(raw, control.Registered, request.routing_key).actor
         if actor != claimed:
             await self._db(self._state.set, "actor", actor)
             if claimed is not None or actor != self.name:
@@ -189,7 +186,7 @@ class AdapterRuntime:
         while True:
             with contextlib.suppress(Exception):
                 await self._rpc.notify(
-                    f"heartbeat.{self.name}", {"actor": self.actor, "at": time.time()}
+                    control.Heartbeat(name=self.name, actor=self.actor, at=time.time())
                 )
             await asyncio.sleep(self.config.heartbeat_interval)
 
@@ -243,8 +240,8 @@ class AdapterRuntime:
             if batch:
                 await self._apply_batch(batch)
 
-    async def _apply_batch(self, batch: list[AbstractIncomingMessage]) -> None:
-        events: list[tuple[AbstractIncomingMessage, ChangeEvent]] = []
+    async def _apply_batch(self, batch: list[Delivery]) -> None:
+        events: list[tuple[Delivery, ChangeEvent]] = []
         for message in batch:
             try:
                 events.append((message, decode(message.body)))
@@ -268,9 +265,9 @@ class AdapterRuntime:
                 await self._apply_one(message, event)
             return
         await self._after_apply(results)
-        await _settle(events[-1][0].ack(multiple=True))
+        await events[-1][0].ack(multiple=True)
 
-    async def _apply_one(self, message: AbstractIncomingMessage, event: ChangeEvent) -> None:
+    async def _apply_one(self, message: Delivery, event: ChangeEvent) -> None:
         try:
             result = await self._db(self.engine.apply, event)
         except Exception as e:
@@ -278,11 +275,11 @@ class AdapterRuntime:
             await self._fail(message, event, e)
             return
         await self._after_apply([result])
-        await _settle(message.ack())
+        await message.ack()
 
     async def _fail(
         self,
-        message: AbstractIncomingMessage,
+        message: Delivery,
         event: ChangeEvent | None,
         err: BaseException,
         kind: str | None = None,
@@ -322,10 +319,10 @@ class AdapterRuntime:
                 extra=kv(adapter=self.name, error=str(e)),
             )
             await asyncio.sleep(1.0)
-            await _settle(message.nack(requeue=True))
+            await message.nack(requeue=True)
             return
         self.stats["dead-lettered" if hop.dead else "retried"] += 1
-        await _settle(message.ack())
+        await message.ack()
 
     async def _after_apply(self, results: list[ApplyResult]) -> None:
         for result in results:
@@ -341,12 +338,6 @@ class AdapterRuntime:
                 self.log.warning(
                     "local change not published yet", extra=kv(adapter=self.name, error=str(e))
                 )
-
-
-async def _settle(outcome: Awaitable[None]) -> None:
-    """Ack/nack/reject; on a channel that died meanwhile the broker redelivers anyway."""
-    with contextlib.suppress(Exception):
-        await outcome
 
 
 async def run_adapter(config: AdapterConfig, adapter: Adapter) -> None:

@@ -20,9 +20,9 @@ from sqlalchemy.engine import Connection
 from adapters import links
 from adapters.base import Adapter, SourceRow, VersionMismatch
 from router.config import AdapterConfig, EntityMapping
+from router.database import make_engine
 from router.errors import ConfigError, PermanentWriteError, TransientWriteError
 from router.events import Scalar
-from router.state import make_engine
 
 
 class _Table:

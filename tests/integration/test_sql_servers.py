@@ -13,23 +13,28 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import msgpack
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from adapters import links
 from adapters.engine import SyncEngine
+from adapters.links import OutboxEntry
 from adapters.sql import SqlAdapter
 from router.clock import Order, VectorClock, compare, merge
 from router.config import AdapterConfig
-from router.events import ChangeEvent, decode, new_event_id
+from router.database import Blob
+from router.events import ChangeEvent, decode, encode, new_event_id
 
 pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
 
 # Candidate admin URLs per backend (env overrides first). PostgreSQL trusts local users:
 # try ``postgres``, then ``root``.
@@ -219,11 +224,44 @@ def delivery(
     )
 
 
+@dataclass(frozen=True)
+class Owed:
+    """What the engine returned, with the outbox entries the call added (the engine
+    itself only counts them)."""
+
+    positions: dict[str, Any]
+    invalid: int
+    action: str | None
+    pending: list[OutboxEntry]
+
+
+def newly_owed(engine: SyncEngine, action: Callable[[], T]) -> tuple[T, list[OutboxEntry]]:
+    before = set(engine.pending())
+    result = action()
+    added = [e for e in engine.pending() if e not in before]
+    for entry in added:  # each entry's id and routing key are its event's
+        event = decode(entry.body)
+        assert (entry.event_id, entry.routing_key) == (event.event_id, event.routing_key)
+    return result, added
+
+
+def capture(engine: SyncEngine, cursors: dict[str, Any]) -> Owed:
+    result, added = newly_owed(engine, lambda: engine.capture(cursors))
+    assert result.changes == len(added)
+    return Owed(result.positions, result.invalid, None, added)
+
+
+def apply(engine: SyncEngine, event: ChangeEvent) -> Owed:
+    result, added = newly_owed(engine, lambda: engine.apply(event))
+    assert result.pending == bool(added)
+    return Owed({}, 0, result.action, added)
+
+
 def capture_one(engine: SyncEngine) -> ChangeEvent:
-    result = engine.capture({})
+    result = capture(engine, {})
     assert len(result.pending) == 1, result.pending
     engine.mark_published(result.pending)
-    return decode(result.pending[0][1])
+    return decode(result.pending[0].body)
 
 
 # -- tests ----------------------------------------------------------------------------
@@ -234,11 +272,11 @@ def test_capture_insert_yields_event(server: Server) -> None:
     engine = server.engine_for(table)
     row_id = insert_row(server, table, "ada@example.com")
 
-    result = engine.capture({})
+    result = capture(engine, {})
     assert result.invalid == 0
-    [(record_id, body)] = result.pending
-    event = decode(body)
-    assert event.record_id == record_id
+    [entry] = result.pending
+    event = decode(entry.body)
+    assert event.record_id == entry.record_id
     assert event.op == "upsert"
     assert event.source == "legacy"
     assert event.clock == {"legacy": 1}
@@ -255,8 +293,8 @@ def test_capture_insert_yields_event(server: Server) -> None:
     engine.mark_published(result.pending)
     assert engine.pending() == []
     # the version token and the content hash are stable across re-reads on this server
-    assert engine.capture(result.positions).pending == []
-    assert engine.capture({}).pending == []
+    assert capture(engine, result.positions).pending == []
+    assert capture(engine, {}).pending == []
 
     edit_row(server, table, row_id, fname="Grace")
     update = capture_one(engine)
@@ -269,13 +307,13 @@ def test_overlap_window_captures_late_commit(server: Server) -> None:
     table = server.contacts_table()
     engine = server.engine_for(table)
     insert_row(server, table, "first@example.com")
-    first = engine.capture({})
+    first = capture(engine, {})
     engine.mark_published(first.pending)
     cursor = first.positions["contact"]
     insert_row(server, table, "late@example.com", updated_at=cursor - timedelta(seconds=1))
-    second = engine.capture(first.positions)
-    [(_, body)] = second.pending
-    assert decode(body).fields["email"] == "late@example.com"
+    second = capture(engine, first.positions)
+    [entry] = second.pending
+    assert decode(entry.body).fields["email"] == "late@example.com"
 
 
 def test_apply_delivery_writes_row_and_reads_it_back(server: Server) -> None:
@@ -288,7 +326,7 @@ def test_apply_delivery_writes_row_and_reads_it_back(server: Server) -> None:
     event = delivery(
         created.record_id, clock, {**created.fields, "first_name": "Augusta", "phone": None}
     )
-    result = engine.apply(event)
+    result = apply(engine, event)
     assert result.action == "applied"
     assert result.pending == []
 
@@ -313,8 +351,8 @@ def test_apply_delivery_writes_row_and_reads_it_back(server: Server) -> None:
     assert link.version == token
 
     # the echo is not published; duplicates are skipped
-    assert engine.capture({}).pending == []
-    assert engine.apply(event).action == "skip-stale"
+    assert capture(engine, {}).pending == []
+    assert apply(engine, event).action == "skip-stale"
     assert len(all_rows(server, table)) == 1
 
 
@@ -325,14 +363,14 @@ def test_apply_unknown_record_inserts_row(server: Server) -> None:
     capture_one(engine)
     record_id = str(uuid.uuid4())
     fields = {"email": "new@example.com", "first_name": "New", "last_name": "Person"}
-    assert engine.apply(delivery(record_id, {"sales": 1}, fields)).action == "applied"
+    assert apply(engine, delivery(record_id, {"sales": 1}, fields)).action == "applied"
     rows = {r["email_addr"]: r for r in all_rows(server, table)}
     new = rows["new@example.com"]
     assert new["id"] != existing
     assert (new["fname"], new["lname"], new["phone"]) == ("New", "Person", None)
     link = link_of(engine, record_id)
     assert link is not None and link.source_record_id == str(new["id"])
-    assert engine.capture({}).pending == []
+    assert capture(engine, {}).pending == []
 
 
 def test_apply_unknown_record_text_ids_use_record_id(server: Server) -> None:
@@ -342,10 +380,10 @@ def test_apply_unknown_record_text_ids_use_record_id(server: Server) -> None:
     event = delivery(record_id, {"sales": 1}, {"email": "new@example.com"}).model_copy(
         update={"source": "legacy", "actor": "legacy", "clock": {"legacy": 1}}
     )
-    assert engine.apply(event).action == "applied"
+    assert apply(engine, event).action == "applied"
     row = read_row(server, table, record_id)
     assert row is not None and row["email_addr"] == "new@example.com"
-    assert engine.capture({}).pending == []
+    assert capture(engine, {}).pending == []
 
 
 def test_user_edit_not_yet_captured_wins_over_delivery(server: Server) -> None:
@@ -357,19 +395,19 @@ def test_user_edit_not_yet_captured_wins_over_delivery(server: Server) -> None:
 
     clock = merge(created.vclock, VectorClock({"sales": 1}))
     event = delivery(created.record_id, clock, {**created.fields, "first_name": "Delivered"})
-    result = engine.apply(event)
+    result = apply(engine, event)
 
     assert result.action == "local-change-first"
     row = read_row(server, table, row_id)
     assert row is not None and row["fname"] == "UserEdit"
-    [(_, body)] = result.pending
-    local = decode(body)
-    assert [decode(b) for _, b in engine.pending()] == [local]
+    [entry] = result.pending
+    local = decode(entry.body)
+    assert [decode(e.body) for e in engine.pending()] == [local]
     assert local.fields["first_name"] == "UserEdit"
     assert local.clock == {"legacy": 2}
     assert compare(local.vclock, event.vclock) is Order.CONCURRENT
-    assert engine.capture({}).pending == []
-    assert engine.apply(event).action == "skip-concurrent"
+    assert capture(engine, {}).pending == []
+    assert apply(engine, event).action == "skip-concurrent"
 
 
 def test_unmapped_column_edit_does_not_block_delivery(server: Server) -> None:
@@ -381,7 +419,7 @@ def test_unmapped_column_edit_does_not_block_delivery(server: Server) -> None:
 
     clock = merge(created.vclock, VectorClock({"sales": 1}))
     event = delivery(created.record_id, clock, {**created.fields, "first_name": "Delivered"})
-    result = engine.apply(event)
+    result = apply(engine, event)
 
     assert result.action == "applied"
     assert result.pending == []
@@ -389,7 +427,7 @@ def test_unmapped_column_edit_does_not_block_delivery(server: Server) -> None:
     assert row is not None
     assert (row["fname"], row["notes"]) == ("Delivered", "VIP")
     assert engine.pending() == []
-    assert engine.capture({}).pending == []
+    assert capture(engine, {}).pending == []
 
 
 def test_delete_delivery_sets_flag_and_update_wins_resurrects(server: Server) -> None:
@@ -401,14 +439,91 @@ def test_delete_delivery_sets_flag_and_update_wins_resurrects(server: Server) ->
     gone = delivery(
         created.record_id, created.vclock.increment("sales"), created.fields, op="delete"
     )
-    assert engine.apply(gone).action == "applied"
+    assert apply(engine, gone).action == "applied"
     row = read_row(server, table, row_id)
     assert row is not None and row["is_deleted"]
-    assert engine.capture({}).pending == []
+    assert capture(engine, {}).pending == []
 
     back = delivery(created.record_id, gone.vclock.increment("sales"), created.fields)
-    assert engine.apply(back).action == "applied"
+    assert apply(engine, back).action == "applied"
     row = read_row(server, table, row_id)
     assert row is not None and not row["is_deleted"]
     assert len(all_rows(server, table)) == 1
-    assert engine.capture({}).pending == []
+    assert capture(engine, {}).pending == []
+
+
+def first_release_link_table() -> sa.Table:
+    """``crmsync_link`` as the first release created it (no outbox id / routing key)."""
+    return sa.Table(
+        "crmsync_link",
+        sa.MetaData(),
+        sa.Column("record_id", sa.String(36), primary_key=True),
+        sa.Column("entity", sa.String(64), nullable=False),
+        sa.Column("source_record_id", sa.String(255), nullable=True),
+        sa.Column("clock", Blob, nullable=False),
+        sa.Column("content_hash", sa.String(64), nullable=False),
+        sa.Column("fields", Blob, nullable=False),
+        sa.Column("version", sa.String(64), nullable=True),
+        sa.Column("deleted", sa.Boolean, nullable=False),
+        sa.Column("published", sa.Boolean, nullable=False),
+        sa.Column("pending_event", Blob, nullable=True),
+        sa.UniqueConstraint("entity", "source_record_id", name="crmsync_link_source"),
+    )
+
+
+def test_link_table_of_an_older_version_is_upgraded(server: Server) -> None:
+    table = server.contacts_table()
+    old = first_release_link_table()
+    old.create(server.user)
+    owed = ChangeEvent(
+        event_id=new_event_id(),
+        source="legacy",
+        actor="legacy",
+        entity="contact",
+        record_id=str(uuid.uuid4()),
+        source_record_id="7",
+        op="delete",
+        clock={"legacy": 2},
+        fields={"email": "gone@example.com"},
+        changed=[],
+        occurred_at=datetime.now(UTC),
+    )
+    with server.user.begin() as conn:
+        conn.execute(
+            old.insert().values(
+                record_id=owed.record_id,
+                entity="contact",
+                source_record_id="7",
+                clock=msgpack.packb(owed.clock, use_bin_type=True),
+                content_hash="0" * 32,
+                fields=msgpack.packb(owed.fields, use_bin_type=True),
+                version=None,
+                deleted=True,
+                published=False,
+                pending_event=encode(owed),
+            )
+        )
+
+    engine = server.engine_for(table)  # the adapter creates (here: upgrades) crmsync_link
+    columns = {c["name"] for c in sa.inspect(server.user).get_columns("crmsync_link")}
+    assert columns >= {"pending_event_id", "pending_routing_key"}
+    # the row the older version wrote publishes with its event's id and routing key
+    [entry] = engine.pending()
+    body = encode(owed)
+    assert entry == OutboxEntry(owed.record_id, owed.event_id, "legacy.contact.delete", body)
+    engine.mark_published([entry])
+    assert engine.pending() == []
+
+    # a change recorded now keeps its id and routing key beside the event
+    insert_row(server, table, "ada@example.com")
+    [fresh] = capture(engine, {}).pending
+    c = links.link_table.c
+    with server.user.connect() as conn:
+        stored = conn.execute(
+            sa.select(c.pending_event_id, c.pending_routing_key).where(
+                c.record_id == fresh.record_id
+            )
+        ).one()
+    assert tuple(stored) == (fresh.event_id, "legacy.contact.upsert")
+    server.engine_for(table)  # starting again on the upgraded table changes nothing
+    assert engine.pending() == [fresh]

@@ -1,10 +1,12 @@
 """A pure model of crmsync for the convergence simulation (issue 3, item 3).
 
 The router side calls the real decision code (``router.decide.decide``); the adapter
-side calls the real rules (``adapters.rules``) and mirrors ``adapters.engine.SyncEngine``
-(``_capture_rows``, ``_local_change``, ``_apply``/``_write``/``_on_miss``,
-``_record_applied``) over plain dicts instead of SQL, with soft deletes and a
-``version`` token per row standing for ``updated_at`` (the conditional-write token).
+side calls the real rules: the capture rule and the missed-write rule
+(``adapters.capture.capture_row``, ``write_missed``), the delivery rule
+(``adapters.rules.delivery_action``) and the real links (``adapters.links.Link``). Around
+them it plays the shell ``adapters.engine.SyncEngine`` is (keep links, write rows, mint
+ids) over plain dicts instead of SQL, with soft deletes and a ``version`` token per row
+standing for ``updated_at`` (the conditional-write token).
 The network is a multiset of in-flight messages delivered in any order, any number of
 times. Every checked property raises :class:`Violation` with the trace so far.
 
@@ -45,18 +47,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from adapters.rules import (
-    DeliveryAction,
-    changed_fields,
-    content_hash,
-    delivery_action,
-    local_clock,
-)
+from adapters.capture import Content, NewVersion, Publish, Skip, capture_row, write_missed
+from adapters.links import Link
+from adapters.rules import DeliveryAction, content_hash, delivery_action
 from router.clock import EMPTY, Order, VectorClock, compare
 from router.conflicts import Conflict, Version
-from router.decide import Decision, Verdict, decide, event_changed, resolve_parked, sides_of
+from router.decide import Decision, Verdict, decide, resolve_parked
 from router.events import ChangeEvent, Scalar
 from router.policies import Choice, Rules, SetValue, TakeSide, side_of
+from router.provenance import event_changed, sides_of
 from router.record import RecordState
 
 ENTITY = "contact"
@@ -112,16 +111,13 @@ class Row:
     updated_at: datetime
     dirty: bool = False  # a user changed it since capture last published it
 
+    @property
+    def token(self) -> str:
+        """The version as the adapter sees it (SQL: ``updated_at`` cast to text)."""
+        return str(self.version)
 
-@dataclass(frozen=True)
-class Link:
-    record_id: str
-    sid: str | None
-    clock: VectorClock
-    content_hash: str
-    fields: dict[str, Scalar]
-    version: int | None
-    deleted: bool
+    def content(self) -> Content:
+        return Content(dict(self.fields), self.deleted, self.token)
 
 
 @dataclass(frozen=True)
@@ -329,7 +325,7 @@ class World:
         for record_id, stored in self.router.records.items():
             for crm in self.crms:
                 link = crm.links.get(record_id)
-                row = crm.rows.get(link.sid) if link and link.sid else None
+                row = crm.row_of(link)
                 if row is None:
                     if not stored.deleted:
                         self.fail(f"{crm.name} has no row for live record {short(record_id)}")
@@ -352,7 +348,7 @@ class World:
         for crm in self.crms:
             for record_id, link in crm.links.items():
                 if record_id not in self.router.records:
-                    row = crm.rows.get(link.sid) if link.sid else None
+                    row = crm.row_of(link)
                     if row is not None and not row.deleted:
                         self.fail(f"{crm.name} record {short(record_id)} never reached the router")
         # Echoes are neutral: capturing what the deliveries wrote publishes nothing.
@@ -814,9 +810,13 @@ class Crm:
 
     def _link_by_sid(self, sid: str) -> Link | None:
         for link in self.links.values():
-            if link.sid == sid:
+            if link.source_record_id == sid:
                 return link
         return None
+
+    def row_of(self, link: Link | None) -> Row | None:
+        sid = link.source_record_id if link is not None else None
+        return self.rows.get(sid) if sid is not None else None
 
     def _live_sids(self) -> list[str]:
         return sorted(sid for sid, row in self.rows.items() if not row.deleted)
@@ -856,8 +856,8 @@ class Crm:
 
     def sid_of(self, record_id: str) -> str:
         link = self.links[record_id]
-        assert link.sid is not None
-        return link.sid
+        assert link.source_record_id is not None
+        return link.source_record_id
 
     def user_delete(self, pick: int) -> None:
         live = self._live_sids()
@@ -894,48 +894,51 @@ class Crm:
         for sid in sids:
             row = self.rows[sid]
             link = self._link_by_sid(sid)
-            digest = content_hash(row.fields, row.deleted)
-            if link is not None and link.content_hash == digest:
-                if link.version != row.version:
-                    self.links[link.record_id] = replace(link, version=row.version)
-                continue
-            if link is None and row.deleted:
+            decision = capture_row(row.content(), link, actor=self.actor, soft_deletes=True)
+            if isinstance(decision, NewVersion):
+                assert link is not None
+                self.links[link.record_id] = link.evolve(version=decision.version)
+            elif decision is Skip.UNSHARED:
+                # Deleted before anyone saw it: its values are not owed to anyone.
                 self.world.unpublished.difference_update(row.fields.values())
                 row.dirty = False
-                continue
-            out.append(self._local_change(sid, link, dict(row.fields), row.deleted, row))
+            elif isinstance(decision, Publish):
+                out.append(self._local_change(sid, decision, row))
+            elif decision is not Skip.ECHO:
+                self.world.fail(f"{self.name}: soft deletes, yet capture says {decision}")
         return out
 
-    def _local_change(
-        self, sid: str, link: Link | None, fields: dict[str, Scalar], deleted: bool, row: Row
-    ) -> Message:
+    def _local_change(self, sid: str, change: Publish, row: Row) -> Message:
+        """SyncEngine._local_change: publish ``change`` and keep it as the link."""
         w = self.world
         if not row.dirty:
             # Echoes are neutral: content only a delivery wrote is never published again.
             w.fail(f"{self.name}: publishes {sid}, which no user changed since it was written")
         row.dirty = False
-        record_id = link.record_id if link else w.new_id()
-        clock = local_clock(link.clock if link else None, self.actor)
-        event = ChangeEvent(
+        record_id = change.record_id or w.new_id()
+        event = change.event(
             event_id=w.new_id(),
+            record_id=record_id,
             source=self.name,
             actor=self.actor,
             entity=ENTITY,
-            record_id=record_id,
             source_record_id=sid,
-            op="delete" if deleted else "upsert",
-            clock=clock.to_dict(),
-            fields=fields,
-            changed=changed_fields(link.fields if link else None, fields),
             occurred_at=row.updated_at,
         )
-        w.unpublished.difference_update(fields.values())
+        w.unpublished.difference_update(event.fields.values())
         for name in event.changed:
-            value = fields[name]
+            value = event.fields[name]
             if value is not None:
-                w.origin.setdefault(value, clock)
+                w.origin.setdefault(value, change.clock)
         self.links[record_id] = Link(
-            record_id, sid, clock, content_hash(fields, deleted), fields, row.version, deleted
+            record_id=record_id,
+            entity=ENTITY,
+            source_record_id=sid,
+            clock=change.clock,
+            content_hash=change.content_hash,
+            fields=dict(change.content.fields),
+            version=change.content.version,
+            deleted=change.content.deleted,
         )
         w.log(f"{self.name}: publishes {describe_event(event)} changed={event.changed}")
         return ToRouter(event)
@@ -950,23 +953,22 @@ class Crm:
         if action is not DeliveryAction.APPLY:
             w.log(f"{self.name}: receives {describe_event(event)} -> {action.value}")
             return []
-        if link is not None and link.sid is None and not link.deleted:
+        if link is not None and link.source_record_id is None and not link.deleted:
             w.fail("model: live link without a row")
         fields = {n: v for n, v in event.fields.items() if n in self.mapped}
         for _ in range(3):
-            row = self.rows.get(link.sid) if link and link.sid else None
+            row = self.row_of(link)
             tombstone_only = event.op == "delete" and (link is None or link.deleted)
             expected = link.version if link and not tombstone_only else None
-            if row is not None and expected is not None and row.version != expected:
+            if row is not None and expected is not None and row.token != expected:
                 # VersionMismatch -> _on_miss
-                assert link is not None and link.sid is not None
-                row_sid = link.sid
-                current = dict(row.fields)
-                if content_hash(current, row.deleted) == link.content_hash:
-                    link = replace(link, version=row.version)  # unmapped columns only: retry
+                assert link is not None and link.source_record_id is not None
+                outcome = write_missed(link, row.content(), actor=self.actor)
+                if isinstance(outcome, NewVersion):
+                    link = link.evolve(version=outcome.version)  # unmapped columns only: retry
                     continue
                 w.log(f"{self.name}: receives {describe_event(event)} -> local-change-first")
-                return [self._local_change(row_sid, link, current, row.deleted, row)]
+                return [self._local_change(link.source_record_id, outcome, row)]
             self._write(event, link, fields)
             w.log(f"{self.name}: receives {describe_event(event)} -> applied")
             return []
@@ -975,7 +977,7 @@ class Crm:
 
     def _write(self, event: ChangeEvent, link: Link | None, fields: dict[str, Scalar]) -> None:
         """SyncEngine._write + _record_applied, soft deletes."""
-        sid = link.sid if link else None
+        sid = link.source_record_id if link else None
         back: Row | None
         if event.op == "delete":
             if link is None or sid is None or link.deleted:
@@ -996,20 +998,22 @@ class Crm:
             row.version += 1
             row.updated_at = self.now()
             back = row
+        version: str | None
         if back is not None:
-            new_fields, deleted, version = dict(back.fields), back.deleted, back.version
+            new_fields, deleted, version = dict(back.fields), back.deleted, back.token
         else:
             new_fields = link.fields if link else {}
             deleted, version = True, None
-            sid = link.sid if link else None
+            sid = link.source_record_id if link else None
         self.links[event.record_id] = Link(
-            event.record_id,
-            sid,
-            event.vclock,
-            content_hash(new_fields, deleted),
-            new_fields,
-            version,
-            deleted,
+            record_id=event.record_id,
+            entity=ENTITY,
+            source_record_id=sid,
+            clock=event.vclock,
+            content_hash=content_hash(new_fields, deleted),
+            fields=new_fields,
+            version=version,
+            deleted=deleted,
         )
 
 

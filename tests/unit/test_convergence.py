@@ -1,9 +1,10 @@
 """Convergence simulation (issue 3, item 3): random schedules through the real router
 decision (``router.decide.decide``, ``resolve_parked``) and the real adapter rules
-(``adapters.rules``), with concurrent edits, deletes, user edits racing deliveries,
-unmapped-column edits, clock skew, reordered and duplicated messages, and every
-conflict policy: lww, priority (a random order of the CRMs), field-merge (fallback lww
-or priority), manual, field-merge with one field manual; under both delete rules.
+(``adapters.capture``, ``adapters.rules``), with concurrent edits, deletes, user edits
+racing deliveries, unmapped-column edits, clock skew, reordered and duplicated messages,
+and every conflict policy: lww, priority (a random order of the CRMs), field-merge
+(fallback lww or priority), manual, field-merge with one field manual; under both delete
+rules.
 Manual contests park; an operator resolves them at random moments (``--take`` a side,
 or per-field choices and values) and, at the end of a schedule, resolves whatever is
 still parked.
