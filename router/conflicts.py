@@ -230,7 +230,7 @@ def detail(
     """Both (or all) sides, field by field: the value before the conflict, each side's
     value, who changed it, and how a contested field is (or was) decided.
 
-    ``sides``: the versions as the resolver sees them (``router.decide.sides_of``), so
+    ``sides``: the versions as the resolver sees them (``router.provenance.sides_of``), so
     that ``changed_by`` names the sides whose edits are in play, the ones ``resolve``
     chooses between; without them, each side's own ``changed`` set."""
     labels = [side_label(conflict, v) for v in conflict.sides]

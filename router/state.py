@@ -17,82 +17,22 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import msgpack
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
-from router.clock import HUB, VectorClock, actor_epoch, make_actor
+from router import schema
+from router.clock import HUB, actor_epoch, make_actor
 from router.conflicts import Conflict
-from router.errors import ConfigError, StateError
+from router.database import make_engine
+from router.errors import StateError
+from router.messages import Outgoing
 from router.record import RecordState
-from router.sqltypes import Blob, Timestamp
-from router.transport import Outgoing
+from router.schema import conflicts, inbox, meta, metadata, outbox, records, registry
 
 log = logging.getLogger("crmsync.router")
 T = TypeVar("T")
-
-metadata = sa.MetaData()
-
-records = sa.Table(
-    "crmsync_records",
-    metadata,
-    sa.Column("record_id", sa.String(36), primary_key=True),
-    sa.Column("entity", sa.String(64), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("deleted", sa.Boolean, nullable=False),
-    sa.Column("updated_at", Timestamp, nullable=False),
-    sa.Column("doc", Blob, nullable=False),
-)
-inbox = sa.Table(
-    "crmsync_inbox",
-    metadata,
-    sa.Column("event_id", sa.String(36), primary_key=True),
-    sa.Column("processed_at", Timestamp, nullable=False, index=True),
-)
-outbox = sa.Table(
-    "crmsync_outbox",
-    metadata,
-    # Ids made by the router (time-ordered, with a per-process nonce): a batch's rows then
-    # go in as one executemany. Database-made ids need INSERT ... RETURNING, which SQLite
-    # can only do row by row when the order of the ids must match the rows.
-    sa.Column("id", sa.String(40), primary_key=True),
-    sa.Column("exchange", sa.String(255), nullable=False),
-    sa.Column("routing_key", sa.String(255), nullable=False),
-    sa.Column("message_id", sa.String(64)),
-    sa.Column("headers", Blob, nullable=False),
-    sa.Column("body", Blob, nullable=False),
-)
-registry = sa.Table(
-    "crmsync_registry",
-    metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("epoch", sa.Integer, nullable=False),
-    sa.Column("entities", Blob, nullable=False),
-    sa.Column("sw_version", sa.String(64), nullable=False),
-    sa.Column("registered_at", Timestamp, nullable=False),
-    sa.Column("last_heartbeat", Timestamp, nullable=False),
-)
-# Parked conflicts (status "open") and the audit record of every resolution.
-conflicts = sa.Table(
-    "crmsync_conflicts",
-    metadata,
-    sa.Column("id", sa.String(16), primary_key=True),
-    sa.Column("record_id", sa.String(36), nullable=False, index=True),
-    sa.Column("entity", sa.String(64), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False, index=True),
-    sa.Column("opened_at", Timestamp, nullable=False),
-    sa.Column("resolved_at", Timestamp, index=True),
-    sa.Column("doc", Blob, nullable=False),
-)
-meta = sa.Table(
-    "crmsync_meta",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.String(255), nullable=False),
-)
 
 
 class VersionConflict(StateError):
@@ -111,77 +51,6 @@ class Registration:
     @property
     def actor(self) -> str:
         return make_actor(self.name, self.epoch)
-
-
-def _pack(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, datetime=True, use_bin_type=True)
-    return packed
-
-
-def _unpack(raw: bytes) -> Any:
-    return msgpack.unpackb(raw, raw=False, timestamp=3)
-
-
-def _doc(state: RecordState) -> bytes:
-    doc = {
-        "clock": state.clock.to_dict(),
-        "fields": state.fields,
-        "field_clocks": {k: v.to_dict() for k, v in state.field_clocks.items()},
-        "field_sources": state.field_sources,
-        "source": state.source,
-        "actor": state.actor,
-        "event_id": state.event_id,
-        "occurred_at": state.occurred_at,
-    }
-    if state.parked is not None:
-        doc["parked"] = state.parked
-    return _pack(doc)
-
-
-def _state(row: sa.Row[Any]) -> RecordState:
-    doc = _unpack(row.doc)
-    return RecordState(
-        record_id=row.record_id,
-        entity=row.entity,
-        clock=VectorClock(doc["clock"]),
-        fields=doc["fields"],
-        field_clocks={k: VectorClock(v) for k, v in doc["field_clocks"].items()},
-        deleted=bool(row.deleted),
-        source=doc["source"],
-        actor=doc["actor"],
-        event_id=doc["event_id"],
-        occurred_at=doc["occurred_at"],
-        version=row.version,
-        field_sources=doc.get("field_sources", {}),
-        parked=doc.get("parked"),
-    )
-
-
-def _conflict(row: sa.Row[Any]) -> Conflict:
-    return Conflict.from_doc(row.id, row.record_id, row.entity, _unpack(row.doc))
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL and full fsync, and its folder is created."""
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError as e:
-        raise ConfigError(f"state.url is not a database URL: {url!r}") from e
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return sa.create_engine(url, pool_pre_ping=True)
 
 
 class RouterStore:
@@ -267,7 +136,7 @@ class RouterStore:
             return {}
         with self._conn(conn) as c:
             rows = c.execute(sa.select(records).where(records.c.record_id.in_(ids)))
-            return {r.record_id: _state(r) for r in rows}
+            return {r.record_id: schema.record_state(r) for r in rows}
 
     def get(self, record_id: str) -> RecordState | None:
         return self.load([record_id]).get(record_id)
@@ -315,7 +184,7 @@ class RouterStore:
                     "exchange": item.exchange,
                     "routing_key": item.routing_key,
                     "message_id": item.message_id,
-                    "headers": _pack(item.headers),
+                    "headers": schema.pack(item.headers),
                     "body": item.body,
                 }
                 for oid, item in zip(ids, deliveries, strict=True)
@@ -342,7 +211,7 @@ class RouterStore:
                         "version": 1,
                         "deleted": s.deleted,
                         "updated_at": now,
-                        "doc": _doc(s),
+                        "doc": schema.record_doc(s),
                     }
                     for s in new
                 ],
@@ -356,7 +225,7 @@ class RouterStore:
                 "b_next": s.version + 1,
                 "b_deleted": s.deleted,
                 "b_now": now,
-                "b_doc": _doc(s),
+                "b_doc": schema.record_doc(s),
             }
             for s in old
         ]
@@ -393,7 +262,7 @@ class RouterStore:
                 "resolved_at": (
                     conflict.settlement.at.timestamp() if conflict.settlement else None
                 ),
-                "doc": _pack(conflict.to_doc()),
+                "doc": schema.pack(conflict.to_doc()),
             }
             updated = conn.execute(
                 conflicts.update().where(conflicts.c.id == conflict.id).values(**values)
@@ -409,14 +278,15 @@ class RouterStore:
             return {}
         with self._conn(conn) as c:
             rows = c.execute(sa.select(conflicts).where(conflicts.c.id.in_(ids)))
-            return {r.id: _conflict(r) for r in rows}
+            return {r.id: schema.conflict_of(r) for r in rows}
 
     def open_conflicts(self, entity: str | None = None) -> list[Conflict]:
         query = sa.select(conflicts).where(conflicts.c.status == "open")
         if entity:
             query = query.where(conflicts.c.entity == entity)
         with self.engine.connect() as conn:
-            return [_conflict(r) for r in conn.execute(query.order_by(conflicts.c.opened_at))]
+            rows = conn.execute(query.order_by(conflicts.c.opened_at))
+            return [schema.conflict_of(r) for r in rows]
 
     def open_conflict_count(self) -> int:
         with self.engine.connect() as conn:
@@ -430,7 +300,7 @@ class RouterStore:
             .order_by(conflicts.c.opened_at, conflicts.c.id)
         )
         with self.engine.connect() as conn:
-            return [_conflict(r) for r in conn.execute(query)]
+            return [schema.conflict_of(r) for r in conn.execute(query)]
 
     def prune_conflicts(self, older_than: float) -> int:
         """Drop the audit records of conflicts resolved before ``older_than``."""
@@ -444,7 +314,9 @@ class RouterStore:
             return [
                 (
                     r.id,
-                    Outgoing(r.exchange, r.routing_key, r.body, r.message_id, _unpack(r.headers)),
+                    Outgoing(
+                        r.exchange, r.routing_key, r.body, r.message_id, schema.unpack(r.headers)
+                    ),
                 )
                 for r in rows
             ]
@@ -477,7 +349,7 @@ class RouterStore:
                 r.name: Registration(
                     r.name,
                     r.epoch,
-                    _unpack(r.entities),
+                    schema.unpack(r.entities),
                     r.sw_version,
                     r.registered_at,
                     r.last_heartbeat,
@@ -488,7 +360,7 @@ class RouterStore:
     def save_registration(self, reg: Registration) -> None:
         values = {
             "epoch": reg.epoch,
-            "entities": _pack(reg.entities),
+            "entities": schema.pack(reg.entities),
             "sw_version": reg.sw_version,
             "registered_at": reg.registered_at,
             "last_heartbeat": reg.last_heartbeat,

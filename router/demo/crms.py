@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from router.state import make_engine
+from router.database import make_engine
 
 
 @dataclass(frozen=True)

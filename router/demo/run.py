@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from router.config import AMQP_URL_ENV, BrokerConfig
-from router.demo_crms import CRMS, DemoDb
+from router.demo.crms import CRMS, DemoDb
 from router.errors import CrmsyncError
 
 DEMO_VHOST = "crmsync-demo"
@@ -96,7 +96,7 @@ def _broker_url(console: Console) -> str:
 
 
 def _check_reachable(url: str) -> None:
-    from router.transport import connect
+    from router.broker.aio import connect
 
     async def probe() -> None:
         connection = await connect(BrokerConfig(url=url), "crmsync-demo-probe")
@@ -195,8 +195,8 @@ def _tick(fleet: Fleet, deadline: float, what: str) -> None:
 
 
 def _router_status(url: str) -> dict[str, Any]:
+    from router.broker.aio import connect
     from router.status import run_status
-    from router.transport import connect
 
     return run_status(lambda: connect(BrokerConfig(url=url), "crmsync-demo"), 3.0)
 
