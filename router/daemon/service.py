@@ -6,9 +6,10 @@ confirmed downstream; a crash anywhere only causes redelivery, which the inbox a
 clocks make harmless.
 
 Two batches are in flight at most: while the broker confirms batch N, batch N+1 is
-decided and committed (the store thread would otherwise idle through every confirm
-round trip). Batch N+1 is published only after batch N was acked, so acks stay in
-delivery order and a multiple-ack never covers a message whose effects are unconfirmed.
+decided, committed and published (the router would otherwise idle through every
+confirm round trip). Acks stay in delivery order: batch N+1 is acked only after its
+own confirms and batch N's ack, so a multiple-ack never covers a message whose effects
+are unconfirmed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,7 @@ Connect = Callable[[BrokerConfig, str], Awaitable[BrokerConnection]]
 RETRYABLE = (BrokerUnavailable, PublishFailed, ConnectionError, sa.exc.OperationalError)
 OUTBOX_CHUNK = 500
 QUIET = 0.05  # seconds without a batch before confirmed outbox rows are cleared on their own
+IN_FLIGHT = 2  # committed batches awaiting confirms at once (each holds up to batch_size)
 HOUSEKEEPING_EVERY = 5.0  # seconds
 PRUNE_EVERY_ROUNDS = 60  # prune the inbox and old conflicts every 5 minutes
 GC_GEN0 = 20_000  # allocations between young-generation collections (Python's default: 700)
@@ -162,7 +165,7 @@ class Router:
 
     # -- the batch loop -----------------------------------------------------------------
     async def _batch_loop(self) -> None:
-        sending: _Sending | None = None
+        sending: deque[_Sending] = deque()  # committed batches not yet acked, oldest first
         taking: asyncio.Task[list[Delivery]] | None = None
         while True:
             if taking is None:
@@ -171,24 +174,24 @@ class Router:
                 taking = asyncio.create_task(self._batcher.take())
             batch: list[Delivery] = []
             try:
-                waits: set[asyncio.Future[Any]] = {taking}
-                if sending is not None:
-                    waits.add(sending.task)
+                waits: set[asyncio.Future[Any]] = {taking, *(s.task for s in sending)}
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                if sending is not None and sending.task.done():
-                    sending.task.result()  # a failed publish surfaces here
-                    sending = None
+                while sending and sending[0].task.done():
+                    sending.popleft().task.result()  # a failed publish surfaces here
                 if not taking.done():
                     continue
                 batch, taking = taking.result(), None
                 if not batch:
                     continue
+                if len(sending) >= IN_FLIGHT:
+                    await sending[0].task
+                    sending.popleft()
                 with BATCH_SECONDS.time():
                     outcome = await self._commit(batch)
-                if sending is not None:
-                    await sending.task
-                    sending = None
-                sending = _Sending(batch, asyncio.create_task(self._send(batch, outcome)))
+                after = sending[-1].task if sending else None
+                sending.append(
+                    _Sending(batch, asyncio.create_task(self._send(batch, outcome, after)))
+                )
             except RETRYABLE as e:
                 if taking is not None and not taking.done():
                     taking.cancel()  # take() keeps what it has not handed out
@@ -196,23 +199,24 @@ class Router:
                         await taking
                 taking = None
                 held = [*(await self._abandon(sending)), *batch, *self._batcher.drain()]
-                sending = None
+                sending.clear()
                 await self._give_back(held, e)
-        if sending is not None:
-            await sending.task
+        for unacked in sending:
+            await unacked.task
 
     @staticmethod
-    async def _abandon(sending: _Sending | None) -> list[Delivery]:
-        """Stop publishing a batch; its messages, unless it acked them already."""
-        if sending is None:
-            return []
-        task = sending.task
-        if task.done() and not task.cancelled() and task.exception() is None:
-            return []  # acked: settling them again would close the channel
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        return sending.batch
+    async def _abandon(sending: Iterable[_Sending]) -> list[Delivery]:
+        """Stop publishing these batches; their messages, except those already acked."""
+        held: list[Delivery] = []
+        for item in sending:
+            task = item.task
+            if task.done() and not task.cancelled() and task.exception() is None:
+                continue  # acked: settling them again would close the channel
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            held += item.batch
+        return held
 
     async def _give_back(self, held: Sequence[Delivery], error: Exception) -> None:
         # Owed deliveries of committed batches are in the outbox. Every message we hold
@@ -252,8 +256,14 @@ class Router:
 
         return store.retrying(work)
 
-    async def _send(self, batch: list[Delivery], out: BatchOutcome) -> None:
+    async def _send(
+        self, batch: list[Delivery], out: BatchOutcome, after: asyncio.Task[None] | None
+    ) -> None:
+        """Publish the batch's messages at once; ack it once they are confirmed *and* the
+        batch before it was acked (a multiple-ack covers every earlier message)."""
         await self.publisher.publish_many(out.messages())
+        if after is not None:
+            await after  # its failure is ours: nothing of this batch is acked then
         for refused in out.refused:
             self.stats.add_invalid(refused.reason or "refused")
             ids = kv(
@@ -324,8 +334,7 @@ class Router:
 
     async def _housekeeping(self) -> None:
         """Every few seconds: heartbeats to the store, the open-conflicts gauge; pruning
-        far less often (retention is days). One hop to the store thread per round, so a
-        batch waits behind it at most once."""
+        far less often (retention is days)."""
         rounds = 0
         written: dict[str, float] = {}
         while True:
