@@ -74,13 +74,13 @@ def list_(
     Changes nothing. Without --adapter: the DLQ of every adapter the router knows."""
     import time
 
-    from router import dlq
+    from router import dlq_view
     from router.broker.dlq import browse_all
     from router.cli import render_dlq
 
     holding = browse_all(broker_config(config), adapter, invalid)
     now = time.time()
-    groups = dlq.group(holding.entries, group_by)
+    groups = dlq_view.group(holding.entries, group_by)
     if as_json:
         print_json(render_dlq.list_json(holding.snapshots, group_by, groups, holding.entries))
         return
@@ -98,14 +98,14 @@ def show(
     """One entry: error, traceback, headers and the decoded event with its values."""
     import time
 
-    from router import dlq
+    from router import dlq, dlq_view
     from router.broker.dlq import browse_all
     from router.cli import render_dlq
 
     holding = browse_all(broker_config(config), adapter, invalid)
     copies = dlq.find(holding.entries, entry_id, holding.where)
     entry, now = copies[0], time.time()
-    data = dlq.detail(entry)
+    data = dlq_view.detail(entry)
     if as_json:
         print_json({**data, "copies": len(copies)})
         return
@@ -210,14 +210,14 @@ def export(
 ) -> None:
     """Every entry (headers, event, or the raw body in base64) for tickets and audits.
     Changes nothing."""
-    from router import dlq
+    from router import dlq, dlq_view
     from router.broker.dlq import browse_all
     from router.cli.render_dlq import entries_text, render_partial
 
     holding = browse_all(broker_config(config), adapter, invalid)
     chosen = dlq.select(holding.entries, holding.where, ids or (), error_type)
     render_partial(holding.snapshots, err)
-    lines = [json.dumps(dlq.detail(e), sort_keys=True) + "\n" for e in chosen]
+    lines = [json.dumps(dlq_view.detail(e), sort_keys=True) + "\n" for e in chosen]
     if output is None:
         sys.stdout.writelines(lines)
         return

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from router.dlq import age_text
+from router.dlq_view import age_text
 
 
 def value_text(value: Any) -> str:

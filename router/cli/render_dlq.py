@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from router import dlq
+from router import dlq, dlq_view
 
 if TYPE_CHECKING:
     from router.broker.dlq import Snapshot
@@ -33,7 +33,7 @@ def render_partial(snapshots: Sequence[Snapshot], err: Console) -> None:
 def list_json(
     snapshots: Sequence[Snapshot],
     group_by: dlq.GroupBy,
-    groups: Sequence[dlq.Group],
+    groups: Sequence[dlq_view.Group],
     entries: Sequence[dlq.Entry],
 ) -> dict[str, Any]:
     """``dlq list --json``: times absolute, so that listing twice gives the same bytes."""
@@ -51,12 +51,12 @@ def list_json(
             }
             for g in groups
         ],
-        "entries": [dlq.summary(e) for e in entries],
+        "entries": [dlq_view.summary(e) for e in entries],
     }
 
 
 def render_list(
-    snapshots: Sequence[Snapshot], groups: Sequence[dlq.Group], now: float, out: Console
+    snapshots: Sequence[Snapshot], groups: Sequence[dlq_view.Group], now: float, out: Console
 ) -> None:
     """Each queue's depth, then each group with a table of its entries."""
     if not snapshots:
@@ -66,13 +66,14 @@ def render_list(
         out.print(f"{s.queue}: {entries_text(s.depth)}{more}", highlight=False)
     for g in groups:
         out.print(
-            f"\n[bold]{len(g.entries)} x {g.key}[/] (oldest {dlq.age_text(g.oldest_age(now))})",
+            f"\n[bold]{len(g.entries)} x {g.key}[/] "
+            f"(oldest {dlq_view.age_text(g.oldest_age(now))})",
             highlight=False,
         )
         out.print(_group_table(g, now, out.width))
 
 
-def _group_table(g: dlq.Group, now: float, width: int) -> Table:
+def _group_table(g: dlq_view.Group, now: float, width: int) -> Table:
     # Ids are what an operator copies: never cut; the error gives way instead. The
     # record id is shortened (like a git hash); 'show' and --json have it whole.
     rows = [
@@ -82,7 +83,7 @@ def _group_table(g: dlq.Group, now: float, width: int) -> Table:
             e.entity or "-",
             f"{e.record_id[:8]}…" if e.record_id else "-",
             "-" if e.attempts is None else str(e.attempts),
-            dlq.age_text(e.age(now)),
+            dlq_view.age_text(e.age(now)),
         )
         for e in g.entries
     ]
@@ -107,14 +108,14 @@ def render_entry(
     entry: dlq.Entry, copies: int, headers: dict[str, Any], now: float, out: Console
 ) -> None:
     """``dlq show``: the facts, the decoded event (or why not), headers, traceback.
-    ``headers`` are the entry's as JSON values (:func:`dlq.jsonable`)."""
+    ``headers`` are the entry's as JSON values (:func:`dlq_view.jsonable`)."""
     rows = [
         ("queue", f"{entry.queue} (position {entry.position + 1})"),
         ("adapter", entry.adapter),
         ("error type", entry.error_type),
         ("error", entry.error),
         ("attempts", "-" if entry.attempts is None else str(entry.attempts)),
-        ("age", dlq.age_text(entry.age(now))),
+        ("age", dlq_view.age_text(entry.age(now))),
     ]
     if copies > 1:
         rows.append(("copies", f"{copies} messages in the queue carry this id"))

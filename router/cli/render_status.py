@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from router.dlq import age_text
+from router.dlq_view import age_text
 
 
 def render_status(data: dict[str, Any], out: Console) -> None:

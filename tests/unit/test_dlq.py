@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router import dlq, topology
+from router import dlq, dlq_view, topology
 from router.errors import CrmsyncError
 from router.events import ChangeEvent, decode, encode
 
@@ -239,13 +239,13 @@ def test_queue_names() -> None:
     ],
 )
 def test_normalize_error_blanks_what_varies_per_record(text: str, expected: str | None) -> None:
-    assert dlq.normalize_error(text) == (text if expected is None else expected)
+    assert dlq_view.normalize_error(text) == (text if expected is None else expected)
 
 
 @given(st.text(max_size=80))
 def test_normalize_error_is_idempotent(text: str) -> None:
-    once = dlq.normalize_error(text)
-    assert dlq.normalize_error(once) == once
+    once = dlq_view.normalize_error(text)
+    assert dlq_view.normalize_error(once) == once
 
 
 def test_group_by_error_merges_the_same_failure_of_many_records() -> None:
@@ -257,7 +257,7 @@ def test_group_by_error_merges_the_same_failure_of_many_records() -> None:
         entry(b"junk", failed(**{topology.ERROR_TYPE_HEADER: "undecodable"}), position=4),
         entry(position=5),
     ]
-    groups = dlq.group(entries)
+    groups = dlq_view.group(entries)
     assert [(g.key, [e.position for e in g.entries]) for g in groups] == [
         (f"permanent: {CHECK}", [1, 3, 5]),
         ("permanent: timeout after <n> ms", [0, 2]),
@@ -274,9 +274,9 @@ def test_group_by_entity_and_adapter() -> None:
         entry(encode(event(entity="deal")), position=2),
         entry(headers=failed(**{topology.TARGET_HEADER: "mktg"}), position=3),
     ]
-    by_entity = {g.key: len(g.entries) for g in dlq.group(entries, "entity")}
+    by_entity = {g.key: len(g.entries) for g in dlq_view.group(entries, "entity")}
     assert by_entity == {"contact": 2, "(undecodable)": 1, "deal": 1}
-    by_adapter = {g.key: len(g.entries) for g in dlq.group(entries, "adapter")}
+    by_adapter = {g.key: len(g.entries) for g in dlq_view.group(entries, "adapter")}
     assert by_adapter == {"sales": 3, "mktg": 1}
 
 
@@ -408,7 +408,7 @@ def test_edit_request_names_the_record_for_the_router() -> None:
 
 def test_jsonable_headers() -> None:
     value = {"t": WHEN, "b": b"\x00", "d": Decimal("1.5"), "l": [1, 2.5, None, True], "s": "x"}
-    assert dlq.jsonable(value) == {
+    assert dlq_view.jsonable(value) == {
         "t": WHEN.isoformat(),
         "b": {"base64": "AA=="},
         "d": "1.5",
@@ -418,7 +418,7 @@ def test_jsonable_headers() -> None:
 
 
 def test_detail_of_an_undecodable_entry_carries_the_body() -> None:
-    got = dlq.detail(entry(b"\x00garbage"))
+    got = dlq_view.detail(entry(b"\x00garbage"))
     assert got["event"] is None and got["decodes"] is False
     assert got["body_base64"] == "AGdhcmJhZ2U="
     assert got["last_failed_at"] == 1100.5  # absolute: the same output every time
@@ -428,7 +428,7 @@ def test_detail_of_an_undecodable_entry_carries_the_body() -> None:
     ("seconds", "text"), [(None, "-"), (5.9, "5s"), (125, "2m"), (7300, "2h"), (190000, "2d")]
 )
 def test_age_text(seconds: float | None, text: str) -> None:
-    assert dlq.age_text(seconds) == text
+    assert dlq_view.age_text(seconds) == text
 
 
 def test_float_seconds_from_older_entries_are_still_read() -> None:

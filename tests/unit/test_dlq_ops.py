@@ -170,7 +170,8 @@ def test_edit_removes_every_copy_once_the_router_made_the_version(
     a = entry(0)
     copy = dlq.read_entry(SALES_DLQ, 1, a.body, a.headers)
     queue.append(FakeHeld([a, entry(2), copy]))
-    asked = _router(monkeypatch, {"ok": True, "event_id": "v2", "clock": {"hub": 1}, "pending": True})
+    reply = {"ok": True, "event_id": "v2", "clock": {"hub": 1}, "pending": True}
+    asked = _router(monkeypatch, reply)
     edited = dlq_ops.edit(BROKER, "sales", False, a.id, {"email": "bob@example.com"})
     assert asked == [dlq.edit_request(a, {"email": "bob@example.com"})]
     assert queue[0].removed == [a, copy]
