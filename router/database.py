@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from router.errors import ConfigError
 
@@ -42,3 +42,33 @@ def make_engine(url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+# (dialect, driver, table) -> the compiled INSERT and, for positional paramstyles, the
+# order of its parameters.
+_INSERTS: dict[tuple[str, str, str], tuple[str, list[str] | None]] = {}
+
+
+def insert_many(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """``executemany`` of ``rows`` (all with the same keys) straight to the driver.
+
+    The router's hot path: SQLAlchemy's per-row parameter processing cost ~10 us
+    per event across the inbox, records and outbox inserts. The statement is compiled
+    once per dialect by SQLAlchemy; the values are plain str/float/bool/int/bytes that
+    every driver takes as they are. Driver errors still arrive as SQLAlchemy's (an
+    IntegrityError is what tells another router got there first).
+    """
+    if not rows:
+        return
+    dialect = conn.dialect
+    key = (dialect.name, dialect.driver, table.name)
+    cached = _INSERTS.get(key)
+    if cached is None:
+        compiled = table.insert().compile(dialect=dialect, column_keys=list(rows[0]))
+        order = list(compiled.positiontup or ()) if dialect.positional else None
+        cached = _INSERTS[key] = (str(compiled), order)
+    sql, order = cached
+    if order is None:
+        conn.exec_driver_sql(sql, rows)
+    else:
+        conn.exec_driver_sql(sql, [tuple(row[k] for k in order) for row in rows])

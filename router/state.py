@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from router import schema
 from router.clock import HUB, actor_epoch, make_actor
 from router.conflicts import Conflict
-from router.database import make_engine
+from router.database import insert_many, make_engine
 from router.errors import StateError
 from router.messages import Outgoing
 from router.record import RecordState
@@ -51,36 +51,6 @@ class Registration:
     @property
     def actor(self) -> str:
         return make_actor(self.name, self.epoch)
-
-
-# (dialect, driver, table) -> the compiled INSERT and, for positional paramstyles, the
-# order of its parameters.
-_INSERTS: dict[tuple[str, str, str], tuple[str, list[str] | None]] = {}
-
-
-def _insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """``executemany`` of ``rows`` (all with the same keys) straight to the driver.
-
-    The hot path of every batch: SQLAlchemy's per-row parameter processing cost ~10 us
-    per event across the inbox, records and outbox inserts. The statement is compiled
-    once per dialect by SQLAlchemy; the values are plain str/float/bool/int/bytes that
-    every driver takes as they are. Driver errors still arrive as SQLAlchemy's (an
-    IntegrityError is what tells another router got there first).
-    """
-    if not rows:
-        return
-    dialect = conn.dialect
-    key = (dialect.name, dialect.driver, table.name)
-    cached = _INSERTS.get(key)
-    if cached is None:
-        compiled = table.insert().compile(dialect=dialect, column_keys=list(rows[0]))
-        order = list(compiled.positiontup or ()) if dialect.positional else None
-        cached = _INSERTS[key] = (str(compiled), order)
-    sql, order = cached
-    if order is None:
-        conn.exec_driver_sql(sql, rows)
-    else:
-        conn.exec_driver_sql(sql, [tuple(row[k] for k in order) for row in rows])
 
 
 class RouterStore:
@@ -191,7 +161,7 @@ class RouterStore:
         with self._conn(conn) as c:
             try:
                 if processed:
-                    _insert(c, inbox, [{"event_id": e, "processed_at": now} for e in processed])
+                    insert_many(c, inbox, [{"event_id": e, "processed_at": now} for e in processed])
                 self._write_states(c, states, now)
                 self._write_conflicts(c, changed_conflicts)
             except sa.exc.IntegrityError as e:
@@ -204,7 +174,7 @@ class RouterStore:
         if not deliveries:
             return []
         ids = self._outbox_ids(len(deliveries))
-        _insert(
+        insert_many(
             conn,
             outbox,
             [
@@ -231,7 +201,7 @@ class RouterStore:
         new = [s for s in states if s.version == 0]
         old = [s for s in states if s.version > 0]
         if new:
-            _insert(
+            insert_many(
                 conn,
                 records,
                 [
