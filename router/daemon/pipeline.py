@@ -94,7 +94,7 @@ class BatchOutcome:
 
 
 def decide_batch(ctx: RouterContext, judged: Sequence[Inbound], conn: Connection) -> BatchOutcome:
-    """Runs on the store thread, inside the batch's transaction: dedup and decide."""
+    """Runs inside the batch's transaction: dedup and decide."""
     store = ctx.store
     out = BatchOutcome(refused=[i for i in judged if i.reason is not None])
     inbound = [i for i in judged if i.event is not None and not i.repeat]
