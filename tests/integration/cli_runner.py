@@ -36,11 +36,14 @@ def cli_env(amqp: str | None) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, amqp: str | None, cwd: Path | None = None) -> Result:
-    """Run the CLI when no in-process router has to run meanwhile (this blocks)."""
+def run_cli(
+    *args: str, amqp: str | None, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> Result:
+    """Run the CLI when no in-process router has to run meanwhile (this blocks);
+    ``env`` adds variables (e.g. ``CRMSYNC_CONFIG``) to the clean environment."""
     proc = subprocess.run(
         [sys.executable, "-m", "router.cli", *args],
-        env=cli_env(amqp),
+        env={**cli_env(amqp), **(env or {})},
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -29,8 +29,8 @@ from adapters.links import OutboxEntry
 from adapters.sql import SqlAdapter
 from router.clock import Order, VectorClock, compare, merge
 from router.config import AdapterConfig
-from router.database import Blob
 from router.events import ChangeEvent, decode, encode, new_event_id
+from tests.schemas import first_release_link_table
 
 pytestmark = pytest.mark.integration
 
@@ -450,25 +450,6 @@ def test_delete_delivery_sets_flag_and_update_wins_resurrects(server: Server) ->
     assert row is not None and not row["is_deleted"]
     assert len(all_rows(server, table)) == 1
     assert capture(engine, {}).pending == []
-
-
-def first_release_link_table() -> sa.Table:
-    """``crmsync_link`` as the first release created it (no outbox id / routing key)."""
-    return sa.Table(
-        "crmsync_link",
-        sa.MetaData(),
-        sa.Column("record_id", sa.String(36), primary_key=True),
-        sa.Column("entity", sa.String(64), nullable=False),
-        sa.Column("source_record_id", sa.String(255), nullable=True),
-        sa.Column("clock", Blob, nullable=False),
-        sa.Column("content_hash", sa.String(64), nullable=False),
-        sa.Column("fields", Blob, nullable=False),
-        sa.Column("version", sa.String(64), nullable=True),
-        sa.Column("deleted", sa.Boolean, nullable=False),
-        sa.Column("published", sa.Boolean, nullable=False),
-        sa.Column("pending_event", Blob, nullable=True),
-        sa.UniqueConstraint("entity", "source_record_id", name="crmsync_link_source"),
-    )
 
 
 def test_link_table_of_an_older_version_is_upgraded(server: Server) -> None:

@@ -6,8 +6,6 @@ subprocess: they configure logging); the short commands in process, which is qui
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,23 +13,13 @@ from typer.testing import CliRunner
 
 from router.cli import app
 from router.errors import EXIT_CONFIG, ConfigError
-from tests.integration.cli_runner import Result, assert_one_clear_line, cli_env
+from tests.integration.cli_runner import Result, assert_one_clear_line, run_cli
 
 UNREACHABLE = "amqp://guest:guest@127.0.0.1:1/"  # were a command to connect: exit 3, not 4
 
 
 def run(*args: str, config: str, cwd: Path) -> Result:
-    env = {**cli_env(UNREACHABLE), "CRMSYNC_CONFIG": config}
-    proc = subprocess.run(
-        [sys.executable, "-m", "router.cli", *args],
-        env=env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    return run_cli(*args, amqp=UNREACHABLE, cwd=cwd, env={"CRMSYNC_CONFIG": config})
 
 
 def test_adapter_reads_its_config_from_crmsync_config(tmp_path: Path) -> None:

@@ -19,29 +19,10 @@ from adapters.runtime import _outgoing
 from adapters.sql import SqlAdapter
 from router import topology
 from router.config import AdapterConfig
-from router.database import Blob
 from router.events import ChangeEvent, decode, encode, new_event_id
+from tests.schemas import first_release_link_table
 
 NEW_COLUMNS = {"pending_event_id", "pending_routing_key"}
-
-
-def first_release_link_table(meta: sa.MetaData) -> sa.Table:
-    """``crmsync_link`` as the first release created it."""
-    return sa.Table(
-        "crmsync_link",
-        meta,
-        sa.Column("record_id", sa.String(36), primary_key=True),
-        sa.Column("entity", sa.String(64), nullable=False),
-        sa.Column("source_record_id", sa.String(255), nullable=True),
-        sa.Column("clock", Blob, nullable=False),
-        sa.Column("content_hash", sa.String(64), nullable=False),
-        sa.Column("fields", Blob, nullable=False),
-        sa.Column("version", sa.String(64), nullable=True),
-        sa.Column("deleted", sa.Boolean, nullable=False),
-        sa.Column("published", sa.Boolean, nullable=False),
-        sa.Column("pending_event", Blob, nullable=True),
-        sa.UniqueConstraint("entity", "source_record_id", name="crmsync_link_source"),
-    )
 
 
 def old_pending_row(event: ChangeEvent, *, published: bool = False) -> dict[str, Any]:
