@@ -414,6 +414,15 @@ def _short(frame: str) -> str:
     return f"{name} ({where.rsplit(':', 1)[0]})" if where else name
 
 
+def print_profile(collapsed: Path) -> None:
+    """The summary of a py-spy profile, or where py-spy said why it wrote nothing."""
+    if not collapsed.exists():
+        print(f"py-spy wrote nothing; see {collapsed.parent / 'py-spy.log'}")
+        return
+    for text in summarise_profile(collapsed):
+        print(text)
+
+
 def summarise_profile(path: Path, top: int = 18) -> list[str]:
     """Per thread: how busy it was, and where the busy samples went (inclusive)."""
     threads: dict[str, list[tuple[list[str], int]]] = collections.defaultdict(list)

@@ -358,12 +358,7 @@ async def main(args: argparse.Namespace) -> int:
             w = await run_router(rate, args.seconds, args.warmup, out)
             print(f"profiled router run (not counted; py-spy slows it): {rate:g} ev/s")
             print(f"  {describe(w)}")
-            collapsed = out / f"router-{rate:g}.collapsed"
-            if collapsed.exists():
-                for text in c.summarise_profile(collapsed):
-                    print(text)
-            else:
-                print(f"py-spy wrote nothing; see {out / 'py-spy.log'}")
+            c.print_profile(out / f"router-{rate:g}.collapsed")
     return 0
 
 

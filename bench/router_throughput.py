@@ -282,12 +282,7 @@ async def main(args: argparse.Namespace) -> int:
         out = Path(args.profile)
         r = await run_router_once(args.events, out)
         print(f"profiled router run (not counted; py-spy slows it): {r.rate:.0f} ev/s")
-        collapsed = out / "router.collapsed"
-        if collapsed.exists():
-            for text in c.summarise_profile(collapsed):
-                print(text)
-        else:
-            print(f"py-spy wrote nothing; see {out / 'py-spy.log'}")
+        c.print_profile(out / "router.collapsed")
     return 0
 
 
