@@ -143,9 +143,11 @@ class Router:
             try:
                 await self._batch_loop()
             finally:
-                housekeeping.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await housekeeping
+                for task in (housekeeping, self._sweep):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                 await self.ctx.db(self.store.touch_heartbeats, dict(self.ctx.beats))
         finally:
             await connection.close()
@@ -176,8 +178,9 @@ class Router:
             try:
                 waits: set[asyncio.Future[Any]] = {taking, *(s.task for s in sending)}
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                _raise_failed(sending)  # any batch's, not only the oldest's
                 while sending and sending[0].task.done():
-                    sending.popleft().task.result()  # a failed publish surfaces here
+                    sending.popleft()
                 if not taking.done():
                     continue
                 batch, taking = taking.result(), None
@@ -201,8 +204,13 @@ class Router:
                 held = [*(await self._abandon(sending)), *batch, *self._batcher.drain()]
                 sending.clear()
                 await self._give_back(held, e)
-        for unacked in sending:
-            await unacked.task
+        try:
+            for unacked in sending:
+                await unacked.task
+        except RETRYABLE as e:
+            # Stopping anyway: what was not acked comes back to the queue when the
+            # connection closes, and the outbox holds what was committed.
+            log.warning("last batches not completed at shutdown", extra=kv(error=str(e)))
 
     @staticmethod
     async def _abandon(sending: Iterable[_Sending]) -> list[Delivery]:
@@ -362,6 +370,14 @@ class Router:
         forgotten = store.prune_conflicts(now - conflict_retention)
         if forgotten:
             log.info("pruned old conflict records", extra=kv(count=forgotten))
+
+
+def _raise_failed(sending: Iterable[_Sending]) -> None:
+    """Re-raise the failure of any batch whose publishing failed."""
+    for item in sending:
+        task = item.task
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            task.result()
 
 
 async def run_router(config: RouterConfig, new_hub_epoch: bool = False) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from router import control, topology
-from router.broker.memory import MemoryBroker, MemoryConnection
+from router.broker.memory import MemoryBroker, MemoryConnection, MemoryPublisher
 from router.broker.rpc import RpcClient
 from router.config import RouterConfig
 from router.daemon import Router
@@ -137,3 +137,65 @@ def test_judging_names_why_each_message_is_refused_and_spots_repeats() -> None:
     ]
     assert judged[0].event == decode(encode_dict(good))
     assert "must be published by user 'crm-legacy', not 'intruder'" in judged[2].detail
+
+
+class _GatedPublisher(MemoryPublisher):
+    """Holds the first batch of deliveries until released: its confirms are late."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        super().__init__(broker)
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+        self._held_once = False
+
+    async def publish_many(self, items: Sequence[Outgoing]) -> None:
+        if not self._held_once and any(i.exchange == topology.DELIVERIES for i in items):
+            self._held_once = True
+            self.holding.set()
+            await self.release.wait()
+        await super().publish_many(items)
+
+
+async def test_a_later_batch_confirmed_first_is_not_acked_before_the_earlier_one(
+    tmp_path: Path,
+) -> None:
+    broker = MemoryBroker()
+    gated = _GatedPublisher(broker)
+
+    async def connect(_cfg: object = None, _name: str = "") -> MemoryConnection:
+        connection = MemoryConnection(broker)
+
+        async def publisher() -> MemoryPublisher:
+            return gated
+
+        connection.publisher = publisher  # type: ignore[method-assign]
+        return connection
+
+    config = RouterConfig.model_validate(
+        {"state": {"url": f"sqlite:///{tmp_path / 'router.db'}"}, "router": {"linger": "1ms"}}
+    )
+    router = Router(config, broker=connect)
+    task = asyncio.create_task(router.run())
+    await asyncio.wait_for(router.ready.wait(), 10)
+    hub = Hub(broker, await broker.connect(), RpcClient(await broker.connect()), router)
+    try:
+        for name in ("legacy", "sales"):
+            request = control.Register(name=name, entities={"contact": ["email"]})
+            await hub.rpc.request(request, control.Registered, timeout=5)
+        first = event("legacy", str(uuid.uuid4()), {"legacy": 1}, {"email": "a@x.io"})
+        await hub.publish(encode_dict(first))
+        await asyncio.wait_for(gated.holding.wait(), 5)
+        second = event("legacy", str(uuid.uuid4()), {"legacy": 1}, {"email": "b@x.io"})
+        await hub.publish(encode_dict(second))
+        # The second batch is committed and its delivery confirmed...
+        await eventually(lambda: len(broker.messages(topology.sink_queue("sales"))) == 1)
+        [consumer] = broker.queues[topology.INGRESS].consumers
+        await asyncio.sleep(0.05)
+        # ...but acking it (multiple) would ack the first, whose delivery is unconfirmed.
+        assert len(consumer.unacked) == 2
+        gated.release.set()
+        await eventually(lambda: not consumer.unacked, what="both batches acked")
+        assert len(broker.messages(topology.sink_queue("sales"))) == 2
+    finally:
+        router.stop()
+        await asyncio.wait_for(task, 10)
