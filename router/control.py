@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from router.errors import CrmsyncError
 from router.events import ENTITY_RE, NAME_RE, Scalar
@@ -90,7 +90,14 @@ class EditRecord(Request):
     KEY: ClassVar[str] = "op.edit"
     record_id: NonEmpty
     entity: str | None = None
-    set: Annotated[dict[str, Scalar], Field(min_length=1)]
+    set: dict[str, Scalar]
+
+    @field_validator("set")
+    @classmethod
+    def _something_to_set(cls, value: dict[str, Scalar]) -> dict[str, Scalar]:
+        if not value:
+            raise ValueError("op.edit needs a non-empty 'set' (field -> value)")
+        return value
 
 
 class RemoveAdapter(Request):
