@@ -9,8 +9,15 @@ from hypothesis import HealthCheck, settings
 from tests.broker import amqp_url, broker_available, create_vhost, delete_vhost
 
 # CI is a 2-core machine that also runs RabbitMQ, PostgreSQL and MariaDB: time spent
-# generating inputs or running one example says nothing about correctness there.
-settings.register_profile("crmsync", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# generating inputs or running one example says nothing about correctness there. No
+# example database: test processes run in parallel, and nothing under the work tree
+# should change because tests ran.
+settings.register_profile(
+    "crmsync",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    database=None,
+)
 settings.load_profile("crmsync")
 
 

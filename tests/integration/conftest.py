@@ -10,6 +10,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from tests.integration.spine import Spine
+from tests.integration.support import RunningRouter, running_router
 
 
 @pytest.fixture
@@ -20,6 +21,15 @@ async def connection(amqp: str) -> AsyncIterator[AbstractRobustConnection]:
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def router(amqp: str, tmp_path: Path) -> AsyncIterator[RunningRouter]:
+    """A router running in-process on this test's own vhost, its state in
+    ``tmp_path/router.db``: ready when the test starts, stopped after it (unless the test
+    stopped it to look at what it left behind)."""
+    async with running_router(amqp, tmp_path / "router.db") as running:
+        yield running
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from router.broker.aio import connect
 from router.config import BrokerConfig
 from router.demo import Fleet
-from router.demo_crms import CRMS, DemoDb
+from router.demo.crms import CRMS, DemoDb
 from router.status import run_status
-from router.transport import connect
 
 
 class Spine:
@@ -45,6 +45,16 @@ class Spine:
 
     def start_adapter(self, name: str) -> None:
         self.fleet.start(name, "adapter", "--config", f"{name}.toml")
+
+    def start(self, adapters: tuple[str, ...] = ("legacy", "sales", "mktg")) -> None:
+        """The router, then the adapters once it answers, and wait until they registered.
+        (An adapter that asks before the router is up waits for its request to time out:
+        seconds for nothing in every test.)"""
+        self.start_router()
+        self.wait("the router up", lambda: bool(self.status()["router"]["alive"]))
+        for name in adapters:
+            self.start_adapter(name)
+        self.wait_registered(list(adapters))
 
     def status(self) -> dict[str, Any]:
         return run_status(lambda: connect(BrokerConfig(url=self.url), "crmsync-test"), 2.0)

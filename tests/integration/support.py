@@ -8,23 +8,34 @@ over ``crmsync.control``, and reads of the sink and invalid queues.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from router import topology
+from router.broker.aio import Connection
+from router.broker.rpc import RpcClient
 from router.config import RouterConfig
-from router.control import RpcClient
 from router.daemon import Router
 from router.events import encode_dict
+from tests import factories
+
+if TYPE_CHECKING:
+    from router.daemon.stats import Stats
+    from router.state import RouterStore
 
 ENTITIES = {"contact": ["email", "first_name"]}
+
+# tests/factories.py under the names older tests import from here.
+event = factories.wire_event
+new_id = factories.new_id
 
 
 def router_config(amqp: str, db: Path, **tuning: Any) -> RouterConfig:
@@ -52,47 +63,55 @@ async def stop_router(router: Router, task: asyncio.Task[None]) -> None:
     await asyncio.wait_for(task, 10)
 
 
+@dataclass
+class RunningRouter:
+    """A router running in-process on the test's event loop (see ``running_router``)."""
+
+    router: Router
+    task: asyncio.Task[None]
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def stats(self) -> Stats:
+        return self.router.stats
+
+    @property
+    def store(self) -> RouterStore:
+        return self.router.store
+
+    async def stop(self) -> None:
+        """Stop it (it drains) and wait until it has; re-raises why it died, if it did.
+        Stopping it again does nothing."""
+        if not self._stopped:
+            self._stopped = True
+            await stop_router(self.router, self.task)
+
+
+@asynccontextmanager
+async def running_router(amqp: str, db: Path, **tuning: Any) -> AsyncIterator[RunningRouter]:
+    """A router on ``amqp``'s vhost with its state in ``db``, ready for the block and
+    stopped after it, unless the block stopped it first. For a test that restarts the
+    router; a test that needs one router throughout takes the ``router`` fixture."""
+    router, task = await start_router(amqp, db, **tuning)
+    running = RunningRouter(router, task)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
 async def register(
     connection: AbstractRobustConnection,
     name: str,
     actor: str | None = None,
     entities: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    reply: dict[str, Any] = await RpcClient(connection).call(
+    reply: dict[str, Any] = await RpcClient(Connection(connection)).call(
         f"register.{name}",
         {"actor": actor, "entities": entities or ENTITIES, "version": "t"},
         timeout=5.0,
     )
     return reply
-
-
-def event(
-    source: str,
-    record_id: str,
-    clock: dict[str, Any],
-    fields: dict[str, Any],
-    *,
-    actor: str | None = None,
-    event_id: str | None = None,
-    changed: list[str] | None = None,
-    occurred_at: datetime | None = None,
-) -> dict[str, Any]:
-    """A ChangeEvent as the plain map an adapter puts on the wire."""
-    return {
-        "v": 1,
-        "event_id": event_id or str(uuid.uuid4()),
-        "source": source,
-        "actor": actor or source,
-        "entity": "contact",
-        "record_id": record_id,
-        "source_record_id": "1",
-        "op": "upsert",
-        "clock": clock,
-        "fields": fields,
-        "changed": list(fields) if changed is None else changed,
-        "occurred_at": occurred_at or datetime.now(UTC),
-        "origin": "live",
-    }
 
 
 async def publish_raw(
@@ -160,22 +179,48 @@ async def depth(connection: AbstractRobustConnection, queue_name: str) -> int:
         await channel.close()
 
 
-async def eventually(
-    check: Callable[[], bool] | Callable[[], Awaitable[bool]],
-    timeout: float = 5.0,
-    what: str = "condition",
-) -> None:
+async def poll(
+    check: Callable[[], bool] | Callable[[], Awaitable[bool]], timeout: float = 5.0
+) -> bool:
+    """Whether ``check`` (asked every 50 ms) holds within ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if not isinstance(result, bool):
             result = await result
         if result:
-            return
+            return True
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            return False
         await asyncio.sleep(0.05)
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
+async def eventually(
+    check: Callable[[], bool] | Callable[[], Awaitable[bool]],
+    timeout: float = 5.0,
+    what: str = "condition",
+) -> None:
+    if not await poll(check, timeout):
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def logged(logger: str) -> Iterator[list[logging.LogRecord]]:
+    """The records ``logger`` emits meanwhile, whatever handlers and propagation another
+    test in this process (the CLI configures logging) left it with."""
+    handler = _Records()
+    target = logging.getLogger(logger)
+    target.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        target.removeHandler(handler)

@@ -18,7 +18,8 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from router import topology
-from router.control import RpcClient
+from router.broker.aio import Connection
+from router.broker.rpc import RpcClient
 from tests.integration.cli_runner import Result, arun_cli, assert_one_clear_line, run_cli
 from tests.integration.support import depth, register, start_router, stop_router
 
@@ -196,7 +197,7 @@ async def test_adapter_remove(
         assert removed.code == 0, removed
         assert topology.sink_queue("legacy") in removed.stdout
         assert set(router.store.registrations()) == {"sales"}
-        status = await RpcClient(connection).call("op.status", {}, timeout=5)
+        status = await RpcClient(Connection(connection)).call("op.status", {}, timeout=5)
         assert [a["name"] for a in status["adapters"]] == ["sales"]
     finally:
         await stop_router(router, task)

@@ -27,8 +27,9 @@ import aio_pika
 import pytest
 
 from router import topology
+from router.broker.aio import Connection
+from router.broker.dlq import DlqBroker
 from router.config import BrokerConfig
-from router.dlq_broker import DlqBroker
 from router.events import ChangeEvent, decode, encode
 from tests.integration.cli_runner import (
     Result,
@@ -131,7 +132,7 @@ async def publish_dead(
     """Declare the hub and ``sales`` topology, then dead-letter ``entries`` in order."""
     connection = await aio_pika.connect_robust(amqp)
     try:
-        await topology.declare(connection, topology.adapter_queues("sales"))
+        await Connection(connection).declare(topology.adapter_queues("sales"))
         channel = await connection.channel(publisher_confirms=confirm)
         exchange = (
             channel.default_exchange

@@ -6,151 +6,135 @@ DESIGN "Topology" (crmsync.router.invalid), "Security" (a source that never regi
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from router import topology
 from router.events import encode_dict
+from tests.factories import new_id, wire_event
 from tests.integration.support import (
+    RunningRouter,
     collect,
     depth,
-    event,
     eventually,
-    new_id,
     publish_event,
     publish_raw,
     register,
-    start_router,
-    stop_router,
 )
 
 pytestmark = pytest.mark.integration
 
 
 async def test_refused_events_land_in_invalid_queue_with_reason_and_original_bytes(
-    amqp: str, tmp_path: Path, connection: AbstractRobustConnection
+    router: RunningRouter, connection: AbstractRobustConnection
 ) -> None:
-    router, task = await start_router(amqp, tmp_path / "router.db")
-    try:
-        assert (await register(connection, "legacy"))["ok"] is True
-        assert (await register(connection, "sales"))["ok"] is True
-        channel = await connection.channel()
+    assert (await register(connection, "legacy"))["ok"] is True
+    assert (await register(connection, "sales"))["ok"] is True
+    channel = await connection.channel()
 
-        garbage = b"\xc1\xff\x00 this is not msgpack \x93"
-        await publish_raw(channel, garbage, "legacy.contact.upsert", message_id="garbage-1")
+    garbage = b"\xc1\xff\x00 this is not msgpack \x93"
+    await publish_raw(channel, garbage, "legacy.contact.upsert", message_id="garbage-1")
 
-        wrong_type = encode_dict(
-            event("legacy", new_id(), {"legacy": "3"}, {"email": "a@example.com"})
-        )
-        await publish_raw(channel, wrong_type, "legacy.contact.upsert")
+    wrong_type = encode_dict(
+        wire_event("legacy", new_id(), {"legacy": "3"}, {"email": "a@example.com"})
+    )
+    await publish_raw(channel, wrong_type, "legacy.contact.upsert")
 
-        spoofed = event("ghost", new_id(), {"ghost": 1}, {"email": "g@example.com"})
-        spoofed_body = await publish_event(channel, spoofed)
+    spoofed = wire_event("ghost", new_id(), {"ghost": 1}, {"email": "g@example.com"})
+    spoofed_body = await publish_event(channel, spoofed)
 
-        refused = await collect(channel, topology.INVALID, 3)
-        by_reason = {m.headers[topology.REASON_HEADER]: m for m in refused}
-        assert set(by_reason) == {"undecodable", "invalid-schema", "unregistered-source"}
-        assert by_reason["undecodable"].body == garbage
-        assert by_reason["invalid-schema"].body == wrong_type
-        assert by_reason["unregistered-source"].body == spoofed_body
-        # The message id survives, so an operator can find the original publish.
-        assert by_reason["undecodable"].message_id == "garbage-1"
-        assert by_reason["unregistered-source"].message_id == spoofed["event_id"]
-        for message in refused:
-            assert message.headers.get(topology.DETAIL_HEADER), "a refusal says why"
-        detail = str(by_reason["invalid-schema"].headers[topology.DETAIL_HEADER])
-        assert "clock" in detail
+    refused = await collect(channel, topology.INVALID, 3)
+    by_reason = {m.headers[topology.REASON_HEADER]: m for m in refused}
+    assert set(by_reason) == {"undecodable", "invalid-schema", "unregistered-source"}
+    assert by_reason["undecodable"].body == garbage
+    assert by_reason["invalid-schema"].body == wrong_type
+    assert by_reason["unregistered-source"].body == spoofed_body
+    # The message id survives, so an operator can find the original publish.
+    assert by_reason["undecodable"].message_id == "garbage-1"
+    assert by_reason["unregistered-source"].message_id == spoofed["event_id"]
+    for message in refused:
+        assert message.headers.get(topology.DETAIL_HEADER), "a refusal says why"
+    detail = str(by_reason["invalid-schema"].headers[topology.DETAIL_HEADER])
+    assert "clock" in detail
 
-        # The router is still working: a valid event afterwards reaches the other subscriber.
-        good = event("legacy", new_id(), {"legacy": 1}, {"email": "ok@example.com"})
-        good_body = await publish_event(channel, good)
-        (delivered,) = await collect(channel, topology.sink_queue("sales"), 1)
-        assert delivered.body == good_body
-        assert delivered.message_id == good["event_id"]
-        assert not task.done()
-        assert dict(router.stats.invalid) == {
-            "undecodable": 1,
-            "invalid-schema": 1,
-            "unregistered-source": 1,
-        }
-        assert await depth(connection, topology.INVALID) == 0
-        assert await depth(connection, topology.sink_queue("legacy")) == 0
-    finally:
-        await stop_router(router, task)
+    # The router is still working: a valid event afterwards reaches the other subscriber.
+    good = wire_event("legacy", new_id(), {"legacy": 1}, {"email": "ok@example.com"})
+    good_body = await publish_event(channel, good)
+    (delivered,) = await collect(channel, topology.sink_queue("sales"), 1)
+    assert delivered.body == good_body
+    assert delivered.message_id == good["event_id"]
+    assert not router.task.done()
+    assert dict(router.stats.invalid) == {
+        "undecodable": 1,
+        "invalid-schema": 1,
+        "unregistered-source": 1,
+    }
+    assert await depth(connection, topology.INVALID) == 0
+    assert await depth(connection, topology.sink_queue("legacy")) == 0
+    await router.stop()
     # Stopping the router closes its channel: anything it held unacked would be ready again.
     assert await depth(connection, topology.INGRESS) == 0
 
 
 async def test_clock_reuse_is_refused_and_the_stored_record_is_unchanged(
-    amqp: str, tmp_path: Path, connection: AbstractRobustConnection
+    router: RunningRouter, connection: AbstractRobustConnection
 ) -> None:
-    router, task = await start_router(amqp, tmp_path / "router.db")
-    try:
-        await register(connection, "legacy")
-        await register(connection, "sales")
-        channel = await connection.channel()
-        record_id = new_id()
+    await register(connection, "legacy")
+    await register(connection, "sales")
+    channel = await connection.channel()
+    record_id = new_id()
 
-        first = event("legacy", record_id, {"legacy": 1}, {"email": "first@example.com"})
-        await publish_event(channel, first)
-        await collect(channel, topology.sink_queue("sales"), 1)
+    first = wire_event("legacy", record_id, {"legacy": 1}, {"email": "first@example.com"})
+    await publish_event(channel, first)
+    await collect(channel, topology.sink_queue("sales"), 1)
 
-        reused = event("legacy", record_id, {"legacy": 1}, {"email": "other@example.com"})
-        reused_body = await publish_event(channel, reused)
-        (refused,) = await collect(channel, topology.INVALID, 1)
-        assert refused.headers[topology.REASON_HEADER] == "clock-reuse"
-        assert refused.body == reused_body
-        assert router.stats.invalid["clock-reuse"] == 1
+    reused = wire_event("legacy", record_id, {"legacy": 1}, {"email": "other@example.com"})
+    reused_body = await publish_event(channel, reused)
+    (refused,) = await collect(channel, topology.INVALID, 1)
+    assert refused.headers[topology.REASON_HEADER] == "clock-reuse"
+    assert refused.body == reused_body
+    assert router.stats.invalid["clock-reuse"] == 1
 
-        stored = router.store.get(record_id)
-        assert stored is not None
-        assert stored.fields["email"] == "first@example.com"
-        assert stored.event_id == first["event_id"]
-        assert stored.clock.to_dict() == {"legacy": 1}
+    stored = router.store.get(record_id)
+    assert stored is not None
+    assert stored.fields["email"] == "first@example.com"
+    assert stored.event_id == first["event_id"]
+    assert stored.clock.to_dict() == {"legacy": 1}
 
-        # Nothing was delivered for the reused counter; the next real edit still goes through.
-        nxt = event("legacy", record_id, {"legacy": 2}, {"email": "second@example.com"})
-        nxt_body = await publish_event(channel, nxt)
-        (delivered,) = await collect(channel, topology.sink_queue("sales"), 1)
-        assert delivered.body == nxt_body
-        await eventually(
-            lambda: (
-                (s := router.store.get(record_id)) is not None
-                and s.fields["email"] == "second@example.com"
-            ),
-            what="the next edit to be stored",
-        )
-        assert await depth(connection, topology.INVALID) == 0
-    finally:
-        await stop_router(router, task)
+    # Nothing was delivered for the reused counter; the next real edit still goes through.
+    nxt = wire_event("legacy", record_id, {"legacy": 2}, {"email": "second@example.com"})
+    nxt_body = await publish_event(channel, nxt)
+    (delivered,) = await collect(channel, topology.sink_queue("sales"), 1)
+    assert delivered.body == nxt_body
+    await eventually(
+        lambda: (
+            (s := router.store.get(record_id)) is not None
+            and s.fields["email"] == "second@example.com"
+        ),
+        what="the next edit to be stored",
+    )
+    assert await depth(connection, topology.INVALID) == 0
+    await router.stop()
     assert await depth(connection, topology.INGRESS) == 0
 
 
 async def test_identical_republish_under_a_new_event_id_is_a_duplicate_not_clock_reuse(
-    amqp: str, tmp_path: Path, connection: AbstractRobustConnection
+    router: RunningRouter, connection: AbstractRobustConnection
 ) -> None:
     """Same clock, same content (a republish with a fresh id): harmless, a duplicate."""
-    router, task = await start_router(amqp, tmp_path / "router.db")
-    try:
-        await register(connection, "legacy")
-        await register(connection, "sales")
-        channel = await connection.channel()
-        record_id = new_id()
-        fields = {"email": "same@example.com"}
-        await publish_event(channel, event("legacy", record_id, {"legacy": 1}, fields))
-        await collect(channel, topology.sink_queue("sales"), 1)
-        await publish_event(channel, event("legacy", record_id, {"legacy": 1}, fields))
-        await eventually(
-            lambda: router.stats.verdicts["duplicate"] == 1, what="a duplicate verdict"
-        )
-        # A marker on another record: once it arrived, anything owed for the copy would have.
-        marker = event("legacy", new_id(), {"legacy": 1}, {"email": "m@example.com"})
-        await publish_event(channel, marker)
-        (got,) = await collect(channel, topology.sink_queue("sales"), 1)
-        assert got.message_id == marker["event_id"]
-        assert await depth(connection, topology.INVALID) == 0
-        assert router.stats.invalid["clock-reuse"] == 0
-    finally:
-        await stop_router(router, task)
+    await register(connection, "legacy")
+    await register(connection, "sales")
+    channel = await connection.channel()
+    record_id = new_id()
+    fields = {"email": "same@example.com"}
+    await publish_event(channel, wire_event("legacy", record_id, {"legacy": 1}, fields))
+    await collect(channel, topology.sink_queue("sales"), 1)
+    await publish_event(channel, wire_event("legacy", record_id, {"legacy": 1}, fields))
+    await eventually(lambda: router.stats.verdicts["duplicate"] == 1, what="a duplicate verdict")
+    # A marker on another record: once it arrived, anything owed for the copy would have.
+    marker = wire_event("legacy", new_id(), {"legacy": 1}, {"email": "m@example.com"})
+    await publish_event(channel, marker)
+    (got,) = await collect(channel, topology.sink_queue("sales"), 1)
+    assert got.message_id == marker["event_id"]
+    assert await depth(connection, topology.INVALID) == 0
+    assert router.stats.invalid["clock-reuse"] == 0

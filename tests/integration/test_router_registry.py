@@ -13,77 +13,67 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from router import topology
-from router.control import RpcClient
+from router.broker.aio import Connection
+from router.broker.rpc import RpcClient
 from router.errors import TopologyMismatch
+from tests.factories import new_id, wire_event
 from tests.integration.support import (
     collect,
     depth,
-    event,
     eventually,
-    new_id,
     publish_event,
     register,
-    start_router,
-    stop_router,
+    running_router,
 )
 
 pytestmark = pytest.mark.integration
 
 
-async def test_registration_issues_actor_epochs(
-    amqp: str, tmp_path: Path, connection: AbstractRobustConnection
-) -> None:
-    router, task = await start_router(amqp, tmp_path / "router.db")
-    try:
-        first = await register(connection, "legacy")
-        assert first == {"ok": True, "actor": "legacy", "epoch": 1}
-        # The adapter's sink exists from registration on: deliveries wait in it.
-        assert await depth(connection, topology.sink_queue("legacy")) == 0
+@pytest.mark.usefixtures("router")
+async def test_registration_issues_actor_epochs(connection: AbstractRobustConnection) -> None:
+    first = await register(connection, "legacy")
+    assert first == {"ok": True, "actor": "legacy", "epoch": 1}
+    # The adapter's sink exists from registration on: deliveries wait in it.
+    assert await depth(connection, topology.sink_queue("legacy")) == 0
 
-        # It still has its state: same actor, same epoch.
-        again = await register(connection, "legacy", actor="legacy")
-        assert again == {"ok": True, "actor": "legacy", "epoch": 1}
+    # It still has its state: same actor, same epoch.
+    again = await register(connection, "legacy", actor="legacy")
+    assert again == {"ok": True, "actor": "legacy", "epoch": 1}
 
-        # It lost its state: it must never reuse its counters, so it gets a new epoch.
-        lost = await register(connection, "legacy", actor=None)
-        assert lost == {"ok": True, "actor": "legacy@2", "epoch": 2}
+    # It lost its state: it must never reuse its counters, so it gets a new epoch.
+    lost = await register(connection, "legacy", actor=None)
+    assert lost == {"ok": True, "actor": "legacy@2", "epoch": 2}
 
-        # State restored from before epoch 2: refused, with a reason.
-        stale = await register(connection, "legacy", actor="legacy")
-        assert stale["ok"] is False
-        assert isinstance(stale["error"], str)
-        assert "epoch" in stale["error"]
-        assert "\n" not in stale["error"]
+    # State restored from before epoch 2: refused, with a reason.
+    stale = await register(connection, "legacy", actor="legacy")
+    assert stale["ok"] is False
+    assert isinstance(stale["error"], str)
+    assert "epoch" in stale["error"]
+    assert "\n" not in stale["error"]
 
-        # The refusal did not change the registry.
-        assert (await register(connection, "legacy", actor="legacy@2"))["actor"] == "legacy@2"
+    # The refusal did not change the registry.
+    assert (await register(connection, "legacy", actor="legacy@2"))["actor"] == "legacy@2"
 
-        for bad_name, actor in (("hub", None), ("sales", "legacy")):
-            reply = await register(connection, bad_name, actor=actor)
-            assert reply["ok"] is False, (bad_name, actor)
-            assert reply["error"]
-        status = await RpcClient(connection).call("op.status", {}, timeout=5)
-        assert [(a["name"], a["actor"]) for a in status["adapters"]] == [("legacy", "legacy@2")]
-    finally:
-        await stop_router(router, task)
+    for bad_name, actor in (("hub", None), ("sales", "legacy")):
+        reply = await register(connection, bad_name, actor=actor)
+        assert reply["ok"] is False, (bad_name, actor)
+        assert reply["error"]
+    status = await RpcClient(Connection(connection)).call("op.status", {}, timeout=5)
+    assert [(a["name"], a["actor"]) for a in status["adapters"]] == [("legacy", "legacy@2")]
 
 
 async def test_registry_survives_a_router_restart_and_adapter_remove_removes_it(
     amqp: str, tmp_path: Path, connection: AbstractRobustConnection
 ) -> None:
     db = tmp_path / "router.db"
-    router, task = await start_router(amqp, db)
-    try:
+    async with running_router(amqp, db):
         assert (await register(connection, "legacy"))["ok"] is True
         assert (await register(connection, "sales"))["ok"] is True
-    finally:
-        await stop_router(router, task)
 
-    router, task = await start_router(amqp, db)
-    try:
+    async with running_router(amqp, db) as router:
         channel = await connection.channel()
         # No re-registration after the restart: the registry came from the state store.
-        payload = event("legacy", new_id(), {"legacy": 1}, {"email": "a@example.com"})
+        payload = wire_event("legacy", new_id(), {"legacy": 1}, {"email": "a@example.com"})
         body = await publish_event(channel, payload)
         (delivered,) = await collect(channel, topology.sink_queue("sales"), 1)
         assert delivered.body == body
@@ -93,7 +83,7 @@ async def test_registry_survives_a_router_restart_and_adapter_remove_removes_it(
         # The same name comes back without state after the restart: next epoch, not reset.
         assert (await register(connection, "legacy"))["actor"] == "legacy@2"
 
-        rpc = RpcClient(connection)
+        rpc = RpcClient(Connection(connection))
         removed = await rpc.call("op.adapter-remove", {"name": "legacy"}, timeout=5)
         assert removed == {"ok": True, "queue": topology.sink_queue("legacy")}
         # Its queue is left in place (it may still hold deliveries for an operator).
@@ -104,7 +94,7 @@ async def test_registry_survives_a_router_restart_and_adapter_remove_removes_it(
         assert "legacy" in again["error"]
 
         # From now on its events are refused as coming from an unregistered source.
-        late = event(
+        late = wire_event(
             "legacy", new_id(), {"legacy@2": 1}, {"email": "b@example.com"}, actor="legacy@2"
         )
         late_body = await publish_event(channel, late)
@@ -114,37 +104,29 @@ async def test_registry_survives_a_router_restart_and_adapter_remove_removes_it(
 
         status = await rpc.call("op.status", {}, timeout=5)
         assert [a["name"] for a in status["adapters"]] == ["sales"]
-    finally:
-        await stop_router(router, task)
 
     # The removal is persistent too.
-    router, task = await start_router(amqp, db)
-    try:
-        status = await RpcClient(connection).call("op.status", {}, timeout=5)
+    async with running_router(amqp, db) as router:
+        status = await RpcClient(Connection(connection)).call("op.status", {}, timeout=5)
         assert [a["name"] for a in status["adapters"]] == ["sales"]
         await eventually(lambda: router.store.registrations().keys() == {"sales"})
-    finally:
-        await stop_router(router, task)
 
 
+@pytest.mark.usefixtures("router")
 async def test_unknown_control_request_gets_an_error_reply(
-    amqp: str, tmp_path: Path, connection: AbstractRobustConnection
+    connection: AbstractRobustConnection,
 ) -> None:
-    router, task = await start_router(amqp, tmp_path / "router.db")
-    try:
-        reply = await RpcClient(connection).call("op.no-such-thing", {}, timeout=5)
-        assert reply["ok"] is False
-        assert "op.no-such-thing" in reply["error"]
-        # The router still answers afterwards.
-        assert (await register(connection, "legacy"))["ok"] is True
-    finally:
-        await stop_router(router, task)
+    reply = await RpcClient(Connection(connection)).call("op.no-such-thing", {}, timeout=5)
+    assert reply["ok"] is False
+    assert "op.no-such-thing" in reply["error"]
+    # The router still answers afterwards.
+    assert (await register(connection, "legacy"))["ok"] is True
 
 
 async def test_topology_declare_is_idempotent(connection: AbstractRobustConnection) -> None:
     specs = topology.adapter_queues("legacy", [("1s", 1000), ("10s", 10000)])
-    await topology.declare(connection, specs)
-    await topology.declare(connection, specs)
+    await Connection(connection).declare(specs)
+    await Connection(connection).declare(specs)
     for name in (
         topology.INGRESS,
         topology.INVALID,
@@ -167,7 +149,7 @@ async def test_topology_declare_reports_a_classic_ingress_queue(
     await channel.close()
 
     with pytest.raises(TopologyMismatch) as info:
-        await topology.declare(connection)
+        await Connection(connection).declare()
     message = str(info.value)
     assert topology.INGRESS in message
     assert "\n" not in message

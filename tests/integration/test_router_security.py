@@ -82,9 +82,9 @@ async def test_broker_rejects_a_user_id_that_is_not_the_connections_user(
     amqp: str, connection: AbstractRobustConnection
 ) -> None:
     """The property the check above relies on: RabbitMQ verifies user_id."""
-    from router.topology import declare
+    from router.broker.aio import Connection
 
-    await declare(connection)
+    await Connection(connection).declare()
     channel = await connection.channel()
     with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed):
         await _publish(channel, b"x", "legacy.contact.upsert", "crmsync-legacy")

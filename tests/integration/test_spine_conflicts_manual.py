@@ -44,10 +44,7 @@ def test_manual_conflict_is_parked_holds_later_changes_and_resolves_by_take(
     spine: Spine,
 ) -> None:
     spine.set_conflicts('[conflicts.contact]\npolicy = "manual"\n')
-    spine.start_router()
-    for name in ("legacy", "sales", "mktg"):
-        spine.start_adapter(name)
-    spine.wait_registered(["legacy", "sales", "mktg"])
+    spine.start()
     spine.dbs["legacy"].insert_contacts(5)
     spine.wait("seeded", lambda: spine.dbs["sales"].count() == 5 and spine.dbs["mktg"].count() == 5)
     original = spine.dbs["legacy"].contacts()[EMAIL]

@@ -72,13 +72,7 @@ def _boot(spine: Spine, conflicts: str) -> None:
     """Router with these ``[conflicts.contact]`` rules, three adapters, contacts seeded in
     legacy and everywhere, and the router done with them."""
     spine.set_conflicts(conflicts)
-    spine.start_router()
-    # Adapters that start before the router answers retry their registration only after
-    # a backoff: waiting for the router first saves seconds per test.
-    spine.wait("the router up", lambda: bool(spine.status()["router"]["alive"]))
-    for name in ALL:
-        spine.start_adapter(name)
-    spine.wait_registered(ALL)
+    spine.start(tuple(ALL))
     spine.dbs["legacy"].insert_contacts(SEEDED)
     spine.wait(
         "seeded",

@@ -47,10 +47,7 @@ def test_replay_after_the_fix_delivers_each_parked_write_once(
         )
     spine = Spine(tmp_path, amqp)
     try:
-        spine.start_router()
-        for name in ("legacy", "sales", "mktg"):
-            spine.start_adapter(name)
-        spine.wait_registered(["legacy", "sales", "mktg"])
+        spine.start()
         spine.dbs["legacy"].insert_contacts(20)
         spine.wait("seeded", lambda: spine.dbs["sales"].count() == 20)
 

@@ -13,19 +13,12 @@ from tests.integration.spine import Spine
 pytestmark = pytest.mark.integration
 
 
-def _start(spine: Spine) -> None:
-    spine.start_router()
-    for name in ("legacy", "sales", "mktg"):
-        spine.start_adapter(name)
-    spine.wait_registered(["legacy", "sales", "mktg"])
-
-
 def _actors(spine: Spine) -> dict[str, str]:
     return {a["name"]: a["actor"] for a in spine.status()["adapters"]}
 
 
 def test_adapter_that_lost_its_state_comes_back_as_a_new_epoch(spine: Spine) -> None:
-    _start(spine)
+    spine.start()
     spine.dbs["legacy"].insert_contacts(30)
     spine.wait("seeded", lambda: spine.dbs["mktg"].count() == 30)
     before = spine.wait_quiet()
@@ -51,7 +44,7 @@ def test_adapter_that_lost_its_state_comes_back_as_a_new_epoch(spine: Spine) -> 
 
 
 def test_connections_cut_by_the_broker_lose_nothing(spine: Spine, vhost: str) -> None:
-    _start(spine)
+    spine.start()
     writer = threading.Thread(
         target=lambda: [
             (spine.dbs["legacy"].insert_contacts(100, start=i * 100), time.sleep(0.1))
@@ -60,7 +53,8 @@ def test_connections_cut_by_the_broker_lose_nothing(spine: Spine, vhost: str) ->
     )
     writer.start()
     spine.wait("deliveries under way", lambda: spine.dbs["sales"].count() >= 100)
-    assert close_connections(vhost) >= 4  # router + 3 adapters, each reconnects by itself
+    # router + 3 adapters, each reconnects by itself
+    assert close_connections(vhost, at_least=4) >= 4
     spine.wait("deliveries under way again", lambda: spine.dbs["sales"].count() >= 500)
     close_connections(vhost)
     writer.join()

@@ -26,11 +26,13 @@ import pytest
 import sqlalchemy as sa
 
 import router.state as state_module
+from router import schema
 from router.clock import VectorClock
-from router.conflicts import Conflict, Settlement, Version
+from router.conflicts import Conflict, Settlement
+from router.messages import Outgoing
 from router.record import RecordState
 from router.state import Registration, RouterStore, VersionConflict
-from router.transport import Outgoing
+from tests.factories import make_state, make_version, new_id
 from tests.integration.test_sql_servers import _admin_engine
 
 pytestmark = pytest.mark.integration
@@ -129,31 +131,18 @@ def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
 OCCURRED = datetime(2024, 5, 17, 13, 45, 12, 345678, tzinfo=timezone(timedelta(hours=2)))
 
 
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def make_state(
-    record_id: str | None = None,
-    *,
-    version: int = 0,
-    name: str = "Ada",
-    counter: int = 1,
-    deleted: bool = False,
-) -> RecordState:
-    clock = VectorClock({"sales": counter, "hub": 2})
-    return RecordState(
-        record_id=record_id or new_id(),
-        entity="contact",
-        clock=clock,
-        fields={"first_name": name, "age": 36},
-        field_clocks={"first_name": clock, "age": VectorClock({"hub": 2})},
-        deleted=deleted,
-        source="sales",
+def sample_state(record_id: str | None = None, *, name: str = "Ada") -> RecordState:
+    """A record not stored yet (version 0), its fields set at different clocks, at a time
+    with an offset and microseconds (they must round-trip)."""
+    clock = {"sales": 1, "hub": 2}
+    return make_state(
+        clock,
+        {"first_name": name, "age": 36},
         actor="sales",
-        event_id=new_id(),
+        record_id=record_id or new_id(),
+        field_clocks={"first_name": clock, "age": {"hub": 2}},
         occurred_at=OCCURRED,
-        version=version,
+        version=0,
     )
 
 
@@ -170,8 +159,8 @@ def outgoing(n: int, record_id: str = "") -> Outgoing:
 def everything(store: RouterStore) -> tuple[Any, ...]:
     """Every observable part of the store, to show that a failed batch changed nothing."""
     with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(state_module.records).order_by("record_id")).all()
-        inbox_ids = conn.execute(sa.select(state_module.inbox.c.event_id)).scalars().all()
+        rows = conn.execute(sa.select(schema.records).order_by("record_id")).all()
+        inbox_ids = conn.execute(sa.select(schema.inbox.c.event_id)).scalars().all()
     return (
         [tuple(r) for r in rows],
         sorted(inbox_ids),
@@ -239,7 +228,7 @@ def test_tables_are_created_idempotently_and_hub_epoch_persists(db: Db) -> None:
     assert second.hub_actor == "hub"
     assert first.counts() == {"records": 0, "inbox": 0, "outbox": 0, "conflicts_open": 0}
 
-    state = make_state()
+    state = sample_state()
     first.commit_batch([], [state], [], [])
     assert second.get(state.record_id) == replace(state, version=1)
 
@@ -280,7 +269,7 @@ def test_commit_batch_round_trips_records_inbox_and_outbox(db: Db) -> None:
         event_id=new_id(),
         occurred_at=OCCURRED,
     )
-    tomb = replace(make_state(), deleted=True, fields={}, field_clocks={})
+    tomb = replace(sample_state(), deleted=True, fields={}, field_clocks={})
     processed = [new_id(), new_id()]
     deliveries = [outgoing(1, full.record_id), outgoing(2), outgoing(3)]
     deliveries[2] = replace(deliveries[2], message_id=None, headers={})
@@ -348,7 +337,7 @@ def test_prune_inbox_removes_only_old_entries(db: Db, monkeypatch: pytest.Monkey
 
 def test_update_with_current_version_bumps_it(db: Db) -> None:
     store = db.store()
-    created = make_state()
+    created = sample_state()
     store.commit_batch([], [created], [], [])
     loaded = store.get(created.record_id)
     assert loaded is not None and loaded.version == 1
@@ -365,14 +354,14 @@ def test_update_with_current_version_bumps_it(db: Db) -> None:
 
 def test_stale_version_raises_and_rolls_back_the_whole_batch(db: Db) -> None:
     store = db.store()
-    created = make_state()
+    created = sample_state()
     [published] = store.commit_batch([], [created], [outgoing(0)], [])
     stale = store.get(created.record_id)
     assert stale is not None
     store.commit_batch([], [replace(stale, fields={"first_name": "Winner"})], [], [])
     before = everything(store)
 
-    bystander = make_state()  # a new record in the same batch must not survive either
+    bystander = sample_state()  # a new record in the same batch must not survive either
     event = new_id()
     with pytest.raises(VersionConflict):
         store.commit_batch(
@@ -394,13 +383,13 @@ def test_stale_version_raises_and_rolls_back_the_whole_batch(db: Db) -> None:
 def test_inserting_a_record_another_router_inserted_raises(db: Db) -> None:
     mine, theirs = db.store(), db.store()
     record_id = new_id()
-    theirs.commit_batch([new_id()], [make_state(record_id, name="Theirs")], [outgoing(0)], [])
+    theirs.commit_batch([new_id()], [sample_state(record_id, name="Theirs")], [outgoing(0)], [])
     before = everything(mine)
 
     event = new_id()
     with pytest.raises(VersionConflict):
         mine.commit_batch(
-            [event], [make_state(), make_state(record_id, name="Mine")], [outgoing(1)], []
+            [event], [sample_state(), sample_state(record_id, name="Mine")], [outgoing(1)], []
         )
 
     assert everything(mine) == before
@@ -414,7 +403,7 @@ def test_event_another_router_processed_first_raises_version_conflict(db: Db) ->
     get VersionConflict (the daemon retries it, and the retry sees the event as a
     duplicate), not a raw IntegrityError that the batch loop does not handle."""
     mine, theirs = db.store(), db.store()
-    record = make_state()
+    record = sample_state()
     theirs.commit_batch([], [record], [], [])
     loaded = mine.get(record.record_id)
     assert loaded is not None
@@ -435,7 +424,7 @@ def test_racing_updates_exactly_one_wins(server_db: Db) -> None:
     tag = f"loser-{uuid.uuid4().hex[:8]}"
     first = server_db.store()
     second = server_db.store(server_db.tagged_url(tag))
-    created = make_state()
+    created = sample_state()
     first.commit_batch([], [created], [], [])
     seen_by_first = first.get(created.record_id)
     seen_by_second = second.get(created.record_id)
@@ -477,9 +466,9 @@ def test_racing_inserts_of_one_record_exactly_one_wins(server_db: Db) -> None:
     one, two, overlapped = race(
         server_db,
         first,
-        ([first_event], [make_state(record_id, name="First")], [outgoing(1)], []),
+        ([first_event], [sample_state(record_id, name="First")], [outgoing(1)], []),
         second,
-        ([second_event], [make_state(record_id, name="Second")], [outgoing(2)], []),
+        ([second_event], [sample_state(record_id, name="Second")], [outgoing(2)], []),
         tag,
     )
 
@@ -540,7 +529,7 @@ def test_registration_timestamps_keep_sub_second_precision(db: Db) -> None:
 def test_large_batch_in_one_commit(db: Db) -> None:
     n = 1000
     store = db.store()
-    states = [make_state(name=f"n{i}") for i in range(n)]
+    states = [sample_state(name=f"n{i}") for i in range(n)]
     processed = [new_id() for _ in range(n)]
     deliveries = [outgoing(i, s.record_id) for i, s in enumerate(states)]
 
@@ -570,7 +559,7 @@ def test_large_record_and_delivery_round_trip(db: Db) -> None:
     no event size limit exists, so the store must hold what the broker carries."""
     store = db.store()
     notes = "lorem ipsum " * 10_000  # ~120 kB
-    state = replace(make_state(), fields={"notes": notes})
+    state = replace(sample_state(), fields={"notes": notes})
     delivery = replace(outgoing(1, state.record_id), body=notes.encode())
 
     [oid] = store.commit_batch([new_id()], [state], [delivery], [])
@@ -583,34 +572,28 @@ def test_large_record_and_delivery_round_trip(db: Db) -> None:
 
 
 def make_conflict(record: RecordState) -> Conflict:
-    other = VectorClock({"mktg": 1})
     return Conflict(
         id="c-0011aabb",
         record_id=record.record_id,
         entity=record.entity,
         opened_at=OCCURRED,
         sides=(
-            Version(
+            make_version(
+                "sales",
+                record.clock,
+                record.fields,
                 event_id=record.event_id,
-                source="sales",
-                actor="sales",
-                clock=record.clock,
                 occurred_at=OCCURRED,
-                fields=record.fields,
-                deleted=False,
-                changed=frozenset({"first_name"}),
+                changed={"first_name"},
                 sources={"age": "legacy"},
-                field_clocks={"age": VectorClock({"hub": 2})},
+                field_clocks={"age": {"hub": 2}},
             ),
-            Version(
-                event_id=new_id(),
-                source="mktg",
-                actor="mktg@2",
-                clock=other,
+            make_version(
+                "mktg@2",
+                {"mktg": 1},
+                {"first_name": "Augusta", "note": None, "score": 1.5, "vip": True},
                 occurred_at=OCCURRED + timedelta(seconds=1),
-                fields={"first_name": "Augusta", "note": None, "score": 1.5, "vip": True},
-                deleted=False,
-                changed=frozenset({"first_name", "vip"}),
+                changed={"first_name", "vip"},
             ),
         ),
         base={"first_name": "Ada", "age": 36},
@@ -622,7 +605,7 @@ def make_conflict(record: RecordState) -> Conflict:
 
 def test_parked_record_and_its_conflict_round_trip_and_settle(db: Db) -> None:
     store = db.store()
-    record = replace(make_state(), field_sources={"age": "legacy"}, parked="c-0011aabb")
+    record = replace(sample_state(), field_sources={"age": "legacy"}, parked="c-0011aabb")
     conflict = make_conflict(record)
     store.commit_batch([], [record], [], [], changed_conflicts=[conflict])
     assert store.get(record.record_id) == replace(record, version=1)
@@ -662,7 +645,7 @@ def test_parked_record_and_its_conflict_round_trip_and_settle(db: Db) -> None:
 
 def test_a_failed_batch_stores_no_conflict_either(db: Db) -> None:
     store = db.store()
-    created = make_state()
+    created = sample_state()
     store.commit_batch([], [created], [], [])
     record = store.get(created.record_id)
     assert record is not None

@@ -10,6 +10,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from router import topology
+from router.broker.aio import Connection
 from tests.integration.support import depth, eventually
 
 pytestmark = pytest.mark.integration
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.integration
 async def test_a_message_returned_too_often_is_dead_lettered_with_x_death(
     connection: AbstractRobustConnection,
 ) -> None:
-    await topology.declare(connection, topology.adapter_queues("sales", [("1s", 1.0)]))
+    await Connection(connection).declare(topology.adapter_queues("sales", [("1s", 1.0)]))
     channel = await connection.channel()
     exchange = await channel.get_exchange(topology.DELIVERIES, ensure=False)
     await exchange.publish(aio_pika.Message(b"poison", delivery_mode=2), "sales")

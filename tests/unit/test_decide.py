@@ -5,10 +5,6 @@ tests/unit/test_parking.py."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,66 +14,10 @@ from router.decide import Decision, Verdict, accept, decide
 from router.events import ChangeEvent, Scalar
 from router.policies import DeleteRule, Outcome, Rules, Side, resolve
 from router.record import RecordState
+from tests.factories import RECORD_ID, at, make_event, make_state
 
-RECORD_ID = str(uuid.uuid4())
 SUBSCRIBERS = ("legacy", "mktg", "sales")
 HUB = "hub"
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-def at(minutes: int) -> datetime:
-    return T0 + timedelta(minutes=minutes)
-
-
-def make_state(
-    clock: dict[str, int],
-    fields: dict[str, Scalar],
-    *,
-    actor: str = "legacy",
-    occurred_at: datetime = T0,
-    deleted: bool = False,
-    field_clocks: dict[str, VectorClock] | None = None,
-) -> RecordState:
-    vclock = VectorClock(clock)
-    return RecordState(
-        record_id=RECORD_ID,
-        entity="contact",
-        clock=vclock,
-        fields=dict(fields),
-        field_clocks=field_clocks if field_clocks is not None else dict.fromkeys(fields, vclock),
-        deleted=deleted,
-        source=actor.split("@")[0],
-        actor=actor,
-        event_id=str(uuid.uuid4()),
-        occurred_at=occurred_at,
-        version=7,
-    )
-
-
-def make_event(
-    actor: str,
-    clock: dict[str, int],
-    fields: dict[str, Scalar],
-    *,
-    op: str = "upsert",
-    occurred_at: datetime = T0,
-    changed: list[str] | None = None,
-) -> ChangeEvent:
-    values: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "source": actor.split("@")[0],
-        "actor": actor,
-        "entity": "contact",
-        "record_id": RECORD_ID,
-        "source_record_id": "src-1",
-        "op": op,
-        "clock": clock,
-        "fields": dict(fields),
-        "changed": sorted(fields) if changed is None else changed,
-        "occurred_at": occurred_at,
-    }
-    return ChangeEvent(**values)
-
 
 BASE_FIELDS: dict[str, Scalar] = {"email": "ada@old.example", "phone": "+44 1", "first_name": "Ada"}
 

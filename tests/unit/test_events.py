@@ -15,31 +15,27 @@ from pydantic import ValidationError
 from router.clock import VectorClock
 from router.errors import DecodeError
 from router.events import CONTENT_TYPE, ChangeEvent, Scalar, decode, encode
+from tests.factories import make_event, new_id
 
 WHEN = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-def make_event(**overrides: Any) -> ChangeEvent:
+def sample_event(**overrides: Any) -> ChangeEvent:
+    """This file's sample: a clock of two actors, a None field, a time in microseconds."""
     values: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "source": "sales",
         "actor": "sales",
-        "entity": "contact",
-        "record_id": str(uuid.uuid4()),
-        "source_record_id": "42",
-        "op": "upsert",
         "clock": {"sales": 3, "legacy": 1},
         "fields": {"email": "ada@example.com", "first_name": "Ada", "phone": None},
+        "record_id": new_id(),
+        "source_record_id": "42",
         "changed": ["email"],
         "occurred_at": WHEN,
-        "origin": "live",
     }
-    values.update(overrides)
-    return ChangeEvent(**values)
+    return make_event(**{**values, **overrides})
 
 
 def valid_payload() -> dict[str, Any]:
-    return make_event().model_dump()
+    return sample_event().model_dump()
 
 
 def pack(payload: object) -> bytes:
@@ -61,7 +57,7 @@ def assert_refused(raw: bytes, reason: str) -> DecodeError:
 
 
 def test_round_trip_equals_original() -> None:
-    event = make_event()
+    event = sample_event()
     raw = encode(event)
     assert isinstance(raw, bytes)
     back = decode(raw)
@@ -71,14 +67,14 @@ def test_round_trip_equals_original() -> None:
 
 
 def test_round_trip_of_delete_and_hub_event() -> None:
-    delete = make_event(op="delete", fields={}, changed=[], origin="replay")
+    delete = sample_event(op="delete", fields={}, changed=[], origin="replay")
     assert decode(encode(delete)) == delete
-    hub = make_event(source="hub", actor="hub@2", clock={"hub@2": 1, "sales": 3})
+    hub = sample_event(source="hub", actor="hub@2", clock={"hub@2": 1, "sales": 3})
     assert decode(encode(hub)) == hub
 
 
 def test_body_is_a_msgpack_map() -> None:
-    event = make_event()
+    event = sample_event()
     payload = msgpack.unpackb(encode(event), raw=False, timestamp=3)
     assert isinstance(payload, dict)
     assert payload["event_id"] == event.event_id
@@ -88,7 +84,7 @@ def test_body_is_a_msgpack_map() -> None:
 
 def test_round_trip_of_non_utc_timestamp_keeps_the_instant() -> None:
     local = datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
-    back = decode(encode(make_event(occurred_at=local)))
+    back = decode(encode(sample_event(occurred_at=local)))
     assert back.occurred_at == local
     assert back.occurred_at.utcoffset() is not None
 
@@ -124,7 +120,7 @@ def test_round_trip_property(
     changed = data.draw(
         st.lists(st.sampled_from(sorted(fields)), unique=True) if fields else st.just([])
     )
-    event = make_event(
+    event = sample_event(
         fields=fields,
         changed=changed,
         clock={"sales": counter},
@@ -143,36 +139,36 @@ def test_round_trip_property(
 
 @pytest.mark.parametrize("op", ["upsert", "delete"])
 def test_routing_key(op: str) -> None:
-    event = make_event(source="legacy", actor="legacy@2", clock={"legacy@2": 1}, op=op)
+    event = sample_event(source="legacy", actor="legacy@2", clock={"legacy@2": 1}, op=op)
     assert event.routing_key == f"legacy.contact.{op}"
     assert event.routing_key == f"{event.source}.{event.entity}.{event.op}"
 
 
 def test_epoch_actor_belongs_to_its_source() -> None:
-    event = make_event(source="legacy", actor="legacy@2", clock={"legacy@2": 4, "legacy": 9})
+    event = sample_event(source="legacy", actor="legacy@2", clock={"legacy@2": 4, "legacy": 9})
     assert event.actor == "legacy@2"
     assert decode(encode(event)) == event
 
 
 def test_vclock_is_a_vector_clock() -> None:
-    event = make_event()
+    event = sample_event()
     assert event.vclock == VectorClock({"sales": 3, "legacy": 1})
 
 
 def test_uuids_are_normalised() -> None:
     upper = str(uuid.uuid4()).upper()
-    assert make_event(event_id=upper).event_id == upper.lower()
+    assert sample_event(event_id=upper).event_id == upper.lower()
 
 
 def test_event_is_frozen() -> None:
-    event = make_event()
+    event = sample_event()
     with pytest.raises(ValidationError):
         event.op = "delete"  # type: ignore[misc]
 
 
 def test_naive_datetime_is_refused_by_the_model() -> None:
     with pytest.raises(ValidationError):
-        make_event(occurred_at=datetime(2024, 5, 1, 12, 0))
+        sample_event(occurred_at=datetime(2024, 5, 1, 12, 0))
 
 
 # -- refused bodies ---------------------------------------------------------------------------
@@ -241,7 +237,7 @@ def test_invalid_schema(payload: dict[str, Any], word: str) -> None:
 
 
 def test_changed_may_name_absent_fields_on_delete() -> None:
-    event = make_event(op="delete", fields={}, changed=["email"])
+    event = sample_event(op="delete", fields={}, changed=["email"])
     assert decode(encode(event)) == event
 
 

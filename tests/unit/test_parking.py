@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import msgpack
@@ -17,64 +17,17 @@ import pytest
 
 from router.clock import Order, VectorClock, compare, merge
 from router.conflicts import Conflict, Version, detail, summary
-from router.decide import Decision, Verdict, decide, resolve_parked, sides_of
+from router.decide import Decision, Verdict, decide, resolve_parked
 from router.events import ChangeEvent, Scalar
 from router.policies import OPERATOR, Choice, Rules, SetValue, TakeSide, resolve
+from router.provenance import sides_of
 from router.record import RecordState
+from tests.factories import RECORD_ID, T0, at, make_event, make_state, make_version
 
-RECORD_ID = str(uuid.uuid4())
 SUBSCRIBERS = ("legacy", "mktg", "sales")
 HUB = "hub"
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 MANUAL = Rules(policy="manual")
 BASE: dict[str, Scalar] = {"email": "a@old", "phone": "1", "last_name": "L"}
-
-
-def at(minutes: int) -> datetime:
-    return T0 + timedelta(minutes=minutes)
-
-
-def make_state(clock: dict[str, int], fields: dict[str, Scalar]) -> RecordState:
-    vclock = VectorClock(clock)
-    return RecordState(
-        record_id=RECORD_ID,
-        entity="contact",
-        clock=vclock,
-        fields=dict(fields),
-        field_clocks=dict.fromkeys(fields, vclock),
-        deleted=False,
-        source="legacy",
-        actor="legacy",
-        event_id=str(uuid.uuid4()),
-        occurred_at=T0,
-        version=7,
-        field_sources=dict.fromkeys(fields, "legacy"),
-    )
-
-
-def make_event(
-    actor: str,
-    clock: dict[str, int],
-    fields: dict[str, Scalar],
-    *,
-    minutes: int = 0,
-    changed: list[str] | None = None,
-    op: str = "upsert",
-) -> ChangeEvent:
-    values: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "source": actor.split("@")[0],
-        "actor": actor,
-        "entity": "contact",
-        "record_id": RECORD_ID,
-        "source_record_id": "src-1",
-        "op": op,
-        "clock": clock,
-        "fields": dict(fields),
-        "changed": sorted(fields) if changed is None else changed,
-        "occurred_at": at(minutes),
-    }
-    return ChangeEvent(**values)
 
 
 def again(event: ChangeEvent, **update: Any) -> ChangeEvent:
@@ -105,17 +58,20 @@ def park(
     """sales edits email; then mktg, concurrently, edits email and last_name (the router
     never saw mktg's first version: its counter is 2). Under ``manual``: parked."""
     clock = base_clock or {"legacy": 1}
-    stored = make_state(clock, BASE)
+    stored = make_state(clock, BASE, field_sources="legacy")
     sales_fields = sales_fields or {"email": "s", "phone": "1"}
     sales_changed = sorted(n for n, v in sales_fields.items() if BASE.get(n) != v)
     sales = make_event(
-        "sales", {**clock, "sales": 1}, sales_fields, minutes=1, changed=sales_changed
+        "sales", {**clock, "sales": 1}, sales_fields, occurred_at=at(1), changed=sales_changed
     )
     accepted = decide(sales, stored, SUBSCRIBERS, HUB, rules)
     assert accepted.verdict is Verdict.ACCEPTED
     assert accepted.state is not None
     mktg = make_event(
-        "mktg", {**clock, "mktg": 2}, mktg_fields or {"email": "m", "last_name": "M"}, minutes=2
+        "mktg",
+        {**clock, "mktg": 2},
+        mktg_fields or {"email": "m", "last_name": "M"},
+        occurred_at=at(2),
     )
     decision = decide(mktg, accepted.state, SUBSCRIBERS, HUB, rules)
     assert decision.verdict is Verdict.PARKED
@@ -126,7 +82,7 @@ def park(
 
 def with_legacy_phone(parked: Parked) -> Parked:
     """A third CRM edits another field while the record is parked: it joins."""
-    legacy = make_event("legacy", {"legacy": 2}, {"phone": "2"}, minutes=3)
+    legacy = make_event("legacy", {"legacy": 2}, {"phone": "2"}, occurred_at=at(3))
     held = parked.decide(legacy)
     assert held.verdict is Verdict.HELD
     assert held.state is not None
@@ -138,11 +94,13 @@ def with_legacy_phone(parked: Parked) -> Parked:
 
 
 def test_concurrent_edit_of_one_field_under_manual_parks() -> None:
-    stored = make_state({"legacy": 1}, BASE)
-    sales = make_event("sales", {"legacy": 1, "sales": 1}, {"email": "s"}, minutes=1)
+    stored = make_state({"legacy": 1}, BASE, field_sources="legacy")
+    sales = make_event("sales", {"legacy": 1, "sales": 1}, {"email": "s"}, occurred_at=at(1))
     first = decide(sales, stored, SUBSCRIBERS, HUB, MANUAL).state
     assert first is not None
-    mktg = make_event("mktg", {"legacy": 1, "mktg": 1}, {"email": "m", "last_name": "M"}, minutes=2)
+    mktg = make_event(
+        "mktg", {"legacy": 1, "mktg": 1}, {"email": "m", "last_name": "M"}, occurred_at=at(2)
+    )
     decision = decide(mktg, first, SUBSCRIBERS, HUB, MANUAL)
 
     assert decision.verdict is Verdict.PARKED
@@ -172,8 +130,8 @@ def test_concurrent_edit_of_one_field_under_manual_parks() -> None:
 
 
 def test_manual_never_parks_edits_of_different_fields() -> None:
-    stored = make_state({"legacy": 1}, BASE)
-    sales = make_event("sales", {"legacy": 1, "sales": 1}, {"email": "s"}, minutes=1)
+    stored = make_state({"legacy": 1}, BASE, field_sources="legacy")
+    sales = make_event("sales", {"legacy": 1, "sales": 1}, {"email": "s"}, occurred_at=at(1))
     first = decide(sales, stored, SUBSCRIBERS, HUB, MANUAL).state
     assert first is not None
     # mktg carries the old email but changed only last_name.
@@ -181,7 +139,7 @@ def test_manual_never_parks_edits_of_different_fields() -> None:
         "mktg",
         {"legacy": 1, "mktg": 1},
         {"email": "a@old", "last_name": "M"},
-        minutes=2,
+        occurred_at=at(2),
         changed=["last_name"],
     )
     decision = decide(mktg, first, SUBSCRIBERS, HUB, MANUAL)
@@ -254,7 +212,7 @@ def test_a_newer_version_from_a_side_replaces_that_side(source: str) -> None:
     parked = park()
     old = parked.mktg if source == "mktg" else parked.sales
     clock = {**old.clock, source: old.clock[source] + 1}
-    newer = make_event(source, clock, {"email": f"{source} again"}, minutes=5)
+    newer = make_event(source, clock, {"email": f"{source} again"}, occurred_at=at(5))
     decision = parked.decide(newer)
 
     assert decision.verdict is Verdict.HELD
@@ -282,7 +240,7 @@ def test_a_newer_version_from_a_side_replaces_that_side(source: str) -> None:
 
 def test_a_third_crm_joins_as_a_third_side() -> None:
     parked = park()
-    legacy = make_event("legacy", {"legacy": 2}, {"phone": "2"}, minutes=3)
+    legacy = make_event("legacy", {"legacy": 2}, {"phone": "2"}, occurred_at=at(3))
     decision = parked.decide(legacy)
     assert decision.verdict is Verdict.HELD
     assert decision.delivery is None
@@ -300,7 +258,7 @@ def test_a_third_crm_joins_as_a_third_side() -> None:
     assert conflict.undecided == ("email",)
     assert conflict.policies == {"email": "manual"}
     # A newer legacy version then replaces the third side: still three, held twice.
-    newer = make_event("legacy", {"legacy": 3}, {"phone": "3"}, minutes=4)
+    newer = make_event("legacy", {"legacy": 3}, {"phone": "3"}, occurred_at=at(4))
     assert decision.state is not None
     replaced = decide(newer, decision.state, SUBSCRIBERS, HUB, MANUAL, conflict)
     assert replaced.verdict is Verdict.HELD
@@ -311,14 +269,16 @@ def test_a_third_crm_joins_as_a_third_side() -> None:
 
 
 def test_a_side_joining_from_an_older_base_contests_what_the_stored_side_changed_since() -> None:
-    stored = make_state({"legacy": 1}, BASE)
+    stored = make_state({"legacy": 1}, BASE, field_sources="legacy")
     steps = [
-        make_event("sales", {"legacy": 1, "sales": 1}, {"email": "s1", "phone": "2"}, minutes=1),
+        make_event(
+            "sales", {"legacy": 1, "sales": 1}, {"email": "s1", "phone": "2"}, occurred_at=at(1)
+        ),
         make_event(
             "sales",
             {"legacy": 1, "sales": 2},
             {"email": "s2", "phone": "2"},
-            minutes=2,
+            occurred_at=at(2),
             changed=["email"],
         ),
     ]
@@ -328,7 +288,9 @@ def test_a_side_joining_from_an_older_base_contests_what_the_stored_side_changed
         assert decision.state is not None
         stored = decision.state
     # mktg saw sales' first version: against it, sales changed only email since.
-    mktg = make_event("mktg", {"legacy": 1, "sales": 1, "mktg": 1}, {"email": "m"}, minutes=3)
+    mktg = make_event(
+        "mktg", {"legacy": 1, "sales": 1, "mktg": 1}, {"email": "m"}, occurred_at=at(3)
+    )
     parked = decide(mktg, stored, SUBSCRIBERS, HUB, MANUAL)
     assert parked.verdict is Verdict.PARKED
     assert parked.conflict is not None
@@ -336,7 +298,7 @@ def test_a_side_joining_from_an_older_base_contests_what_the_stored_side_changed
     assert parked.conflict.undecided == ("email",)
     assert parked.conflict.sides[0].changed == {"email"}
     # legacy saw neither: against it, sales changed phone too, and so did legacy.
-    legacy = make_event("legacy", {"legacy": 2}, {"phone": "L2"}, minutes=4)
+    legacy = make_event("legacy", {"legacy": 2}, {"phone": "L2"}, occurred_at=at(4))
     held = decide(legacy, parked.state, SUBSCRIBERS, HUB, MANUAL, parked.conflict)
     assert held.verdict is Verdict.HELD
     assert held.conflict is not None
@@ -347,7 +309,7 @@ def test_a_side_joining_from_an_older_base_contests_what_the_stored_side_changed
 def test_a_concurrent_delete_under_delete_wins_resolves_and_unparks() -> None:
     rules = Rules(policy="manual", deletes="delete-wins")
     parked = park(rules)
-    delete = make_event("legacy", {"legacy": 2}, {}, op="delete", changed=[], minutes=3)
+    delete = make_event("legacy", {"legacy": 2}, {}, op="delete", changed=[], occurred_at=at(3))
     decision = parked.decide(delete)
     assert decision.verdict is Verdict.CONFLICT
     assert decision.state is not None
@@ -371,7 +333,7 @@ def test_a_concurrent_delete_under_delete_wins_resolves_and_unparks() -> None:
 
 def test_a_concurrent_delete_under_update_wins_stays_parked() -> None:
     parked = park()
-    delete = make_event("legacy", {"legacy": 2}, {}, op="delete", changed=[], minutes=3)
+    delete = make_event("legacy", {"legacy": 2}, {}, op="delete", changed=[], occurred_at=at(3))
     decision = parked.decide(delete)
     assert decision.verdict is Verdict.HELD
     assert decision.delivery is None
@@ -733,7 +695,7 @@ def test_detail_shows_every_field_of_every_side() -> None:
 def test_two_sides_from_one_source_are_labelled_by_actor() -> None:
     parked = park()
     # sales came back as a new epoch (it lost its state) and edited email again.
-    epoch = make_event("sales@2", {"legacy": 1, "sales@2": 1}, {"email": "s2"}, minutes=4)
+    epoch = make_event("sales@2", {"legacy": 1, "sales@2": 1}, {"email": "s2"}, occurred_at=at(4))
     decision = parked.decide(epoch)
     assert decision.verdict is Verdict.HELD
     conflict = decision.conflict
@@ -763,7 +725,9 @@ def _jumped(rules: Rules) -> Decision:
     """legacy@2 set phone; sales edits phone concurrently (accepted); legacy@4 arrives
     before legacy@3, carrying a phone that differs from the stored one and email in its
     changed list: did legacy@3 edit phone, or does legacy@4 carry an older value?"""
-    stored = make_state({"legacy": 2, "sales": 1}, {"email": "a", "phone": "sales-phone"})
+    stored = make_state(
+        {"legacy": 2, "sales": 1}, {"email": "a", "phone": "sales-phone"}, field_sources="legacy"
+    )
     stored = replace(
         stored,
         field_clocks={
@@ -803,7 +767,7 @@ def test_ambiguous_field_stays_with_the_stored_edit_under_lww() -> None:
 def test_a_value_an_event_only_carries_is_credited_to_no_one() -> None:
     """A field the record never had, carried but not changed by the event: its author is
     unknown, so neither --take of the carrier nor priority treats it as the carrier's."""
-    stored = make_state({"legacy": 1, "sales": 1}, {"email": "a"})
+    stored = make_state({"legacy": 1, "sales": 1}, {"email": "a"}, field_sources="legacy")
     event = make_event(
         "mktg", {"legacy": 1, "mktg": 1}, {"email": "m", "fax": "from-elsewhere"}, changed=["email"]
     )
@@ -817,29 +781,6 @@ def test_a_value_an_event_only_carries_is_credited_to_no_one() -> None:
 # -- which side touches a field: decided from the provenance of the values (sides_of) ------
 
 
-def version(
-    source: str,
-    clock: dict[str, int],
-    fields: dict[str, Scalar],
-    *,
-    changed: set[str] | None = None,
-    field_clocks: dict[str, dict[str, int]] | None = None,
-    field_seen: dict[str, dict[str, int]] | None = None,
-) -> Version:
-    return Version(
-        event_id=str(uuid.uuid4()),
-        source=source,
-        actor=source,
-        clock=VectorClock(clock),
-        occurred_at=T0,
-        fields=dict(fields),
-        deleted=False,
-        changed=frozenset(fields if changed is None else changed),
-        field_clocks={k: VectorClock(v) for k, v in (field_clocks or {}).items()},
-        field_seen={k: VectorClock(v) for k, v in (field_seen or {}).items()},
-    )
-
-
 def touching(versions: list[Version], base: dict[str, Scalar], name: str) -> list[str]:
     return [s.source for s in sides_of(versions, base) if s.touched(name)]
 
@@ -848,10 +789,10 @@ def test_an_edit_another_side_has_seen_and_replaced_is_no_contest() -> None:
     """sales's phone was set at {legacy:2}, which mktg's side has seen before setting its
     own: one line of history, whatever sales's ``changed`` set claims (it was widened
     relative to an older base when mktg joined)."""
-    sales = version(
+    sales = make_version(
         "sales", {"legacy": 2, "sales": 1}, {"phone": "p1"}, field_clocks={"phone": {"legacy": 2}}
     )
-    mktg = version("mktg", {"legacy": 2, "mktg": 1}, {"phone": "p2"})
+    mktg = make_version("mktg", {"legacy": 2, "mktg": 1}, {"phone": "p2"})
     assert touching([sales, mktg], {"phone": "p0"}, "phone") == ["mktg"]
 
 
@@ -859,7 +800,7 @@ def carried_and_concurrent() -> tuple[Version, Version]:
     """legacy's side carries, unchanged, sales's phone edit nobody else has seen (its
     ``changed`` set does not list it: the edit came with a side it superseded); mktg
     edits phone concurrently."""
-    legacy = version(
+    legacy = make_version(
         "legacy",
         {"legacy": 3, "sales": 1},
         {"phone": "p1"},
@@ -867,7 +808,7 @@ def carried_and_concurrent() -> tuple[Version, Version]:
         field_clocks={"phone": {"sales": 1}},
     )
     legacy = replace(legacy, sources={"phone": "sales"})
-    return legacy, version("mktg", {"legacy": 1, "mktg": 1}, {"phone": "p2"})
+    return legacy, make_version("mktg", {"legacy": 1, "mktg": 1}, {"phone": "p2"})
 
 
 def test_a_value_a_side_only_carries_is_contested_when_nobody_replaced_it() -> None:
@@ -879,7 +820,7 @@ def test_a_side_that_only_inherits_a_field_has_not_replaced_values_of_it() -> No
     """crm ``mktg`` maps no phone: its side holds phone only from the side it superseded
     (seen at {legacy:1}). Its own clock has seen sales's edit, but it never held that
     value, so it did not replace it: the values contest."""
-    mktg = version(
+    mktg = make_version(
         "mktg",
         {"legacy": 1, "sales": 1, "mktg": 2},
         {"phone": "p1", "email": "m"},
@@ -887,15 +828,15 @@ def test_a_side_that_only_inherits_a_field_has_not_replaced_values_of_it() -> No
         field_clocks={"phone": {"legacy": 1}},
         field_seen={"phone": {"legacy": 1}},
     )
-    sales = version("sales", {"sales": 1}, {"phone": "p2"})
+    sales = make_version("sales", {"sales": 1}, {"phone": "p2"})
     assert touching([mktg, sales], {"phone": "p0"}, "phone") == ["mktg", "sales"]
     blind = replace(mktg, field_seen={})
     assert touching([blind, sales], {"phone": "p0"}, "phone") == ["mktg"]
 
 
 def test_two_sides_holding_the_same_new_value_are_no_contest() -> None:
-    a = version("sales", {"sales": 1}, {"email": "same"})
-    b = version("mktg", {"mktg": 1}, {"email": "same"})
+    a = make_version("sales", {"sales": 1}, {"email": "same"})
+    b = make_version("mktg", {"mktg": 1}, {"email": "same"})
     assert touching([a, b], {"email": "old"}, "email") == ["sales", "mktg"]
     outcome = resolve(sides_of([a, b], {"email": "old"}), {"email": "old"}, MANUAL)
     assert outcome.fields == {"email": "same"}
@@ -911,8 +852,8 @@ def test_two_sides_holding_the_same_new_value_are_no_contest() -> None:
 def test_the_same_value_set_again_is_kept_as_the_later_edit() -> None:
     """mktg sets phone to the value it already had: an edit all the same, so the
     resolution records mktg as its author (priority ranks by it later)."""
-    stored = version("legacy", {"legacy": 1}, {"phone": "p"}, changed=set())
-    mktg = version("mktg", {"legacy": 1, "mktg": 1}, {"phone": "p"})
+    stored = make_version("legacy", {"legacy": 1}, {"phone": "p"}, changed=set())
+    mktg = make_version("mktg", {"legacy": 1, "mktg": 1}, {"phone": "p"})
     assert touching([stored, mktg], {"phone": "p"}, "phone") == ["mktg"]
     assert touching([stored, replace(mktg, changed=frozenset())], {"phone": "p"}, "phone") == []
 
@@ -942,7 +883,7 @@ def test_a_none_for_a_field_nobody_set_is_no_edit_in_a_join() -> None:
     """crm0 maps last_name, which the record never had: its row holds None. Its edit of
     email joins the parked conflict (superseding the stored side); that None is nobody's
     edit and must not contest crm1's real last_name (found by the simulation)."""
-    stored = make_state({"crm3": 1}, {"email": "e3", "first_name": "f3"})
+    stored = make_state({"crm3": 1}, {"email": "e3", "first_name": "f3"}, field_sources="legacy")
     crm2 = make_event("crm2", {"crm3": 1, "crm2": 1}, {"email": "e2"})
     accepted = decide(crm2, stored, SUBSCRIBERS, HUB, MANUAL)
     assert accepted.state is not None
@@ -967,7 +908,7 @@ def test_take_never_gives_a_value_another_side_has_replaced() -> None:
     """crm0 joins with a phone edit and still carries the email crm1 had replaced: that
     email is not crm0's edit to give. ``--take crm0`` leaves email undecided and says so;
     ``--field email=crm0`` is refused; nothing changes either way."""
-    stored = make_state({"crm2": 1}, {"email": "e8", "phone": "p"})
+    stored = make_state({"crm2": 1}, {"email": "e8", "phone": "p"}, field_sources="legacy")
     crm1 = make_event("crm1", {"crm2": 1, "crm1": 1}, {"email": "e20"}, changed=["email"])
     accepted = decide(crm1, stored, SUBSCRIBERS, HUB, MANUAL)
     assert accepted.state is not None

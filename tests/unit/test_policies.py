@@ -7,19 +7,16 @@ resolutions: tests/unit/test_parking.py."""
 from __future__ import annotations
 
 import itertools
-import uuid
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.clock import VectorClock, actor_name
-from router.conflicts import Version
-from router.decide import Verdict, decide, sides_of
+from router.clock import actor_name
+from router.decide import Verdict, decide
 from router.events import ChangeEvent, Scalar
 from router.policies import (
     LWW,
@@ -32,15 +29,10 @@ from router.policies import (
     TakeSide,
     resolve,
 )
-from router.record import RecordState
+from router.provenance import sides_of
+from tests.factories import at, make_event, make_state, make_version
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-RECORD_ID = str(uuid.uuid4())
 SUBSCRIBERS = ("legacy", "mktg", "sales")
-
-
-def at(minutes: int) -> datetime:
-    return T0 + timedelta(minutes=minutes)
 
 
 def side(
@@ -603,51 +595,16 @@ def test_order_independence_holds_for_any_rules_too(
 STORED_CLOCK = {"legacy": 2, "sales": 1, "mktg": 1}
 
 
-def make_event(
-    source: str, fields: dict[str, Scalar], changed: list[str], minutes: int
-) -> ChangeEvent:
-    clock = dict(STORED_CLOCK)
-    clock[source] += 1
-    return ChangeEvent(
-        event_id=str(uuid.uuid4()),
-        source=source,
-        actor=source,
-        entity="contact",
-        record_id=RECORD_ID,
-        source_record_id="src-1",
-        op="upsert",
-        clock=clock,
-        fields=fields,
-        changed=changed,
-        occurred_at=at(minutes),
-    )
-
-
-def stored_record(fields: dict[str, Scalar]) -> RecordState:
-    clock = VectorClock(STORED_CLOCK)
-    return RecordState(
-        record_id=RECORD_ID,
-        entity="contact",
-        clock=clock,
-        fields=dict(fields),
-        field_clocks=dict.fromkeys(fields, clock),
-        deleted=False,
-        source="legacy",
-        actor="legacy",
-        event_id=str(uuid.uuid4()),
-        occurred_at=T0,
-        version=3,
-        field_sources=dict.fromkeys(fields, "legacy"),
-    )
-
-
 @st.composite
 def edits(draw: st.DrawFn, source: str, base: dict[str, Scalar]) -> ChangeEvent:
     """A full snapshot of the fields ``source`` maps, with some of them changed."""
     mapped = draw(st.sets(st.sampled_from(NAMES), min_size=1))
     changed = draw(st.sets(st.sampled_from(sorted(mapped))))
     fields = {name: draw(VALUES) if name in changed else base[name] for name in sorted(mapped)}
-    return make_event(source, fields, sorted(changed), draw(st.integers(0, 3)))
+    clock = {**STORED_CLOCK, source: STORED_CLOCK[source] + 1}
+    return make_event(
+        source, clock, fields, changed=sorted(changed), occurred_at=at(draw(st.integers(0, 3)))
+    )
 
 
 @given(
@@ -659,7 +616,7 @@ def test_three_way_priority_resolution_does_not_depend_on_arrival_order(
     data: st.DataObject, base_values: list[Scalar], priority: tuple[str, ...]
 ) -> None:
     base = dict(zip(NAMES, base_values, strict=True))
-    stored = stored_record(base)
+    stored = make_state(STORED_CLOCK, base, field_sources="legacy")
     rules = Rules(policy="priority", priority=priority)
     events = [data.draw(edits(source, base)) for source in ("sales", "mktg", "legacy")]
 
@@ -699,26 +656,36 @@ def test_a_living_side_holding_a_deleted_sides_edit_competes_with_it() -> None:
     concurrent email edit (here: park under manual), not lose to it silently. Which
     sides hold a live edit is decided from provenance (``sides_of``), not from the
     sides' ``changed`` sets: the holder did not change email in its last version."""
-
-    def version(
-        source: str, clock: dict[str, int], email: str, minutes: int, changed: str, *, dead: bool
-    ) -> Version:
-        return Version(
-            event_id=source,
-            source=source,
-            actor=source,
-            clock=VectorClock(clock),
-            occurred_at=at(minutes),
-            fields={"email": email},
-            deleted=dead,
-            changed=frozenset({changed}),
-            # The value crm0 wrote at {crm0:1}; crm1's own edit defaults to its clock.
-            field_clocks={"email": VectorClock({"crm0": 1})} if email == "crm0-edit" else {},
-        )
-
-    deleted = version("crm3", {"crm0": 1, "crm3": 1}, "crm0-edit", 5, "email", dead=True)
-    holder = version("crm0", {"crm0": 2}, "crm0-edit", 4, "last_name", dead=False)
-    other = version("crm1", {"crm1": 1}, "crm1-edit", 3, "email", dead=False)
+    # The value crm0 wrote at {crm0:1}; crm1's own edit defaults to its clock.
+    crm0_edit = {"email": "crm0-edit"}
+    written = {"email": {"crm0": 1}}
+    deleted = make_version(
+        "crm3",
+        {"crm0": 1, "crm3": 1},
+        crm0_edit,
+        event_id="crm3",
+        occurred_at=at(5),
+        changed={"email"},
+        field_clocks=written,
+        deleted=True,
+    )
+    holder = make_version(
+        "crm0",
+        {"crm0": 2},
+        crm0_edit,
+        event_id="crm0",
+        occurred_at=at(4),
+        changed={"last_name"},
+        field_clocks=written,
+    )
+    other = make_version(
+        "crm1",
+        {"crm1": 1},
+        {"email": "crm1-edit"},
+        event_id="crm1",
+        occurred_at=at(3),
+        changed={"email"},
+    )
     sides = sides_of([deleted, holder, other], {"email": "old"})
     outcome = resolve(sides, {"email": "old"}, Rules(policy="manual"))
     assert outcome.deleted is False

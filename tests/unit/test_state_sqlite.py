@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from router.database import make_engine
 from router.errors import ConfigError, StateError
-from router.state import RouterStore, make_engine
+from router.state import RouterStore
 
 
 def test_sqlite_store_uses_wal_full_sync_and_a_busy_timeout(tmp_path: Path) -> None:
