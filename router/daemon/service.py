@@ -21,8 +21,8 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import prometheus_client as prom
@@ -36,6 +36,7 @@ from router.broker.base import BrokerConnection, BrokerPublisher
 from router.config import BrokerConfig, RouterConfig, parse_duration
 from router.daemon.context import RouterContext
 from router.daemon.control_server import ControlServer
+from router.daemon.inflight import Sending, abandon, raise_failed, stop_taking
 from router.daemon.operations import Operations
 from router.daemon.pipeline import BatchOutcome, Inbound, decide_batch, judge
 from router.daemon.stats import BATCH_SECONDS, OPEN_CONFLICTS, Stats
@@ -57,14 +58,6 @@ PRUNE_EVERY_ROUNDS = 60  # prune the inbox and old conflicts every 5 minutes
 GC_GEN0 = 20_000  # allocations between young-generation collections (Python's default: 700)
 
 
-@dataclass
-class _Sending:
-    """A committed batch whose deliveries are being published, then acked."""
-
-    batch: list[Delivery]
-    task: asyncio.Task[None]
-
-
 class Router:
     def __init__(
         self, config: RouterConfig, new_hub_epoch: bool = False, broker: Connect = connect
@@ -83,6 +76,7 @@ class Router:
         # transaction (one commit per batch), or after a quiet moment.
         self._confirmed: list[str] = []
         self._sweep: asyncio.Task[None] | None = None
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="crmsync-commit")
         self.ready = asyncio.Event()
 
     @property
@@ -116,6 +110,7 @@ class Router:
             self._warn_unknown_sources()
             await self._serve()
         finally:
+            self._committer.shutdown(wait=True)
             await ctx.close()
             if self.ready.is_set():  # a router that never started has nothing to report
                 log.info("router stopped", extra=kv(**dict(self.stats.verdicts)))
@@ -167,7 +162,7 @@ class Router:
 
     # -- the batch loop -----------------------------------------------------------------
     async def _batch_loop(self) -> None:
-        sending: deque[_Sending] = deque()  # committed batches not yet acked, oldest first
+        sending: deque[Sending] = deque()  # committed batches not yet acked, oldest first
         taking: asyncio.Task[list[Delivery]] | None = None
         while True:
             if taking is None:
@@ -178,7 +173,7 @@ class Router:
             try:
                 waits: set[asyncio.Future[Any]] = {taking, *(s.task for s in sending)}
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                _raise_failed(sending)  # any batch's, not only the oldest's
+                raise_failed(sending)  # any batch's, not only the oldest's
                 while sending and sending[0].task.done():
                     sending.popleft()
                 if not taking.done():
@@ -193,15 +188,17 @@ class Router:
                     outcome = await self._commit(batch)
                 after = sending[-1].task if sending else None
                 sending.append(
-                    _Sending(batch, asyncio.create_task(self._send(batch, outcome, after)))
+                    Sending(batch, asyncio.create_task(self._send(batch, outcome, after)))
                 )
             except RETRYABLE as e:
-                if taking is not None and not taking.done():
-                    taking.cancel()  # take() keeps what it has not handed out
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await taking
+                taken = await stop_taking(taking)
                 taking = None
-                held = [*(await self._abandon(sending)), *batch, *self._batcher.drain()]
+                held = [
+                    *(await abandon(sending)),
+                    *batch,
+                    *taken,
+                    *self._batcher.drain(),
+                ]
                 sending.clear()
                 await self._give_back(held, e)
         try:
@@ -211,20 +208,6 @@ class Router:
             # Stopping anyway: what was not acked comes back to the queue when the
             # connection closes, and the outbox holds what was committed.
             log.warning("last batches not completed at shutdown", extra=kv(error=str(e)))
-
-    @staticmethod
-    async def _abandon(sending: Iterable[_Sending]) -> list[Delivery]:
-        """Stop publishing these batches; their messages, except those already acked."""
-        held: list[Delivery] = []
-        for item in sending:
-            task = item.task
-            if task.done() and not task.cancelled() and task.exception() is None:
-                continue  # acked: settling them again would close the channel
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            held += item.batch
-        return held
 
     async def _give_back(self, held: Sequence[Delivery], error: Exception) -> None:
         # Owed deliveries of committed batches are in the outbox. Every message we hold
@@ -238,7 +221,7 @@ class Router:
         judged = judge(batch, self.ctx.registry, self.config.security.adapter_users)
         confirmed, self._confirmed = self._confirmed, []
         try:
-            out = await self.ctx.db(self._decide_and_store, judged, confirmed)
+            out = await self._decide_and_store(judged, confirmed)
         except BaseException:
             self._confirmed = confirmed + self._confirmed  # still to be deleted
             raise
@@ -247,7 +230,9 @@ class Router:
             self.stats.add(verdict, n)
         return out
 
-    def _decide_and_store(self, judged: list[Inbound], confirmed: list[str]) -> BatchOutcome:
+    async def _decide_and_store(
+        self, judged: list[Inbound], confirmed: list[str]
+    ) -> BatchOutcome:
         store = self.store
 
         def work(conn: Connection) -> BatchOutcome:
@@ -262,7 +247,12 @@ class Router:
             )
             return out
 
-        return store.retrying(work)
+        return await store.retrying_async(work, self._off_loop)
+
+    async def _off_loop(self, fn: Callable[[], None]) -> None:
+        # One GIL hand-off per batch (not one per row, as a worker doing the whole
+        # transaction would): the commit's fsync waits here while the loop works.
+        await asyncio.get_running_loop().run_in_executor(self._committer, fn)
 
     async def _send(
         self, batch: list[Delivery], out: BatchOutcome, after: asyncio.Task[None] | None
@@ -370,14 +360,6 @@ class Router:
         forgotten = store.prune_conflicts(now - conflict_retention)
         if forgotten:
             log.info("pruned old conflict records", extra=kv(count=forgotten))
-
-
-def _raise_failed(sending: Iterable[_Sending]) -> None:
-    """Re-raise the failure of any batch whose publishing failed."""
-    for item in sending:
-        task = item.task
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            task.result()
 
 
 async def run_router(config: RouterConfig, new_hub_epoch: bool = False) -> None:
