@@ -38,6 +38,8 @@ INT_MAX: Final = 2**64 - 1
 MAX_COUNTER: Final = 2**63 - 1
 
 Scalar = str | int | float | bool | None
+# What msgpack can carry: integers in the 64-bit range (signed or unsigned).
+WireScalar = str | Annotated[int, Field(ge=INT_MIN, le=INT_MAX)] | float | bool | None
 Op = Literal["upsert", "delete"]
 Origin = Literal["live", "migration", "replay"]
 
@@ -69,8 +71,12 @@ class ChangeEvent(BaseModel):
     record_id: str
     source_record_id: Annotated[str, Field(max_length=255)] = ""
     op: Op
-    clock: dict[str, Annotated[int, Field(ge=1)]]
-    fields: dict[Annotated[str, Field(pattern=ENTITY_RE)], Scalar]
+    # Checked by pydantic-core (the router's hot path), not by Python validators.
+    clock: Annotated[
+        dict[Annotated[str, Field(pattern=ACTOR_RE)], Annotated[int, Field(ge=1, le=MAX_COUNTER)]],
+        Field(min_length=1),
+    ]
+    fields: dict[Annotated[str, Field(pattern=ENTITY_RE)], WireScalar]
     changed: list[str]
     occurred_at: AwareDatetime
     origin: Origin = "live"
@@ -79,30 +85,6 @@ class ChangeEvent(BaseModel):
     @classmethod
     def _is_uuid(cls, value: str) -> str:
         return _uuid_str(value)
-
-    @field_validator("clock")
-    @classmethod
-    def _clock_actors(cls, value: dict[str, int]) -> dict[str, int]:
-        if not value:
-            raise ValueError("clock must not be empty")
-        for actor, counter in value.items():
-            if not re.fullmatch(ACTOR_RE, actor):
-                raise ValueError(f"bad clock actor {actor!r}")
-            if counter > MAX_COUNTER:
-                raise ValueError(f"clock counter of {actor!r} out of range")
-        return value
-
-    @field_validator("fields")
-    @classmethod
-    def _encodable(cls, value: dict[str, Scalar]) -> dict[str, Scalar]:
-        for name, item in value.items():
-            if (
-                isinstance(item, int)
-                and not isinstance(item, bool)
-                and not INT_MIN <= item <= INT_MAX
-            ):
-                raise ValueError(f"field {name!r}: integer out of the 64-bit range")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ChangeEvent:

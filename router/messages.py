@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: these are made per message on the router's hot path, and a frozen
+# dataclass costs five times as much to construct. Nothing mutates them.
+@dataclass(slots=True)
 class Outgoing:
     """One message to publish. ``exchange=""`` is the default exchange (to a queue by name)."""
 
@@ -42,7 +44,7 @@ class Settle(Protocol):
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery:
     """One message handed to a consumer, with the facts the broker vouches for.
 

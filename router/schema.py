@@ -88,10 +88,18 @@ def unpack(raw: bytes) -> Any:
 
 
 def record_doc(state: RecordState) -> bytes:
+    # Most fields share one clock object (the version that set them): convert it once.
+    as_dict: dict[int, dict[str, int]] = {}
+    field_clocks = {}
+    for name, clock in state.field_clocks.items():
+        converted = as_dict.get(id(clock))
+        if converted is None:
+            converted = as_dict[id(clock)] = clock.to_dict()
+        field_clocks[name] = converted
     doc = {
         "clock": state.clock.to_dict(),
         "fields": state.fields,
-        "field_clocks": {k: v.to_dict() for k, v in state.field_clocks.items()},
+        "field_clocks": field_clocks,
         "field_sources": state.field_sources,
         "source": state.source,
         "actor": state.actor,

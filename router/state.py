@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -111,6 +111,33 @@ class RouterStore:
                 if attempt == attempts - 1:
                     raise
                 log.info("another router changed what this transaction read; retrying")
+        raise AssertionError("unreachable")
+
+    async def retrying_async(
+        self,
+        work: Callable[[Connection], T],
+        commit: Callable[[Callable[[], None]], Awaitable[None]],
+        attempts: int = 5,
+    ) -> T:
+        """:meth:`retrying`, with the COMMIT handed to ``commit`` (the router runs it on a
+        thread: it is the transaction's fsync, and the event loop has confirms to read
+        meanwhile). ``work`` runs here, in the caller's thread."""
+        for attempt in range(attempts):
+            with self.engine.connect() as conn:
+                trans = conn.begin()
+                try:
+                    result = work(conn)
+                except VersionConflict:
+                    trans.rollback()
+                    if attempt == attempts - 1:
+                        raise
+                    log.info("another router changed what this transaction read; retrying")
+                    continue
+                except BaseException:
+                    trans.rollback()
+                    raise
+                await commit(trans.commit)
+                return result
         raise AssertionError("unreachable")
 
     @contextmanager

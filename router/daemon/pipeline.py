@@ -29,7 +29,7 @@ from router.record import RecordState
 log = logging.getLogger("crmsync.router")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per message: not frozen (see router.messages.Outgoing)
 class Inbound:
     """One message of a batch as judged before any state is read: an event to decide,
     a refusal for the invalid queue, or a second copy of an event already in the batch."""
