@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -11,24 +10,15 @@ from hypothesis import strategies as st
 
 from router import dlq, topology
 from router.events import ChangeEvent, encode
+from tests.factories import make_event
 
 SALES_DLQ = topology.dlq_queue("sales")
 GARBAGE = b"\x00garbage"
 
 
 def event() -> ChangeEvent:
-    return ChangeEvent(
-        event_id=str(uuid.uuid4()),
-        source="legacy",
-        actor="legacy",
-        entity="contact",
-        record_id=str(uuid.uuid4()),
-        op="upsert",
-        clock={"legacy": 1},
-        fields={"email": "ann@example.com"},
-        changed=["email"],
-        occurred_at=datetime(2026, 5, 1, tzinfo=UTC),
-    )
+    """A distinct record per entry (entry ids are event ids)."""
+    return make_event("legacy", record_id=str(uuid.uuid4()), event_id=str(uuid.uuid4()))
 
 
 def entry(position: int, body: bytes | None = None, queue: str = SALES_DLQ) -> dlq.Entry:
