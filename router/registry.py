@@ -9,11 +9,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from router.clock import actor_epoch, actor_name
+from router.clock import actor_epoch, actor_name, make_actor
 from router.errors import RegistrationRefused
 from router.events import ACTOR_RE
-from router.state import Registration
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    epoch: int
+    entities: dict[str, list[str]]  # entity -> fields the adapter maps
+    sw_version: str
+    registered_at: float
+    last_heartbeat: float
+
+    @property
+    def actor(self) -> str:
+        return make_actor(self.name, self.epoch)
 
 
 def register(

@@ -16,7 +16,6 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -29,6 +28,7 @@ from router.database import insert_many, make_engine
 from router.errors import StateError
 from router.messages import Outgoing
 from router.record import RecordState
+from router.registry import Registration
 from router.schema import conflicts, inbox, meta, metadata, outbox, records, registry
 
 log = logging.getLogger("crmsync.router")
@@ -37,20 +37,6 @@ T = TypeVar("T")
 
 class VersionConflict(StateError):
     """Another router changed a record between our read and our write; retry the batch."""
-
-
-@dataclass(frozen=True)
-class Registration:
-    name: str
-    epoch: int
-    entities: dict[str, list[str]]  # entity -> fields the adapter maps
-    sw_version: str
-    registered_at: float
-    last_heartbeat: float
-
-    @property
-    def actor(self) -> str:
-        return make_actor(self.name, self.epoch)
 
 
 class RouterStore:

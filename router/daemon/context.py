@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 from router.config import RouterConfig
 from router.daemon.stats import Stats
 from router.policies import Rules
-from router.registry import subscribers
-from router.state import Registration, RouterStore
+from router.registry import Registration, subscribers
+from router.state import RouterStore
 
 T = TypeVar("T")
 

@@ -31,7 +31,8 @@ from router.clock import VectorClock
 from router.conflicts import Conflict, Settlement
 from router.messages import Outgoing
 from router.record import RecordState
-from router.state import Registration, RouterStore, VersionConflict
+from router.registry import Registration
+from router.state import RouterStore, VersionConflict
 from tests.factories import make_state, make_version, new_id
 from tests.integration.test_sql_servers import _admin_engine
 

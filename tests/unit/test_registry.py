@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from router.errors import RegistrationRefused
-from router.registry import register, subscribers
-from router.state import Registration
+from router.registry import Registration, register, subscribers
 
 ENTITIES = {"contact": ["email", "first_name"]}
 
