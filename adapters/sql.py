@@ -157,18 +157,20 @@ class SqlAdapter(Adapter):
         expected_version: str | None,
     ) -> SourceRow:
         t = self.tables[entity]
-        values: dict[str, Any] = {t.fields[name].name: value for name, value in fields.items()}
-        values[t.updated_at.name] = t.now()
+        # Keyed by Column, never by name: any legal identifier is a column name (``fn``,
+        # ``key``, ``order``, "First Name"), and SQLAlchemy quotes what needs quoting.
+        values: dict[sa.Column[Any], Any] = {t.fields[n]: value for n, value in fields.items()}
+        values[t.updated_at] = t.now()
         if t.deleted is not None:
-            values[t.deleted.name] = False
+            values[t.deleted] = False
         if source_record_id is None:
             if not t.int_ids:
-                values[t.id.name] = record_id  # a text id: the global id keeps inserts idempotent
-            result = self._execute(tx, t.table.insert().values(**values))
+                values[t.id] = record_id  # a text id: the global id keeps inserts idempotent
+            result = self._execute(tx, t.table.insert().values(values))
             key = result.inserted_primary_key[0] if result.inserted_primary_key else record_id
             source_record_id = str(key)
         else:
-            query = t.table.update().where(t.id == t.key(source_record_id)).values(**values)
+            query = t.table.update().where(t.id == t.key(source_record_id)).values(values)
             if expected_version is not None:
                 query = query.where(t.token == expected_version)
             if self._execute(tx, query).rowcount != 1:
@@ -190,7 +192,7 @@ class SqlAdapter(Adapter):
             query = (
                 t.table.update()
                 .where(*where)
-                .values({t.deleted.name: True, t.updated_at.name: t.now()})
+                .values({t.deleted: True, t.updated_at: t.now()})
             )
         else:
             query = t.table.delete().where(*where)
