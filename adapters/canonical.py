@@ -7,6 +7,7 @@ here pass through with scalar values only.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -14,7 +15,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from router.events import Scalar
+from router.events import INT_MAX, INT_MIN, Scalar
 
 _EMAIL_RE: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -71,6 +72,10 @@ MODELS: Final[dict[str, type[_Canonical]]] = {"contact": Contact, "company": Com
 
 def to_scalar(value: Any) -> Scalar:
     """A database value as a wire scalar (dates as ISO text, decimals as exact text)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRecord("not a finite number (NaN or infinity)")
+    if isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
+        raise InvalidRecord("integer outside the signed 64-bit range")
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, (datetime, date)):
@@ -84,7 +89,12 @@ def to_scalar(value: Any) -> Scalar:
 
 def validate(entity: str, fields: dict[str, Any]) -> dict[str, Scalar]:
     """Canonical values for ``fields``, or :class:`InvalidRecord` saying which field is wrong."""
-    values = {name: to_scalar(value) for name, value in fields.items()}
+    values: dict[str, Scalar] = {}
+    for name, value in fields.items():
+        try:
+            values[name] = to_scalar(value)
+        except InvalidRecord as e:
+            raise InvalidRecord(f"{name}: {e}") from None
     model = MODELS.get(entity)
     if model is None:
         return values

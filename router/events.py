@@ -34,12 +34,16 @@ ACTOR_RE: Final = r"^[a-z][a-z0-9_-]{0,62}(@[1-9][0-9]{0,8})?$"
 ENTITY_RE: Final = r"^[a-z][a-z0-9_]{0,62}$"
 
 INT_MIN: Final = -(2**63)
-INT_MAX: Final = 2**64 - 1
-MAX_COUNTER: Final = 2**63 - 1
+INT_MAX: Final = 2**63 - 1  # signed 64-bit: what SQLite, PostgreSQL and MariaDB hold
+MAX_COUNTER: Final = INT_MAX
 
 Scalar = str | int | float | bool | None
-# What msgpack can carry: integers in the 64-bit range (signed or unsigned).
-WireScalar = str | Annotated[int, Field(ge=INT_MIN, le=INT_MAX)] | float | bool | None
+# What every store and CRM can hold: signed 64-bit integers (an unsigned one above
+# 2^63 passed msgpack, then failed in SQLite and was retried for minutes), and finite
+# floats (NaN != NaN, so a republish of the same bytes looked like a reused clock).
+# The integer range is checked in Python (ChangeEvent._signed_64_bit): a range on the
+# int branch would let the float branch take an out-of-range integer as a float.
+WireScalar = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool | None
 Op = Literal["upsert", "delete"]
 Origin = Literal["live", "migration", "replay"]
 
@@ -85,6 +89,14 @@ class ChangeEvent(BaseModel):
     @classmethod
     def _is_uuid(cls, value: str) -> str:
         return _uuid_str(value)
+
+    @field_validator("fields")
+    @classmethod
+    def _signed_64_bit(cls, value: dict[str, Scalar]) -> dict[str, Scalar]:
+        for name, item in value.items():
+            if type(item) is int and not INT_MIN <= item <= INT_MAX:
+                raise ValueError(f"field {name!r}: integer outside the signed 64-bit range")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ChangeEvent:
@@ -134,7 +146,10 @@ def decode(raw: bytes) -> ChangeEvent:
     try:
         return ChangeEvent.model_validate(payload)
     except ValidationError as e:
-        first = e.errors()[0]
+        errors = e.errors()
+        # A value that fits no branch of a union fails every branch: name the branch it
+        # came closest to (a broken constraint, e.g. "finite number"), not "not a string".
+        first = next((x for x in errors if not x["type"].endswith("_type")), errors[0])
         where = ".".join(str(p) for p in first["loc"]) or "event"
         detail = f"{where}: {first['msg']} ({e.error_count()} error(s))"
         raise DecodeError("invalid-schema", detail, raw) from e

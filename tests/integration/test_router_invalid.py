@@ -138,3 +138,24 @@ async def test_identical_republish_under_a_new_event_id_is_a_duplicate_not_clock
     assert got.message_id == marker["event_id"]
     assert await depth(connection, topology.INVALID) == 0
     assert router.stats.invalid["clock-reuse"] == 0
+
+
+async def test_numbers_no_store_can_hold_are_refused_and_a_republish_is_no_clock_reuse(
+    router: RunningRouter, connection: AbstractRobustConnection
+) -> None:
+    """NaN != NaN made a crash-republish of identical bytes look like a reused counter;
+    2**63 passed the wire and then failed in SQLite. Both are refused at decode."""
+    assert (await register(connection, "legacy"))["ok"] is True
+    assert (await register(connection, "sales"))["ok"] is True
+    channel = await connection.channel()
+    bodies = []
+    for value in (float("nan"), float("inf"), 2**63):
+        payload = wire_event("legacy", new_id(), {"legacy": 1}, {"email": "n@x.io", "score": value})
+        bodies.append(encode_dict(payload))
+    for body in [*bodies, bodies[0]]:  # the NaN event twice, as after a crash
+        await publish_raw(channel, body, "legacy.contact.upsert")
+    refused = await collect(channel, topology.INVALID, 4)
+    assert [m.headers[topology.REASON_HEADER] for m in refused] == ["invalid-schema"] * 4
+    assert [m.body for m in refused] == [*bodies, bodies[0]]
+    assert dict(router.stats.invalid) == {"invalid-schema": 4}
+    assert router.store.counts()["records"] == 0

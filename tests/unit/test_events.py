@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from router.clock import VectorClock
 from router.errors import DecodeError
-from router.events import CONTENT_TYPE, ChangeEvent, Scalar, decode, encode
-from tests.factories import make_event, new_id
+from router.events import CONTENT_TYPE, ChangeEvent, Scalar, decode, encode, encode_dict
+from tests.factories import make_event, new_id, wire_event
 
 WHEN = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -91,8 +91,9 @@ def test_round_trip_of_non_utc_timestamp_keeps_the_instant() -> None:
 
 scalars: st.SearchStrategy[Scalar] = st.one_of(
     st.text(max_size=30),
-    st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.floats(allow_nan=False),
+    # The wire's domain: signed 64-bit integers, finite floats (refusals tested below).
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.booleans(),
     st.none(),
 )
@@ -245,3 +246,33 @@ def test_sanity_valid_payload_decodes() -> None:
     # The invalid cases above differ from this payload in one key only.
     payload = valid_payload()
     assert decode(pack(payload)) == ChangeEvent.model_validate(payload)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (float("nan"), "finite number"),
+        (float("inf"), "finite number"),
+        (float("-inf"), "finite number"),
+        (2**63, "outside the signed 64-bit range"),
+        (2**64 - 1, "outside the signed 64-bit range"),
+        (-(2**63) - 1, None),  # msgpack cannot even encode it: the producer fails first
+    ],
+)
+def test_numbers_no_store_can_hold_are_refused_at_decode(value: float, why: str | None) -> None:
+    payload = wire_event("legacy", new_id(), {"legacy": 1}, {"score": value})
+    if why is None:
+        with pytest.raises((OverflowError, ValueError)):
+            encode_dict(payload)
+        return
+    with pytest.raises(DecodeError) as caught:
+        decode(encode_dict(payload))
+    assert caught.value.reason == "invalid-schema"
+    assert why in caught.value.detail and "score" in caught.value.detail
+
+
+def test_the_edges_of_the_signed_64_bit_range_pass() -> None:
+    for value in (2**63 - 1, -(2**63), 1.5e308, -0.0):
+        payload = wire_event("legacy", new_id(), {"legacy": 1}, {"score": value})
+        back = decode(encode_dict(payload)).fields["score"]
+        assert back == value and type(back) is type(value)

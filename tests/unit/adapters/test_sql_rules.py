@@ -248,3 +248,21 @@ def test_to_scalar_other_types_become_text() -> None:
     assert to_scalar(u) == "12345678-1234-5678-1234-567812345678"
     assert to_scalar(True) is True
     assert to_scalar(None) is None
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 2**63, -(2**63) - 1])
+def test_a_number_no_store_can_hold_is_an_invalid_row_not_a_blocked_capture(value: float) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        validate("contact", {"email": "ann@example.com", "score": value})
+    # The field and what is wrong with it; never the value (it is customer data).
+    assert str(caught.value) in (
+        "score: not a finite number (NaN or infinity)",
+        "score: integer outside the signed 64-bit range",
+    )
+
+
+def test_the_signed_64_bit_edges_are_valid_values() -> None:
+    assert validate("contact", {"score": 2**63 - 1, "low": -(2**63)}) == {
+        "score": 2**63 - 1,
+        "low": -(2**63),
+    }
