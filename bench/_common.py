@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -412,6 +413,17 @@ def _short(frame: str) -> str:
     """``fn (path/to/file.py:123)`` -> ``fn (path/to/file.py)``."""
     name, _, where = frame.partition(" (")
     return f"{name} ({where.rsplit(':', 1)[0]})" if where else name
+
+
+def run_main(
+    main: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace, name: str
+) -> None:
+    """Run a benchmark's ``main``; its expected failures are one line on stderr, exit 1."""
+    try:
+        sys.exit(asyncio.run(main(args)))
+    except BenchError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 def print_profile(collapsed: Path) -> None:

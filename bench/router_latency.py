@@ -392,9 +392,4 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    ns = parse_args(sys.argv[1:])
-    try:
-        sys.exit(asyncio.run(main(ns)))
-    except c.BenchError as exc:
-        print(f"router_latency: {exc}", file=sys.stderr)
-        sys.exit(1)
+    c.run_main(main, parse_args(sys.argv[1:]), "router_latency")

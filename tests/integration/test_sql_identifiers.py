@@ -22,8 +22,8 @@ from sqlalchemy.dialects import mysql
 from adapters.engine import SyncEngine
 from adapters.sql import SqlAdapter
 from router.config import AdapterConfig
-from router.events import ChangeEvent, decode, new_event_id
-from tests.integration.test_sql_servers import Server, server  # noqa: F401 - the fixture
+from router.events import decode
+from tests.integration.test_sql_servers import Server, delivery, server  # noqa: F401 - fixture
 
 UPDATED_AT = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
@@ -101,17 +101,17 @@ def _round_trip(url: str, user: sa.Engine, names: tuple[Any, ...]) -> None:
         # A delivery for a record this CRM has never seen: an insert.
         record_id = str(uuid.uuid4())
         fresh = {"email": "bob@example.com", "first_name": "Bob"}
-        assert engine.apply(_delivery(record_id, {"sales": 1}, fresh)).action == "applied"
+        assert engine.apply(delivery(record_id, {"sales": 1}, fresh)).action == "applied"
         # Then an update and a delete of it.
         renamed = {**fresh, "first_name": "Robert"}
-        assert engine.apply(_delivery(record_id, {"sales": 2}, renamed)).action == "applied"
+        assert engine.apply(delivery(record_id, {"sales": 2}, renamed)).action == "applied"
         with user.connect() as conn:
             rows = {
                 r[fields["email"]]: r
                 for r in conn.execute(sa.select(table)).mappings()
             }
         assert rows["bob@example.com"][fields["first_name"]] == "Robert"
-        gone = _delivery(record_id, {"sales": 3}, renamed, op="delete")
+        gone = delivery(record_id, {"sales": 3}, renamed, op="delete")
         assert engine.apply(gone).action == "applied"
         with user.connect() as conn:
             flag = conn.execute(
@@ -120,24 +120,6 @@ def _round_trip(url: str, user: sa.Engine, names: tuple[Any, ...]) -> None:
         assert flag is True or flag == 1
     finally:
         adapter.close()
-
-
-def _delivery(
-    record_id: str, clock: dict[str, int], fields: dict[str, Any], op: str = "upsert"
-) -> ChangeEvent:
-    return ChangeEvent(
-        event_id=new_event_id(),
-        source="sales",
-        actor="sales",
-        entity="contact",
-        record_id=record_id,
-        source_record_id="S-1",
-        op=op,  # type: ignore[arg-type]
-        clock=clock,
-        fields=fields,
-        changed=sorted(fields),
-        occurred_at=datetime.now(UTC),
-    )
 
 
 @pytest.fixture
