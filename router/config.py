@@ -93,6 +93,8 @@ class RouterTuning(Strict):
     linger: Duration = "5ms"
     prefetch: Annotated[int, Field(ge=1, le=65535)] = 1024
     heartbeat_timeout: Duration = "30s"
+    # Larger events are refused (reason too-large) before they are decoded.
+    max_event_bytes: Annotated[int, Field(ge=1024, le=128 << 20)] = 1 << 20
 
 
 class ConflictConfig(Strict):

@@ -70,6 +70,13 @@ conflicts = sa.Table(
     sa.Column("resolved_at", Timestamp, index=True),
     sa.Column("doc", Blob, nullable=False),
 )
+# Per actor, the highest counter the router issued or accepted (router.watermarks).
+actor_counters = sa.Table(
+    "crmsync_actor_counters",
+    metadata,
+    sa.Column("actor", sa.String(80), primary_key=True),
+    sa.Column("counter", sa.BigInteger, nullable=False),
+)
 meta = sa.Table(
     "crmsync_meta",
     metadata,

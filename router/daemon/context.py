@@ -6,15 +6,17 @@ so none of them imports another and the shared state is visible in one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from router.clock import HUB, actor_epoch
 from router.config import RouterConfig
 from router.daemon.stats import Stats
 from router.policies import Rules
 from router.registry import Registration, subscribers
 from router.state import RouterStore
+from router.watermarks import Watermarks, issued_actors
 
 T = TypeVar("T")
 
@@ -36,6 +38,8 @@ class RouterContext:
     _store: RouterStore | None = None
     _registry: _Registry = field(default_factory=lambda: _Registry({}))
     _rules: dict[str, Rules] = field(default_factory=dict)
+    # Every actor the router issued and its highest counter (clock validation).
+    marks: Watermarks = field(default_factory=lambda: Watermarks({}))
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call, on the event loop itself.
@@ -55,9 +59,19 @@ class RouterContext:
         assert self._store is not None, "router not started"
         return self._store
 
-    def open(self, store: RouterStore, registry: dict[str, Registration]) -> None:
+    def open(
+        self,
+        store: RouterStore,
+        registry: dict[str, Registration],
+        highs: Mapping[str, int] | None = None,
+    ) -> None:
         self._store = store
+        self.marks = Watermarks(highs or {})
+        self.know_hub_actor(store.hub_actor)
         self.set_registry(registry)
+
+    def know_hub_actor(self, actor: str) -> None:
+        self.marks.know(issued_actors(HUB, actor_epoch(actor)))
 
     async def close(self) -> None:
         if self._store is not None:
@@ -69,6 +83,8 @@ class RouterContext:
 
     def set_registry(self, registry: dict[str, Registration]) -> None:
         self._registry = _Registry(registry)
+        for reg in registry.values():
+            self.marks.know(issued_actors(reg.name, reg.epoch))
 
     def registered(self, reg: Registration) -> None:
         self.set_registry({**self.registry, reg.name: reg})

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from router import topology
+from router import topology, watermark_store
 from router.conflicts import Conflict
 from router.daemon.context import RouterContext
 from router.decide import Verdict, decide
@@ -25,6 +25,8 @@ from router.events import ChangeEvent, decode, encode
 from router.logs import kv
 from router.messages import Delivery, Outgoing
 from router.record import RecordState
+from router.tracebacks import bounded, one_line
+from router.watermarks import BatchMarks
 
 log = logging.getLogger("crmsync.router")
 
@@ -39,21 +41,50 @@ class Inbound:
     reason: str | None = None  # why it is refused
     detail: str = ""
     repeat: bool = False  # the same event earlier in this batch (a redelivery overtook its ack)
+    traceback: str = ""  # of an internal error (x-crmsync-traceback)
+
+
+INTERNAL_ERROR = "internal-error"
+TOO_LARGE = "too-large"
+
+
+def internal_error(delivery: Delivery, event: ChangeEvent | None, err: BaseException) -> Inbound:
+    """A refusal for one message the router failed on: it goes to the invalid queue
+    (bytes unchanged) instead of halting every other event behind it."""
+    log.error(
+        "internal error on one event; refused to the invalid queue",
+        extra=kv(
+            message_id=delivery.message_id or "",
+            event_id=event.event_id if event else "",
+            record_id=event.record_id if event else "",
+            error_type=type(err).__name__,
+        ),
+    )
+    return Inbound(delivery, event, INTERNAL_ERROR, one_line(err), traceback=bounded(err))
 
 
 def judge(
     deliveries: Sequence[Delivery],
     registered: Container[str],
     adapter_users: Mapping[str, str],
+    max_bytes: int = 1 << 20,
 ) -> list[Inbound]:
     """Decode and check who published each message; one :class:`Inbound` per message."""
     judged: list[Inbound] = []
     seen: set[str] = set()
     for delivery in deliveries:
+        size = len(delivery.body)
+        if size > max_bytes:  # before decoding: its cost grows with the size
+            detail = f"{size} bytes, over router.max_event_bytes = {max_bytes}"
+            judged.append(Inbound(delivery, reason=TOO_LARGE, detail=detail))
+            continue
         try:
             event = decode(delivery.body)
         except DecodeError as e:
             judged.append(Inbound(delivery, reason=e.reason, detail=e.detail))
+            continue
+        except Exception as e:  # a bug in decoding must not halt the batch
+            judged.append(internal_error(delivery, None, e))
             continue
         expected_user = adapter_users.get(event.source)
         if expected_user is not None and delivery.user_id != expected_user:
@@ -87,6 +118,17 @@ class BatchOutcome:
     verdicts: Counter[str] = field(default_factory=Counter)
     conflicts: dict[str, Conflict] = field(default_factory=dict)  # opened, joined, settled
     outbox_ids: list[str] = field(default_factory=list)  # of ``deliveries``, once committed
+    marks: BatchMarks | None = None  # the actors' counters this batch raised
+
+    def absorb(self, other: BatchOutcome) -> None:
+        """Add a part of the batch committed on its own (see router.daemon.isolation)."""
+        self.processed += other.processed
+        self.states += other.states
+        self.deliveries += other.deliveries
+        self.refused += other.refused
+        self.verdicts.update(other.verdicts)
+        self.conflicts.update(other.conflicts)
+        self.outbox_ids += other.outbox_ids
 
     def messages(self) -> list[Outgoing]:
         """Everything to publish: the deliveries, then each refusal to the invalid queue."""
@@ -110,18 +152,39 @@ def decide_batch(ctx: RouterContext, judged: Sequence[Inbound], conn: Connection
     states = store.load((i.event.record_id for i in fresh if i.event), conn)
     parked = store.load_conflicts((s.parked for s in states.values() if s.parked), conn)
     changed: dict[str, RecordState] = {}
+    marks = out.marks = ctx.marks.batch()
+    reread = False
     for item in fresh:
         event = item.event
         assert event is not None
+        refused = marks.refusal(event.clock, event.actor)
+        if refused is not None and not reread:
+            # Another router sharing the store may have accepted what this one has not
+            # seen yet: its marks are read once per batch, only when a clock looks wrong.
+            reread = True
+            ctx.marks.merge_stored(watermark_store.load(conn))
+            refused = marks.refusal(event.clock, event.actor)
+        if refused is not None:
+            out.refused.append(Inbound(item.delivery, event, *refused))
+            continue
         stored = states.get(event.record_id)
-        decision = decide(
-            event,
-            stored,
-            ctx.subscribers(event.entity),
-            store.hub_actor,
-            ctx.rules_for(event.entity),
-            parked.get(stored.parked) if stored and stored.parked else None,
-        )
+        try:
+            decision = decide(
+                event,
+                stored,
+                ctx.subscribers(event.entity),
+                store.hub_actor,
+                ctx.rules_for(event.entity),
+                parked.get(stored.parked) if stored and stored.parked else None,
+            )
+            outgoing = None
+            if decision.delivery is not None and decision.targets:
+                # Nothing overlaid: the producer's own (validated) bytes are this version.
+                body = item.delivery.body if decision.delivery is event else None
+                outgoing = delivery(decision.delivery, decision.targets, body)
+        except Exception as e:  # judging one event failed: only that event is refused
+            out.refused.append(internal_error(item.delivery, event, e))
+            continue
         out.verdicts[decision.verdict.value] += 1
         if decision.conflict is not None:
             out.conflicts[decision.conflict.id] = parked[decision.conflict.id] = decision.conflict
@@ -136,10 +199,12 @@ def decide_batch(ctx: RouterContext, judged: Sequence[Inbound], conn: Connection
             # stale or duplicate one is judged the same way again when redelivered.
             out.processed.append(event.event_id)
             states[event.record_id] = changed[event.record_id] = decision.state
-        if decision.delivery is not None and decision.targets:
-            # Nothing overlaid: the producer's own (validated) bytes are this version.
-            body = item.delivery.body if decision.delivery is event else None
-            out.deliveries.append(delivery(decision.delivery, decision.targets, body))
+            # Both: a parked record's clock does not hold the event's own counter yet,
+            # and a resolution's holds the hub's next one.
+            marks.observe(event.clock)
+            marks.observe(decision.state.clock)
+        if outgoing is not None:
+            out.deliveries.append(outgoing)
     out.states = list(changed.values())
     return out
 
@@ -159,6 +224,8 @@ def refusal(item: Inbound) -> Outgoing:
         topology.REASON_HEADER: item.reason or "refused",
         topology.DETAIL_HEADER: item.detail[:1000],
     }
+    if item.traceback:
+        headers[topology.TRACEBACK_HEADER] = item.traceback
     return Outgoing("", topology.INVALID, item.delivery.body, item.delivery.message_id, headers)
 
 

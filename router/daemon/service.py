@@ -29,7 +29,7 @@ import prometheus_client as prom
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from router import topology
+from router import topology, watermark_store
 from router.batching import Batcher
 from router.broker.aio import connect
 from router.broker.base import BrokerConnection, BrokerPublisher
@@ -37,6 +37,7 @@ from router.config import BrokerConfig, RouterConfig, parse_duration
 from router.daemon.context import RouterContext
 from router.daemon.control_server import ControlServer
 from router.daemon.inflight import Sending, abandon, raise_failed, stop_taking
+from router.daemon.isolation import store_isolating
 from router.daemon.operations import Operations
 from router.daemon.pipeline import BatchOutcome, Inbound, decide_batch, judge
 from router.daemon.stats import BATCH_SECONDS, OPEN_CONFLICTS, Stats
@@ -101,9 +102,11 @@ class Router:
         ctx = self.ctx
         try:
             store = await ctx.db(RouterStore, self.config.state.url)
-            ctx.open(store, await ctx.db(store.registrations))
+            marks = await ctx.db(watermark_store.opened, store)
+            ctx.open(store, await ctx.db(store.registrations), marks)
             if self._new_hub_epoch:
                 actor = await ctx.db(store.bump_hub_epoch)
+                ctx.know_hub_actor(actor)
                 log.warning(
                     "state restored: the hub starts a new actor epoch", extra=kv(actor=actor)
                 )
@@ -218,10 +221,15 @@ class Router:
         await self._recover()
 
     async def _commit(self, batch: list[Delivery]) -> BatchOutcome:
-        judged = judge(batch, self.ctx.registry, self.config.security.adapter_users)
+        judged = judge(
+            batch,
+            self.ctx.registry,
+            self.config.security.adapter_users,
+            self.config.router.max_event_bytes,
+        )
         confirmed, self._confirmed = self._confirmed, []
         try:
-            out = await self._decide_and_store(judged, confirmed)
+            out = await store_isolating(judged, confirmed, self._decide_and_store, RETRYABLE)
         except BaseException:
             self._confirmed = confirmed + self._confirmed  # still to be deleted
             raise
@@ -230,10 +238,10 @@ class Router:
             self.stats.add(verdict, n)
         return out
 
-    async def _decide_and_store(
-        self, judged: list[Inbound], confirmed: list[str]
-    ) -> BatchOutcome:
+    async def _decide_and_store(self, judged: list[Inbound], confirmed: list[str]) -> BatchOutcome:
         store = self.store
+
+        marks = self.ctx.marks
 
         def work(conn: Connection) -> BatchOutcome:
             out = decide_batch(self.ctx, judged, conn)
@@ -245,9 +253,14 @@ class Router:
                 conn,
                 list(out.conflicts.values()),
             )
+            if out.marks is not None:
+                watermark_store.save(conn, out.marks.raised, marks.highs)
             return out
 
-        return await store.retrying_async(work, self._off_loop)
+        out = await store.retrying_async(work, self._off_loop)
+        if out.marks is not None:
+            marks.commit(out.marks)
+        return out
 
     async def _off_loop(self, fn: Callable[[], None]) -> None:
         # One GIL hand-off per batch (not one per row, as a worker doing the whole
