@@ -209,3 +209,16 @@ def mark_published(conn: Connection, confirmed: Sequence[OutboxEntry]) -> None:
 
 def count(conn: Connection) -> int:
     return int(conn.execute(sa.select(sa.func.count()).select_from(link_table)).scalar_one())
+
+
+def highest_counter(conn: Connection, actor: str) -> int:
+    """The highest counter of ``actor`` in any link (0: none), which the adapter reports
+    when it registers: links behind what the router accepted mean the database was
+    restored, and counting on from them would reuse counters. Read once per start."""
+    rows = conn.execution_options(yield_per=2000).execute(sa.select(link_table.c.clock))
+    highest = 0
+    for row in rows:
+        counter = msgpack.unpackb(row.clock, raw=False).get(actor, 0)
+        if counter > highest:
+            highest = counter
+    return highest

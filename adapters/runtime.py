@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 from adapters.base import Adapter
 from adapters.engine import ApplyResult, SyncEngine
 from adapters.failures import next_hop
-from adapters.links import OutboxEntry
+from adapters.links import OutboxEntry, highest_counter
 from adapters.statefile import StateFile
 from router import __version__, control, topology
 from router.batching import Batcher
@@ -151,8 +151,19 @@ class AdapterRuntime:
         assert self._connection is not None and self._state is not None
         rpc = RpcClient(self._connection)
         claimed = await self._db(self._state.get, "actor")
+
+        def highest() -> int | None:
+            if claimed is None:
+                return None
+            with self.adapter.transaction() as tx:
+                return highest_counter(tx, claimed)
+
         request = control.Register(
-            name=self.name, actor=claimed, entities=self.adapter.entities(), version=__version__
+            name=self.name,
+            actor=claimed,
+            highest=await self._db(highest),
+            entities=self.adapter.entities(),
+            version=__version__,
         )
         waited = False
         while True:
@@ -171,10 +182,19 @@ class AdapterRuntime:
         if not isinstance(raw, dict) or not raw.get("ok"):
             error = raw.get("error") if isinstance(raw, dict) else "its answer is not a map"
             raise RegistrationRefused(f"router refused adapter {self.name!r}: {error}")
-        actor = control.parse_reply(raw, control.Registered, request.routing_key).actor
+        reply = control.parse_reply(raw, control.Registered, request.routing_key)
+        actor = reply.actor
         if actor != claimed:
             await self._db(self._state.set, "actor", actor)
-            if claimed is not None or actor != self.name:
+            if reply.rewound:
+                self.log.warning(
+                    "this adapter's state is behind what it already published, so it "
+                    "continues as a new actor epoch: edits made in the CRM since the backup "
+                    "are published again as new versions; edits undone by the restore stay "
+                    "undone here until the hub delivers them again",
+                    extra=kv(adapter=self.name, claimed=claimed or "", actor=actor),
+                )
+            elif claimed is not None or actor != self.name:
                 self.log.warning(
                     "adapter starts a new actor epoch", extra=kv(adapter=self.name, actor=actor)
                 )

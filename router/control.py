@@ -16,7 +16,7 @@ import msgpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from router.errors import CrmsyncError
-from router.events import ENTITY_RE, NAME_RE, Scalar
+from router.events import ENTITY_RE, INT_MAX, NAME_RE, Scalar
 
 AdapterName = Annotated[str, Field(pattern=NAME_RE)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=255)]
@@ -70,6 +70,9 @@ class Keyed(Request):
 class Register(Keyed):
     KEY: ClassVar[str] = "register"
     actor: str | None = None  # from the adapter's own state; None when it has none
+    # The highest counter of ``actor`` in the adapter's links (None: not reported): a
+    # CRM database restored from a backup has links behind what the router accepted.
+    highest: Annotated[int, Field(ge=0, le=INT_MAX)] | None = None
     entities: dict[Annotated[str, Field(pattern=ENTITY_RE)], list[str]] = {}
     version: str = ""
 
@@ -207,6 +210,7 @@ class Failure(Reply):
 class Registered(Reply):
     actor: str
     epoch: int
+    rewound: str = ""  # why a new epoch was issued for a claimed actor (its state was behind)
 
 
 class AdapterStatus(BaseModel):

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Connection
 
-from router import control, topology
+from router import control, topology, watermark_store
 from router.broker.base import BrokerConnection, BrokerPublisher
 from router.config import parse_duration
 from router.conflicts import Conflict, summary
@@ -29,8 +29,9 @@ from router.messages import Outgoing
 from router.policies import Choice, SetValue, TakeSide
 from router.provenance import sides_of
 from router.record import RecordState
-from router.registry import register
+from router.registry import register, rewound
 from router.state import VersionConflict
+from router.watermarks import BatchMarks
 
 log = logging.getLogger("crmsync.router")
 
@@ -49,13 +50,17 @@ class Operations:
 
     # -- adapters -----------------------------------------------------------------------
     async def register(self, req: control.Register) -> control.Registered:
+        existing, highs = self.ctx.registry.get(req.name), self.ctx.marks.highs
+        behind = rewound(existing, req.actor, req.highest, highs) if req.actor else None
         reg = register(
-            self.ctx.registry.get(req.name),
+            existing,
             req.name,
             req.actor,
             {entity: list(fields) for entity, fields in req.entities.items()},
             req.version,
             time.time(),
+            req.highest,
+            highs,
         )
         # The adapter declared its sink already; declaring it here too means a delivery is
         # never returned as unroutable because of the order processes started in.
@@ -66,7 +71,12 @@ class Operations:
             "adapter registered",
             extra=kv(adapter=req.name, actor=reg.actor, entities=",".join(sorted(req.entities))),
         )
-        return control.Registered(actor=reg.actor, epoch=reg.epoch)
+        if behind:
+            log.warning(
+                "adapter state behind what it published: issued a new epoch",
+                extra=kv(adapter=req.name, claimed=req.actor or "", actor=reg.actor),
+            )
+        return control.Registered(actor=reg.actor, epoch=reg.epoch, rewound=behind or "")
 
     async def heartbeat(self, req: control.Heartbeat) -> None:
         self.ctx.beats[req.name] = time.time()
@@ -154,9 +164,11 @@ class Operations:
         return control.VersionMade(event_id=event.event_id, clock=event.clock)
 
     def _commit_version(self, record_id: str, build: Build) -> tuple[ChangeEvent, Outgoing, str]:
-        store = self.ctx.store
+        store, marks = self.ctx.store, self.ctx.marks
+        made: list[BatchMarks] = []
 
         def work(conn: Connection) -> tuple[ChangeEvent, Outgoing, str]:
+            made.clear()
             stored = store.load([record_id], conn).get(record_id)
             if stored is None:
                 raise CrmsyncError(f"no record {record_id} in the router's state")
@@ -168,10 +180,16 @@ class Operations:
             [outbox_id] = store.commit_batch(
                 [], [state], [message], [], conn, [conflict] if conflict else []
             )
+            # The hub's counter went up: adapters will publish clocks that carry it.
+            made.append(marks.batch())
+            made[0].observe(state.clock)
+            watermark_store.save(conn, made[0].raised, marks.highs)
             return event, message, outbox_id
 
         try:
-            return store.retrying(work)
+            result = store.retrying(work)
+            marks.commit(made[0])
+            return result
         except VersionConflict:
             raise CrmsyncError(f"record {record_id} kept changing; try again") from None
 

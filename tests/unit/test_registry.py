@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from router.errors import RegistrationRefused
-from router.registry import Registration, register, subscribers
+from router.registry import Registration, register, rewound, subscribers
 
 ENTITIES = {"contact": ["email", "first_name"]}
 
@@ -51,14 +51,43 @@ def test_claimed_actor_unknown_to_registry_is_taken() -> None:
     assert reg.actor == "legacy@2"
 
 
-@pytest.mark.parametrize(("registry_epoch", "claimed"), [(2, "legacy"), (3, "legacy@2")])
-def test_claimed_epoch_older_than_registry_is_refused(registry_epoch: int, claimed: str) -> None:
-    with pytest.raises(RegistrationRefused) as info:
-        register(existing(epoch=registry_epoch), "legacy", claimed, ENTITIES, "0.1.0", now=300.0)
-    message = str(info.value)
-    assert "legacy" in message
-    assert str(registry_epoch) in message
-    assert "epoch" in message
+@pytest.mark.parametrize(
+    ("registry_epoch", "claimed", "issued"), [(2, "legacy", 3), (3, "legacy@2", 4)]
+)
+def test_claimed_epoch_older_than_registry_gets_the_next_epoch(
+    registry_epoch: int, claimed: str, issued: int
+) -> None:
+    # Its state file was restored from a backup: refusing it left the CRM out of sync
+    # until an operator acted; a new epoch makes sure no counter is used twice.
+    old = existing(epoch=registry_epoch)
+    reason = rewound(old, claimed, None, {})
+    assert reason is not None and str(registry_epoch) in reason and "epoch" in reason
+    reg = register(old, "legacy", claimed, ENTITIES, "0.1.0", now=300.0)
+    assert reg.epoch == issued
+    assert reg.registered_at == 100.0
+
+
+@pytest.mark.parametrize(("highest", "issued"), [(3, 2), (0, 2), (7, 1), (9, 1), (None, 1)])
+def test_links_behind_the_routers_counter_get_the_next_epoch(
+    highest: int | None, issued: int
+) -> None:
+    # The CRM database was restored: its links say legacy:3, the router accepted legacy:7.
+    highs = {"legacy": 7, "sales": 12}
+    reg = register(existing(), "legacy", "legacy", ENTITIES, "0.1.0", 300.0, highest, highs)
+    assert reg.epoch == issued
+    reason = rewound(existing(), "legacy", highest, highs)
+    assert (reason is not None) == (issued == 2)
+    if reason:
+        assert "3" in reason or "0" in reason
+        assert "7" in reason
+
+
+def test_a_new_epoch_for_a_rewound_actor_is_above_every_epoch_known() -> None:
+    # Links of legacy@2 behind the router's: the next epoch is 3, never 2 again.
+    reg = register(
+        existing(epoch=2), "legacy", "legacy@2", ENTITIES, "0.1.0", 1.0, 1, {"legacy@2": 5}
+    )
+    assert reg.actor == "legacy@3"
 
 
 @pytest.mark.parametrize("name", ["hub", "router"])
