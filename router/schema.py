@@ -76,6 +76,8 @@ actor_counters = sa.Table(
     metadata,
     sa.Column("actor", sa.String(80), primary_key=True),
     sa.Column("counter", sa.BigInteger, nullable=False),
+    # False once the state was restored from a backup: the counter may be behind.
+    sa.Column("exact", sa.Boolean, nullable=False, default=True),
 )
 meta = sa.Table(
     "crmsync_meta",

@@ -9,7 +9,7 @@ upgrade refuses no legitimate event.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -29,10 +29,31 @@ def load(conn: Connection) -> dict[str, int]:
     return {r.actor: int(r.counter) for r in rows}
 
 
-def opened(store: RouterStore) -> dict[str, int]:
-    """The marks a starting router begins with."""
+def inexact(conn: Connection) -> set[str]:
+    query = sa.select(actor_counters.c.actor).where(actor_counters.c.exact.is_(False))
+    return set(conn.execute(query).scalars())
+
+
+def restored(store: RouterStore, actors: Iterable[str], hub_actor: str) -> set[str]:
+    """The state was restored from a backup: every actor known then (but the hub's new
+    epoch) may have counted further than the restored marks say. Returns those actors."""
+    doubtful = set(actors) - {hub_actor}
     with store.transaction() as conn:
-        return load_or_initialise(conn)
+        stored = load(conn)
+        conn.execute(actor_counters.update().values(exact=False))
+        missing = sorted(doubtful - set(stored))
+        if missing:
+            conn.execute(
+                actor_counters.insert(),
+                [{"actor": a, "counter": 0, "exact": False} for a in missing],
+            )
+    return doubtful | set(stored) - {hub_actor}
+
+
+def opened(store: RouterStore) -> tuple[dict[str, int], set[str]]:
+    """The marks a starting router begins with, and which of them are inexact."""
+    with store.transaction() as conn:
+        return load_or_initialise(conn), inexact(conn)
 
 
 def load_or_initialise(conn: Connection) -> dict[str, int]:

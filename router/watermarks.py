@@ -7,6 +7,11 @@ highest the router ever issued or accepted for it (``clock-from-the-future``), c
 from a bug or a hostile publisher. Accepting such a clock once poisons the record for
 good: ``{"hub": 2**63 - 1}`` made the next resolution overflow and halted all sync.
 
+After the router's state is restored from a backup, the marks of the actors known then
+are only lower bounds (``inexact``): their counters are not checked, they only rise; the
+hub's new epoch starts exact, and settling a conflict only increments it, so no clock
+can overflow it.
+
 The event's own actor may go ahead of the mark (that is what a new edit is), and each
 accepted clock raises the marks. Marks are per-batch values: raised while a batch is
 decided (:class:`BatchMarks`), persisted in the batch's transaction and taken over
@@ -34,12 +39,15 @@ def issued_actors(name: str, epoch: int) -> list[str]:
 class Watermarks:
     """The committed marks: ``highs`` mirrors what the state store holds."""
 
-    __slots__ = ("highs", "known")
+    __slots__ = ("highs", "inexact", "known")
 
-    def __init__(self, highs: Mapping[str, int], known: Iterable[str] = ()) -> None:
+    def __init__(
+        self, highs: Mapping[str, int], known: Iterable[str] = (), inexact: Iterable[str] = ()
+    ) -> None:
         self.highs: dict[str, int] = dict(highs)
         # A removed adapter's actors stay known: they are in ``highs`` once it published.
         self.known: set[str] = set(self.highs) | set(known)
+        self.inexact: set[str] = set(inexact)
 
     def know(self, actors: Iterable[str]) -> None:
         self.known.update(actors)
@@ -66,11 +74,12 @@ class Watermarks:
 class BatchMarks:
     """The marks as one batch raises them; ``raised`` is what to persist with it."""
 
-    __slots__ = ("_highs", "_known", "raised")
+    __slots__ = ("_highs", "_inexact", "_known", "raised")
 
     def __init__(self, marks: Watermarks) -> None:
         self._highs = marks.highs
         self._known = marks.known
+        self._inexact = marks.inexact
         self.raised: dict[str, int] = {}
 
     def refusal(self, clock: Mapping[str, int], own: str) -> Refusal | None:
@@ -79,7 +88,7 @@ class BatchMarks:
         for actor, counter in clock.items():
             if actor not in known and actor not in raised:
                 return UNKNOWN_ACTOR, f"clock names actor {actor!r}, which the router never issued"
-            if actor == own:
+            if actor == own or actor in self._inexact:
                 continue
             high = max(highs.get(actor, 0), raised.get(actor, 0))
             if counter > high:

@@ -6,7 +6,7 @@ so none of them imports another and the shared state is visible in one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -64,9 +64,10 @@ class RouterContext:
         store: RouterStore,
         registry: dict[str, Registration],
         highs: Mapping[str, int] | None = None,
+        inexact: Iterable[str] = (),
     ) -> None:
         self._store = store
-        self.marks = Watermarks(highs or {})
+        self.marks = Watermarks(highs or {}, inexact=inexact)
         self.know_hub_actor(store.hub_actor)
         self.set_registry(registry)
 

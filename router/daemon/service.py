@@ -102,11 +102,14 @@ class Router:
         ctx = self.ctx
         try:
             store = await ctx.db(RouterStore, self.config.state.url)
-            marks = await ctx.db(watermark_store.opened, store)
-            ctx.open(store, await ctx.db(store.registrations), marks)
+            highs, inexact = await ctx.db(watermark_store.opened, store)
+            ctx.open(store, await ctx.db(store.registrations), highs, inexact)
             if self._new_hub_epoch:
                 actor = await ctx.db(store.bump_hub_epoch)
                 ctx.know_hub_actor(actor)
+                ctx.marks.inexact |= await ctx.db(
+                    watermark_store.restored, store, set(ctx.marks.known), actor
+                )
                 log.warning(
                     "state restored: the hub starts a new actor epoch", extra=kv(actor=actor)
                 )
