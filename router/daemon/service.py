@@ -39,7 +39,7 @@ from router.daemon.control_server import ControlServer
 from router.daemon.inflight import Sending, abandon, raise_failed, stop_taking
 from router.daemon.isolation import store_isolating
 from router.daemon.operations import Operations
-from router.daemon.pipeline import BatchOutcome, Inbound, decide_batch, judge
+from router.daemon.pipeline import INTERNAL_ERROR, BatchOutcome, Inbound, decide_batch, judge
 from router.daemon.stats import BATCH_SECONDS, OPEN_CONFLICTS, Stats
 from router.errors import BrokerUnavailable, PublishFailed
 from router.logs import kv
@@ -282,7 +282,8 @@ class Router:
             self.stats.add_invalid(refused.reason or "refused")
             ids = kv(
                 reason=refused.reason,
-                detail=refused.detail,
+                # An exception's text may quote customer values: the header keeps it.
+                detail=refused.detail if refused.reason != INTERNAL_ERROR else "",
                 message_id=refused.delivery.message_id or "",
             )
             if refused.reason == "clock-reuse" and refused.event is not None:
