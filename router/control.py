@@ -212,6 +212,10 @@ class Registered(Reply):
     epoch: int
     rewound: str = ""  # why a new epoch was issued for a claimed actor (its state was behind)
 
+    def body(self) -> bytes:
+        # Said only when it happened: the usual reply stays what older adapters know.
+        return pack(self.model_dump(mode="json", exclude=set() if self.rewound else {"rewound"}))
+
 
 class AdapterStatus(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
