@@ -215,9 +215,9 @@ def highest_counter(conn: Connection, actor: str) -> int:
     """The highest counter of ``actor`` in any link (0: none), which the adapter reports
     when it registers: links behind what the router accepted mean the database was
     restored, and counting on from them would reuse counters. Read once per start."""
-    rows = conn.execution_options(yield_per=2000).execute(sa.select(link_table.c.clock))
+    query = sa.select(link_table.c.clock).execution_options(yield_per=2000)
     highest = 0
-    for row in rows:
+    for row in conn.execute(query):
         counter = msgpack.unpackb(row.clock, raw=False).get(actor, 0)
         if counter > highest:
             highest = counter

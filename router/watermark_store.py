@@ -72,8 +72,9 @@ def load_or_initialise(conn: Connection) -> dict[str, int]:
 def _stored_clocks(conn: Connection) -> Iterator[Mapping[str, int]]:
     # Record clocks hold every accepted version and hub resolution; parked sides hold
     # the accepted events a conflict keeps out of the record's clock.
-    rows = conn.execution_options(yield_per=SCAN_CHUNK).execute(sa.select(records.c.doc))
-    for row in rows:
+    # On the statement: a connection's execution options would outlive this query.
+    query = sa.select(records.c.doc).execution_options(yield_per=SCAN_CHUNK)
+    for row in conn.execute(query):
         doc = schema.unpack(row.doc)
         yield doc["clock"]
         yield from doc.get("field_clocks", {}).values()

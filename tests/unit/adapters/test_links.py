@@ -204,3 +204,24 @@ def test_every_column_added_after_the_first_release_is_nullable() -> None:
     added = [c for c in links.link_table.columns if c.name not in first]
     assert {c.name for c in added} == NEW_COLUMNS
     assert all(c.nullable for c in added)
+
+
+def test_highest_counter_of_an_actor_over_every_link(tmp_path: Path) -> None:
+    from router.clock import VectorClock
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'crm.db'}")
+    with engine.begin() as conn:
+        links.create(conn)
+        assert links.highest_counter(conn, "legacy") == 0
+        for i, clock in enumerate(({"legacy": 3}, {"legacy": 7, "sales": 9}, {"sales": 2})):
+            links.save(
+                conn,
+                links.Link(
+                    str(uuid.uuid4()), "contact", f"c{i}", VectorClock(clock), "h", {}, None, False
+                ),
+            )
+        assert links.highest_counter(conn, "legacy") == 7
+        assert links.highest_counter(conn, "legacy@2") == 0
+        # The connection is still usable for any statement after the scan.
+        assert links.count(conn) == 3
+    engine.dispose()
