@@ -144,15 +144,21 @@ class Retention:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._tombstones_after = ""
+        # Finding the size bound walks up to inbox_entries index entries: done on the
+        # rare full rounds, the age bound (cheap) on every round.
+        self._size_cutoff = 0.0
 
     async def round(self, db: Db, store: RouterStore, full: bool) -> dict[str, int]:
-        """Prune what is due; ``full`` also walks the conflicts (rarely needed).
+        """Prune what is due; ``full`` also finds the inbox's size bound and prunes old
+        conflicts (both rarely needed).
 
         ``db`` runs each chunk (the router's store calls run on its event loop, so batches
         interleave between chunks)."""
         now, engine = time.time(), store.engine
         pruned = {"inbox": 0, "tombstones": 0, "conflicts": 0}
-        cutoff = await db(inbox_cutoff, engine, now, self.limits)
+        if full:
+            self._size_cutoff = await db(inbox_cutoff, engine, now, self.limits)
+        cutoff = max(now - self.limits.inbox_age, self._size_cutoff)
         for _ in range(INBOX_CHUNKS_PER_ROUND):
             n = await db(prune_inbox_chunk, engine, cutoff)
             pruned["inbox"] += n
