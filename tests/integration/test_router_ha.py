@@ -260,3 +260,39 @@ async def test_a_standby_answers_nothing_until_it_is_active(
         await asyncio.wait_for(second.ready.wait(), 10)  # took over
         second.stop()
         await asyncio.wait_for(task_b, 10)
+
+
+async def test_a_router_that_loses_its_lock_session_stops_deciding(
+    amqp: str, pg_state: str
+) -> None:
+    """The database ends the lock's session (restart, network cut): another router may be
+    active by now, so this one stops at once and exits non-zero (systemd restarts it)."""
+    from router.config import RouterConfig
+    from router.daemon import Router
+    from router.daemon.leader import PG_LOCK_CLASS, LeadershipLost
+
+    config = RouterConfig.model_validate({"broker": {"url": amqp}, "state": {"url": pg_state}})
+    router = Router(config)
+    task = asyncio.create_task(router.run())
+    await asyncio.wait_for(router.ready.wait(), 10)
+    engine = sa.create_engine(pg_state, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            # Only this test's database: the session holding our router's lock.
+            killed = conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND classid = :cls "
+                    "AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                ),
+                {"cls": PG_LOCK_CLASS},
+            ).all()
+        assert killed == [(True,)]
+        with pytest.raises(LeadershipLost, match="lost the state store's router lock"):
+            await asyncio.wait_for(task, 15)
+    finally:
+        engine.dispose()
+        if not task.done():
+            router.stop()
+            await asyncio.wait_for(task, 10)
