@@ -252,7 +252,9 @@ class Router:
             self.stats.add(verdict, n)
         return out
 
-    async def _decide_and_store(self, judged: list[Inbound], confirmed: list[str]) -> BatchOutcome:
+    async def _decide_and_store(
+        self, judged: list[Inbound], confirmed: list[str]
+    ) -> BatchOutcome:
         store = self.store
 
         def work(conn: Connection) -> BatchOutcome:
@@ -365,7 +367,7 @@ class Router:
                 written.update(beats)
                 pruned = await self._retention.round(self.ctx.db, self.store, full)
                 if any(pruned.values()):
-                    log.info("pruned", extra=kv(**pruned))
+                    log.info("pruned what the router no longer needs", extra=kv(**pruned))
             except Exception:
                 log.exception("housekeeping failed")
 
