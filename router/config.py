@@ -82,8 +82,11 @@ class BrokerConfig(Strict):
 
 class RouterStateConfig(Strict):
     url: str = "sqlite:///state/router.db"
-    # How long processed event ids are kept for redelivery dedup.
-    inbox_retention: Duration = "168h"
+    # Processed event ids kept for redelivery dedup: by age and by count (router.retention).
+    inbox_retention: Duration = "24h"
+    inbox_max_entries: Annotated[int, Field(ge=1000)] = 1_000_000
+    # How long a deleted record's tombstone is kept once every subscriber got the delete.
+    tombstone_retention: Duration = "720h"
     # How long the audit record of a resolved conflict is kept (open ones: until resolved).
     conflict_retention: Duration = "2160h"
 

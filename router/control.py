@@ -235,6 +235,7 @@ class Status(Reply):
     invalid: dict[str, int]
     store: dict[str, int]
     adapters: list[AdapterStatus]
+    active_router: str = ""  # which router process answers: "host:pid since <UTC>"
 
 
 class VersionMade(Reply):

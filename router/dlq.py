@@ -14,7 +14,8 @@ Where an entry's facts come from (DESIGN "Headers on a dead-lettered message"):
   headers of earlier retries: it is a ``poison`` entry of the adapter named by the queue
   in ``x-death``;
 * an event the router refused (``crmsync.router.invalid``) carries ``x-crmsync-reason``
-  and ``x-crmsync-detail``: the reason is its error type.
+  and ``x-crmsync-detail``: the reason is its error type; one the broker dead-lettered
+  from the ingress has only ``x-death``: ``delivery-limit`` (or the broker's reason).
 """
 
 from __future__ import annotations
@@ -166,7 +167,14 @@ def _int(value: Any) -> int | None:
 def _classify(queue: str, headers: Mapping[str, Any], death: Death | None) -> tuple[str, str, str]:
     """(target adapter, error type, one-line error)."""
     if queue == topology.INVALID:
-        reason = _text(headers.get(topology.REASON_HEADER)) or "unknown"
+        reason = _text(headers.get(topology.REASON_HEADER))
+        if not reason and death is not None:
+            # The broker dead-lettered it from the ingress (its delivery limit, the
+            # backstop against an event that kills the router whenever it is held).
+            reason = death.reason.replace("_", "-") or "unknown"
+            why = "the router died or never settled it while holding it"
+            return ROUTER, reason, f"{death.reason} in {death.queue} ({why})"
+        reason = reason or "unknown"
         return ROUTER, reason, _text(headers.get(topology.DETAIL_HEADER)) or reason
     target = _text(headers.get(topology.TARGET_HEADER)) or adapter_of(queue)
     error = _text(headers.get(topology.ERROR_HEADER))

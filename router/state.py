@@ -339,11 +339,6 @@ class RouterStore:
             with self.engine.begin() as conn:
                 conn.execute(outbox.delete().where(outbox.c.id.in_(list(ids))))
 
-    def prune_inbox(self, older_than: float) -> int:
-        with self.engine.begin() as conn:
-            result = conn.execute(inbox.delete().where(inbox.c.processed_at < older_than))
-            return int(result.rowcount)
-
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {

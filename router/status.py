@@ -68,6 +68,7 @@ async def gather_status(connection: BrokerConnection, timeout: float = 3.0) -> d
                     k: router[k]
                     for k in (
                         "hub_actor",
+                        "active_router",
                         "uptime",
                         "last_batch_age",
                         "verdicts",

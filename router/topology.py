@@ -42,6 +42,14 @@ RETRY_JITTER: Final = 0.2
 
 # The poison-message backstop sits well above any retry budget (see DESIGN "Known traps").
 SINK_DELIVERY_LIMIT: Final = 50
+# The router judges one event at a time and refuses a bad one itself; this only catches
+# a message that kills the router process every time it is held. A healthy message held
+# through a crash (up to ``prefetch`` of them per crash) gets one more delivery each time,
+# so the limit sits far above any crash loop an operator would let run.
+INGRESS_DELIVERY_LIMIT: Final = 200
+# Where the broker dead-letters from the ingress: the dead-letter exchange, under a key
+# no adapter can have (adapter names have no dots), into the invalid queue.
+INVALID_ROUTE: Final = INVALID
 
 
 def sink_queue(adapter: str) -> str:
@@ -84,10 +92,43 @@ HUB_EXCHANGES: Final = (
 )
 
 
+def mismatch_fix(queue: str) -> str:
+    """What an operator does about ``queue`` existing with other arguments (one line)."""
+    if queue == INGRESS:
+        # Made by a crmsync before single-active-consumer: deleting it while adapters
+        # publish would drop their events, so it is emptied by the old router first.
+        return (
+            "it predates the single active router: stop the adapters, let the running "
+            "router empty it (crmsync status), stop the router, "
+            f"rabbitmqctl delete_queue {INGRESS}, run 'crmsync topology declare', then "
+            "start the router and the adapters (docs/operations.md, upgrading the ingress)"
+        )
+    return (
+        f"drain and delete it (rabbitmqctl delete_queue {queue}) then run "
+        "'crmsync topology declare' again"
+    )
+
+
+def ingress_arguments() -> dict[str, object]:
+    """One active consumer (a second router is a hot standby), and a delivery limit that
+    dead-letters at least once into the invalid queue (never into the ingress itself)."""
+    return _quorum(
+        **{
+            "x-single-active-consumer": True,
+            "x-delivery-limit": INGRESS_DELIVERY_LIMIT,
+            "x-dead-letter-exchange": DEAD,
+            "x-dead-letter-routing-key": INVALID_ROUTE,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+    )
+
+
 def hub_queues() -> list[QueueSpec]:
+    # The invalid queue first: the ingress's dead-letter target must exist before it.
     return [
-        QueueSpec(INGRESS, _quorum(), ((CHANGES, "#"),)),
-        QueueSpec(INVALID, _quorum()),
+        QueueSpec(INVALID, _quorum(), ((DEAD, INVALID_ROUTE),)),
+        QueueSpec(INGRESS, ingress_arguments(), ((CHANGES, "#"),)),
         QueueSpec(
             ROUTER_CONTROL,
             _quorum(),

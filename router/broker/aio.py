@@ -31,7 +31,7 @@ from router.errors import BrokerUnavailable, EntityMissing, TopologyMismatch
 from router.events import CONTENT_TYPE
 from router.logs import kv
 from router.messages import Delivery, Outgoing
-from router.topology import HUB_EXCHANGES, QueueSpec, hub_queues
+from router.topology import HUB_EXCHANGES, QueueSpec, hub_queues, mismatch_fix
 
 log = logging.getLogger("crmsync.broker")
 
@@ -198,9 +198,7 @@ class Connection:
                 except aio_pika.exceptions.ChannelPreconditionFailed as e:
                     raise TopologyMismatch(
                         f"queue {spec.name} already exists with other arguments "
-                        f"({e.args[0] if e.args else e}); drain and delete it "
-                        f"(rabbitmqctl delete_queue {spec.name}) then run "
-                        "'crmsync topology declare' again"
+                        f"({e.args[0] if e.args else e}); {mismatch_fix(spec.name)}"
                     ) from e
                 for exchange, key in spec.bindings:
                     await queue.bind(exchange, key)

@@ -21,6 +21,8 @@ def render_status(data: dict[str, Any], out: Console) -> None:
             f"[bold green]router up[/] (actor {r['hub_actor']}, {r['store']['records']} records; "
             f"{verdicts})"
         )
+        if r.get("active_router"):
+            out.print(f"active router: {r['active_router']}")
         parked = r["store"].get("conflicts_open", 0)
         if parked:
             out.print(

@@ -19,6 +19,7 @@ from router.broker.base import BrokerConnection, BrokerPublisher
 from router.config import parse_duration
 from router.conflicts import Conflict, summary
 from router.conflicts import detail as conflict_detail
+from router.daemon import leader
 from router.daemon.context import RouterContext
 from router.daemon.pipeline import delivery
 from router.decide import edit_version, resolve_parked
@@ -102,6 +103,7 @@ class Operations:
             verdicts=dict(stats.verdicts),
             invalid=dict(stats.invalid),
             store=counts,
+            active_router=await ctx.db(leader.active, ctx.store.engine),
             adapters=[
                 control.AdapterStatus(
                     name=r.name,

@@ -19,7 +19,6 @@ import contextlib
 import gc
 import logging
 import signal
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from router.batching import Batcher
 from router.broker.aio import connect
 from router.broker.base import BrokerConnection, BrokerPublisher
 from router.config import BrokerConfig, RouterConfig, parse_duration
+from router.daemon import leader
 from router.daemon.context import RouterContext
 from router.daemon.control_server import ControlServer
 from router.daemon.inflight import Sending, abandon, raise_failed, stop_taking
@@ -44,6 +44,7 @@ from router.daemon.stats import BATCH_SECONDS, OPEN_CONFLICTS, Stats
 from router.errors import BrokerUnavailable, PublishFailed
 from router.logs import kv
 from router.messages import Delivery
+from router.retention import Retention, limits
 from router.state import RouterStore
 
 log = logging.getLogger("crmsync.router")
@@ -55,7 +56,7 @@ OUTBOX_CHUNK = 500
 QUIET = 0.05  # seconds without a batch before confirmed outbox rows are cleared on their own
 IN_FLIGHT = 2  # committed batches awaiting confirms at once (each holds up to batch_size)
 HOUSEKEEPING_EVERY = 5.0  # seconds
-PRUNE_EVERY_ROUNDS = 60  # prune the inbox and old conflicts every 5 minutes
+PRUNE_EVERY_ROUNDS = 60  # prune old conflicts every 5 minutes (the rest: every round)
 GC_GEN0 = 20_000  # allocations between young-generation collections (Python's default: 700)
 
 
@@ -79,6 +80,8 @@ class Router:
         self._sweep: asyncio.Task[None] | None = None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="crmsync-commit")
         self.ready = asyncio.Event()
+        self.lost_lead = asyncio.Event()
+        self._retention = Retention(limits(config.state))
 
     @property
     def stats(self) -> Stats:
@@ -100,8 +103,13 @@ class Router:
 
     async def run(self) -> None:
         ctx = self.ctx
+        lock = leader.lock_for(self.config.state.url)
         try:
+            # A standby waits here: it has read no registry and consumes nothing.
+            if not await leader.become_active(lock, self._stopping):
+                return
             store = await ctx.db(RouterStore, self.config.state.url)
+            await ctx.db(leader.announce, store.engine, leader.instance_name())
             highs, inexact = await ctx.db(watermark_store.opened, store)
             ctx.open(store, await ctx.db(store.registrations), highs, inexact)
             if self._new_hub_epoch:
@@ -114,14 +122,20 @@ class Router:
                     "state restored: the hub starts a new actor epoch", extra=kv(actor=actor)
                 )
             self._warn_unknown_sources()
-            await self._serve()
+            await self._serve(lock)
+            if self.lost_lead.is_set():
+                raise leader.LeadershipLost(
+                    "lost the state store's router lock (its database session ended); "
+                    "restart the router: it comes back as a standby or as the active one"
+                )
         finally:
             self._committer.shutdown(wait=True)
             await ctx.close()
+            lock.release()
             if self.ready.is_set():  # a router that never started has nothing to report
                 log.info("router stopped", extra=kv(**dict(self.stats.verdicts)))
 
-    async def _serve(self) -> None:
+    async def _serve(self, lock: leader.Lock) -> None:
         connection = self._connection = await self._connect(self.config.broker, "crmsync-router")
         try:
             await connection.declare()
@@ -136,15 +150,19 @@ class Router:
             log.info(
                 "router started",
                 extra=kv(
-                    hub_actor=self.store.hub_actor, adapters=",".join(sorted(self.ctx.registry))
+                    hub_actor=self.store.hub_actor,
+                    adapters=",".join(sorted(self.ctx.registry)),
+                    instance=leader.instance_name(),
                 ),
             )
             self.ready.set()
             housekeeping = asyncio.create_task(self._housekeeping())
+            watching = asyncio.create_task(leader.watch(lock, self.lost_lead))
+            watching.add_done_callback(self._on_watch_done)
             try:
                 await self._batch_loop()
             finally:
-                for task in (housekeeping, self._sweep):
+                for task in (housekeeping, watching, self._sweep):
                     if task is not None:
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
@@ -152,6 +170,10 @@ class Router:
                 await self.ctx.db(self.store.touch_heartbeats, dict(self.ctx.beats))
         finally:
             await connection.close()
+
+    def _on_watch_done(self, _task: asyncio.Task[None]) -> None:
+        if self.lost_lead.is_set():
+            self.stop()  # another router may be active: stop deciding at once
 
     def _warn_unknown_sources(self) -> None:
         """A priority list naming a source that never registered ranks nothing: most
@@ -348,35 +370,27 @@ class Router:
         self._confirmed = []  # every row is gone now, confirmed ones included
 
     async def _housekeeping(self) -> None:
-        """Every few seconds: heartbeats to the store, the open-conflicts gauge; pruning
-        far less often (retention is days)."""
+        """Every few seconds: heartbeats to the store, the open-conflicts gauge, and a
+        bounded slice of pruning (:mod:`router.retention`)."""
         rounds = 0
         written: dict[str, float] = {}
         while True:
             await asyncio.sleep(HOUSEKEEPING_EVERY)
             beats = {k: v for k, v in self.ctx.beats.items() if written.get(k) != v}
-            prune = rounds % PRUNE_EVERY_ROUNDS == 0
+            full = rounds % PRUNE_EVERY_ROUNDS == 0
             rounds += 1
             try:
-                await self.ctx.db(self._housekeep, beats, prune)
+                await self.ctx.db(self._housekeep, beats)
                 written.update(beats)
+                pruned = await self._retention.round(self.ctx.db, self.store, full)
+                if any(pruned.values()):
+                    log.info("pruned what the router no longer needs", extra=kv(**pruned))
             except Exception:
                 log.exception("housekeeping failed")
 
-    def _housekeep(self, beats: dict[str, float], prune: bool) -> None:
-        store, now = self.store, time.time()
-        store.touch_heartbeats(beats)
-        OPEN_CONFLICTS.set(store.open_conflict_count())
-        if not prune:
-            return
-        retention = parse_duration(self.config.state.inbox_retention)
-        pruned = store.prune_inbox(now - retention)
-        if pruned:
-            log.info("pruned processed event ids", extra=kv(count=pruned))
-        conflict_retention = parse_duration(self.config.state.conflict_retention)
-        forgotten = store.prune_conflicts(now - conflict_retention)
-        if forgotten:
-            log.info("pruned old conflict records", extra=kv(count=forgotten))
+    def _housekeep(self, beats: dict[str, float]) -> None:
+        self.store.touch_heartbeats(beats)
+        OPEN_CONFLICTS.set(self.store.open_conflict_count())
 
 
 async def run_router(config: RouterConfig, new_hub_epoch: bool = False) -> None:

@@ -26,7 +26,7 @@ import pytest
 import sqlalchemy as sa
 
 import router.state as state_module
-from router import schema
+from router import retention, schema
 from router.clock import VectorClock
 from router.conflicts import Conflict, Settlement
 from router.messages import Outgoing
@@ -326,10 +326,10 @@ def test_prune_inbox_removes_only_old_entries(db: Db, monkeypatch: pytest.Monkey
     now[0] = 1_700_000_060.0
     store.commit_batch([recent], [], [], [])
 
-    assert store.prune_inbox(older_than=1_700_000_030.0) == 1
+    assert retention.prune_inbox_chunk(store.engine, 1_700_000_030.0) == 1
     assert store.seen([old, recent]) == {recent}
-    assert store.prune_inbox(older_than=1_700_000_030.0) == 0
-    assert store.prune_inbox(older_than=1_700_000_060.0) == 0  # strictly older only
+    assert retention.prune_inbox_chunk(store.engine, 1_700_000_030.0) == 0
+    assert retention.prune_inbox_chunk(store.engine, 1_700_000_060.0) == 0  # strictly older
     assert store.seen([recent]) == {recent}
 
 

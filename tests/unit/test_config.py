@@ -267,3 +267,15 @@ def test_password_file_fills_the_password(tmp_path: Path) -> None:
     secret.write_text("s3cret\n")
     broker = BrokerConfig(url="amqp://legacy@rabbit:5672/", password_file=secret)
     assert broker.effective_url() == "amqp://legacy:s3cret@rabbit:5672/"
+
+
+def test_retention_keys_are_validated_and_named(tmp_path: Path) -> None:
+    path = write(tmp_path, '[state]\ntombstone_retention = "30 days"\n')
+    message = config_error(load_router, path)
+    assert "state.tombstone_retention" in message and str(path) in message
+    path = write(tmp_path, "[state]\ninbox_max_entries = 10\n")
+    assert "state.inbox_max_entries" in config_error(load_router, path)
+    path = write(tmp_path, '[state]\ninbox_retention = "1h"\ninbox_max_entries = 50000\n')
+    state = load_router(path).state
+    assert (state.inbox_retention, state.inbox_max_entries) == ("1h", 50000)
+    assert state.tombstone_retention == "720h"  # 30 days unless told

@@ -211,6 +211,17 @@ def test_router_invalid_entries_use_reason_and_detail() -> None:
     assert got.error == "source 'ghost' never registered"
 
 
+def test_an_event_the_broker_took_from_the_ingress_reads_as_delivery_limit() -> None:
+    """No reason header of ours: the ingress's delivery limit (the router died holding it)."""
+    headers = poison_headers(death("delivery_limit", topology.INGRESS))
+    got = entry(headers=headers, queue=topology.INVALID)
+    assert (got.adapter, got.error_type) == (dlq.ROUTER, "delivery-limit")
+    assert topology.INGRESS in got.error and "died" in got.error
+    # Our own reason, where there is one, is the word that counts.
+    ours = entry(headers={**headers, topology.REASON_HEADER: "too-large"}, queue=topology.INVALID)
+    assert ours.error_type == "too-large"
+
+
 def test_queue_names() -> None:
     assert dlq.queue_for("sales") == SALES_DLQ
     assert dlq.queue_for(dlq.ROUTER) == topology.INVALID
