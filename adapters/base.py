@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from adapters.cursor import Horizon
 from router.events import Scalar
 
 
@@ -64,9 +65,18 @@ class Adapter(abc.ABC):
         """Rows changed at or after ``since`` (None: from the beginning), ordered by
         (position, id), strictly after the keyset position ``after``; at most ``limit``."""
 
+    def horizon(self, tx: Connection, entity: str) -> Horizon:
+        """The database's own clock (and, where it can tell, the start of its oldest open
+        transaction) in the type of the positions: what bounds the capture cursor. The
+        default knows no clock, so capture keeps no cursor and re-reads every poll."""
+        return Horizon(None)
+
     @abc.abstractmethod
-    def read_record(self, tx: Connection, entity: str, source_record_id: str) -> SourceRow | None:
-        """The row as stored now, or None if it no longer exists."""
+    def read_record(
+        self, tx: Connection, entity: str, source_record_id: str, for_update: bool = False
+    ) -> SourceRow | None:
+        """The row as stored now, or None if it no longer exists. ``for_update``: lock it
+        until ``tx`` ends where the database can (a conditional write's first step)."""
 
     @abc.abstractmethod
     def write_record(

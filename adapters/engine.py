@@ -15,12 +15,14 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
-from adapters import links
+from adapters import cursor, links
+from adapters.badrows import BadRows, why
 from adapters.base import Adapter, SourceRow, VersionMismatch
 from adapters.canonical import InvalidRecord, validate
 from adapters.capture import (
@@ -42,8 +44,28 @@ MAX_WRITE_RETRIES = 3
 
 @dataclass
 class CaptureResult:
-    positions: dict[str, Any] = field(default_factory=dict)  # entity -> newest position seen
+    positions: dict[str, Any] = field(default_factory=dict)  # entity -> the cursor now
     changes: int = 0  # local changes recorded in the outbox
+    invalid: int = 0  # rows skipped: they break the model or cannot be recorded
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of one entity's capture, committed in one transaction."""
+
+    rows: int
+    changes: int
+    invalid: int
+    after: tuple[Any, str] | None  # keyset of its last row (None: no rows)
+
+    @property
+    def newest(self) -> Any:
+        return self.after[0] if self.after else None
+
+
+@dataclass
+class _Tally:
+    changes: int = 0
     invalid: int = 0
 
 
@@ -51,17 +73,6 @@ class CaptureResult:
 class ApplyResult:
     action: str  # applied | skip-stale | skip-concurrent | local-change-first | not-mapped
     pending: bool = False  # a local change went into the outbox (local-change-first)
-
-
-def before(position: Any, seconds: float) -> Any:
-    """``position`` moved back by the overlap window, for whatever type the cursor is."""
-    if position is None:
-        return None
-    if isinstance(position, datetime):
-        return position - timedelta(seconds=seconds)
-    if isinstance(position, (int, float)):
-        return position - seconds
-    return position  # opaque ordered text: no arithmetic, the window is zero
 
 
 def occurred_at(row: SourceRow) -> datetime:
@@ -78,56 +89,105 @@ class SyncEngine:
         self.page_size = page_size
         self.mapped = adapter.entities()
         self.log = logging.getLogger(f"crmsync.adapter.{adapter.name}")
-        self._reported: set[tuple[str, str, str]] = set()
-        self.invalid_rows = 0
+        self.bad_rows = BadRows(adapter.name, self.log)
+
+    @property
+    def invalid_rows(self) -> int:
+        """Rows capture skipped since start (each version once)."""
+        return self.bad_rows.count
 
     # -- capture ------------------------------------------------------------------------
     def capture(self, cursors: dict[str, Any]) -> CaptureResult:
-        """Read rows changed since each entity's cursor (less the overlap window, so rows
-        committed late with an older timestamp are still seen) and record each real local
-        change as a pending link in the same transaction."""
+        """Every page of every entity in one call (the runtime calls :meth:`capture_page`
+        itself, so sink writes run between pages)."""
         result = CaptureResult()
         for entity in self.mapped:
-            since = before(cursors.get(entity), self.overlap)
+            bound = self.limit(entity)
+            start = cursor.since(cursors.get(entity), self.overlap)
             after: tuple[Any, str] | None = None
+            newest = None
             while True:
-                with self.adapter.transaction() as tx:
-                    rows = self.adapter.read_changes(tx, entity, since, after, self.page_size)
-                    if not rows:
-                        break
-                    self._capture_rows(tx, entity, rows, result)
-                last = rows[-1]
-                after = (last.position, last.source_record_id)
-                result.positions[entity] = last.position
-                if len(rows) < self.page_size:
+                page = self.capture_page(entity, start, after)
+                result.changes += page.changes
+                result.invalid += page.invalid
+                if page.after is not None:
+                    after, newest = page.after, page.newest
+                if page.rows < self.page_size:
                     break
+            result.positions[entity] = cursor.advance(cursors.get(entity), newest, bound)
         return result
 
+    def limit(self, entity: str) -> Any:
+        """How far this pass may move ``entity``'s cursor (None: keep none)."""
+        with self.adapter.transaction() as tx:
+            return cursor.limit(self.adapter.horizon(tx, entity), self.overlap)
+
+    def capture_page(self, entity: str, start: Any, after: tuple[Any, str] | None) -> Page:
+        """Read one page of rows changed since ``start`` (strictly after the keyset
+        ``after``) and record each real local change as a pending link, in one
+        transaction. A row that cannot be recorded is skipped, never the page: if the
+        database refuses one (a value its link cannot hold), the page is done again one
+        row per transaction and only that row is left out."""
+        rows: list[SourceRow] | None = None
+        tally = _Tally()
+        try:
+            with self.adapter.transaction() as tx:
+                rows = self.adapter.read_changes(tx, entity, start, after, self.page_size)
+                self._capture_rows(tx, entity, rows, tally)
+        except PermanentWriteError:
+            if rows is None:
+                raise  # the read itself failed: a configuration problem, not one row's
+            tally = self._capture_one_by_one(entity, rows)
+        last = rows[-1] if rows else None
+        return Page(
+            rows=len(rows),
+            changes=tally.changes,
+            invalid=tally.invalid,
+            after=(last.position, last.source_record_id) if last else None,
+        )
+
+    def _capture_one_by_one(self, entity: str, rows: Sequence[SourceRow]) -> _Tally:
+        tally = _Tally()
+        for row in rows:
+            mine = _Tally()
+            try:
+                with self.adapter.transaction() as tx:
+                    self._capture_rows(tx, entity, [row], mine)
+            except PermanentWriteError as e:
+                mine = _Tally(invalid=1)
+                self.bad_rows.report(row, why(e))
+            tally.changes += mine.changes
+            tally.invalid += mine.invalid
+        return tally
+
     def _capture_rows(
-        self, tx: Connection, entity: str, rows: Sequence[SourceRow], result: CaptureResult
+        self, tx: Connection, entity: str, rows: Sequence[SourceRow], tally: _Tally
     ) -> None:
         known = links.by_source(tx, entity, [r.source_record_id for r in rows])
         soft_deletes = self.adapter.soft_deletes(entity)
         for row in rows:
             try:
                 fields = validate(entity, row.fields)
-            except InvalidRecord as e:
-                result.invalid += 1
-                self._report_invalid(row, str(e))
-                continue
-            link = known.get(row.source_record_id)
-            content = Content(fields, row.deleted, row.version)
-            decision = capture_row(content, link, actor=self.actor, soft_deletes=soft_deletes)
-            if isinstance(decision, IdReused):
-                assert link is not None
-                links.save(tx, link.evolve(source_record_id=None))
-                decision = decision.then
-            if isinstance(decision, NewVersion):
-                assert link is not None
-                links.save(tx, link.evolve(version=decision.version))
-            elif isinstance(decision, Publish):
-                self._local_change(tx, entity, row.source_record_id, decision, occurred_at(row))
-                result.changes += 1
+                link = known.get(row.source_record_id)
+                content = Content(fields, row.deleted, row.version)
+                decision = capture_row(content, link, actor=self.actor, soft_deletes=soft_deletes)
+                if isinstance(decision, IdReused):
+                    assert link is not None
+                    links.save(tx, link.evolve(source_record_id=None))
+                    decision = decision.then
+                if isinstance(decision, NewVersion):
+                    assert link is not None
+                    links.save(tx, link.evolve(version=decision.version))
+                elif isinstance(decision, Publish):
+                    self._local_change(tx, entity, row.source_record_id, decision, occurred_at(row))
+                    tally.changes += 1
+            except (SQLAlchemyError, TransientWriteError, PermanentWriteError):
+                raise  # the transaction is in doubt: the caller decides (see capture_page)
+            except Exception as e:
+                # Anything else this one row raised (the model refuses a value, an id too
+                # long for the wire, a counter that would overflow): skip it, not the page.
+                tally.invalid += 1
+                self.bad_rows.report(row, why(e))
 
     def _local_change(
         self, tx: Connection, entity: str, source_record_id: str, change: Publish, when: datetime
@@ -164,22 +224,6 @@ class SyncEngine:
             "local change",
             extra=kv(
                 event_id=event.event_id, record_id=record_id, adapter=self.adapter.name, op=event.op
-            ),
-        )
-
-    def _report_invalid(self, row: SourceRow, reason: str) -> None:
-        key = (row.entity, row.source_record_id, str(row.version))
-        if key in self._reported:
-            return  # the overlap window re-reads rows: report and count each version once
-        self._reported.add(key)
-        self.invalid_rows += 1
-        self.log.warning(
-            "invalid source row not published",
-            extra=kv(
-                adapter=self.adapter.name,
-                entity=row.entity,
-                source_record_id=row.source_record_id,
-                reason=reason,
             ),
         )
 
@@ -249,13 +293,42 @@ class SyncEngine:
         if event.op == "delete":
             if link is None or sid is None or link.deleted:
                 return None  # nothing here to delete: keep a tombstone only
+            if self._as_last_seen(tx, event.entity, link, sid) is None:
+                return None  # already gone: the delete is done
             return self.adapter.delete_record(tx, event.entity, sid, link.version)
-        gone = link is not None and link.deleted and sid is not None
-        if gone and self.adapter.read_record(tx, event.entity, str(sid)) is None:
-            sid = None  # hard-deleted here; the record comes back as a new row
+        if link is not None and sid is not None:
+            current = self._as_last_seen(tx, event.entity, link, sid, missing_ok=link.deleted)
+            if current is None:
+                sid = None  # hard-deleted here; the record comes back as a new row
         return self.adapter.write_record(
             tx, event.entity, sid, event.record_id, fields, link.version if link and sid else None
         )
+
+    def _as_last_seen(
+        self, tx: Connection, entity: str, link: links.Link, sid: str, missing_ok: bool = True
+    ) -> SourceRow | None:
+        """The row, locked for this transaction, if it is still the version the link
+        knows: same token *and* same mapped content. A token of second precision
+        (MariaDB ``DATETIME``, many CRMs' ``datetime`` columns) keeps its value for an
+        edit made in the same second, so the token alone would let the write overwrite
+        it. Anything else raises :class:`VersionMismatch` (None: the row is gone and
+        ``missing_ok`` is false)."""
+        current = self.adapter.read_record(tx, entity, sid, for_update=True)
+        if current is None:
+            if missing_ok:
+                return None
+            raise VersionMismatch(None)
+        if current.version != link.version or not self._same_content(entity, current, link):
+            raise VersionMismatch(current)
+        return current
+
+    @staticmethod
+    def _same_content(entity: str, row: SourceRow, link: links.Link) -> bool:
+        try:
+            fields = validate(entity, row.fields)
+        except InvalidRecord:
+            return False  # edited into something the model refuses: not the link's
+        return content_hash(fields, row.deleted) == link.content_hash
 
     def _record_applied(
         self, tx: Connection, event: ChangeEvent, link: links.Link | None, back: SourceRow | None

@@ -22,6 +22,7 @@ from adapters.base import Adapter
 from adapters.engine import ApplyResult, SyncEngine
 from adapters.failures import next_hop
 from adapters.links import OutboxEntry, highest_counter
+from adapters.polling import CapturePass, HealthTracker
 from adapters.statefile import StateFile
 from router import __version__, control, topology
 from router.batching import Batcher
@@ -87,6 +88,7 @@ class AdapterRuntime:
             "dead-lettered": 0,
         }
         self._tiers = config.retry.tiers()
+        self.health = HealthTracker()
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -205,8 +207,14 @@ class AdapterRuntime:
         assert self._rpc is not None
         while True:
             with contextlib.suppress(Exception):
+                bad_rows = self._engine.invalid_rows if self._engine else 0
                 await self._rpc.notify(
-                    control.Heartbeat(name=self.name, actor=self.actor, at=time.time())
+                    control.Heartbeat(
+                        name=self.name,
+                        actor=self.actor,
+                        at=time.time(),
+                        capture=self.health.report(bad_rows),
+                    )
                 )
             await asyncio.sleep(self.config.heartbeat_interval)
 
@@ -224,30 +232,34 @@ class AdapterRuntime:
 
     async def _capture_loop(self) -> None:
         assert self._state is not None
+        state = self._state
         cursors: dict[str, Any] = {
-            entity: await self._db(self._state.get, f"cursor.{entity}")
-            for entity in self.engine.mapped
+            entity: await self._db(state.get, f"cursor.{entity}") for entity in self.engine.mapped
         }
+
+        async def save(entity: str, position: Any) -> None:
+            await self._db(state.set, f"cursor.{entity}", position)
+
+        capture = CapturePass(self.engine, self._db, self._publish_pending, save)
         polls = 0
         every = self.config.capture.hard_delete_scan_every
         while True:
             try:
-                result = await self._db(self.engine.capture, cursors)
+                await capture.run(cursors)
                 if polls % every == every - 1:
                     await self._db(self.engine.scan_hard_deletes)
+                    await self._publish_pending()
                 polls += 1
-                # Everything owed, this poll's and any earlier failure's, before the cursor moves.
-                await self._publish_pending()
-                for entity, position in result.positions.items():
-                    if position != cursors.get(entity):
-                        cursors[entity] = position
-                        await self._db(self._state.set, f"cursor.{entity}", position)
+                self.health.ok()
             except (BrokerUnavailable, PublishFailed, TransientWriteError) as e:
+                self.health.failed(e)
                 self.log.warning(
                     "capture cycle failed, retrying", extra=kv(adapter=self.name, error=str(e))
                 )
-            except Exception:
-                # Never let capture die quietly while the sink keeps the process looking alive.
+            except Exception as e:
+                # Never let capture die quietly while the sink keeps the process looking
+                # alive: the heartbeat reports it, and `crmsync status` shows it degraded.
+                self.health.failed(e)
                 self.log.exception(
                     "capture cycle failed unexpectedly, retrying", extra=kv(adapter=self.name)
                 )

@@ -1,24 +1,26 @@
 """``kind = "sql"``: any database SQLAlchemy reaches (SQLite, PostgreSQL, MariaDB, ...).
 
-Capture polls the ``updated_at`` column; writes are conditional on the version last
-seen (``WHERE updated_at = <token>``), so a user edit that capture has not reported
-yet is never overwritten. The version token is the column cast to text on the server,
-so it compares exactly whatever the column's type and the driver's conversions.
+Capture polls the ``updated_at`` column, its cursor bounded by the database's own clock
+(:mod:`adapters.sqlclock`); writes stamp ``updated_at`` from that clock too, never the
+adapter host's. Writes are conditional on the version last seen (``WHERE updated_at =
+<token>``); the SDK first reads the row locked (``SELECT ... FOR UPDATE``) and compares
+its mapped content as well, because a second-precision token does not move for an edit
+in the same second. The version token is the column cast to text on the server, so it
+compares exactly whatever the column's type and the driver's conversions.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from adapters import links
+from adapters import links, sqlclock
 from adapters.base import Adapter, SourceRow, VersionMismatch
+from adapters.cursor import Horizon
 from router.config import AdapterConfig, EntityMapping
 from router.database import make_engine
 from router.errors import ConfigError, PermanentWriteError, TransientWriteError
@@ -49,7 +51,8 @@ class _Table:
         self.fields = {name: table.c[col] for name, col in mapping.fields.items()}
         self.token = sa.cast(self.updated_at, sa.String).label("crmsync_version")
         self.int_ids = _python_type(self.id) is int
-        self.numeric_clock = _python_type(self.updated_at) in (int, float)
+        self.clock_kind = sqlclock.kind_of(self.updated_at)
+        self.integer_clock = _python_type(self.updated_at) is int
 
     def key(self, source_record_id: str) -> Any:
         return int(source_record_id) if self.int_ids else source_record_id
@@ -71,12 +74,16 @@ class _Table:
             position=m[self.updated_at],
         )
 
-    def now(self) -> Any:
-        if self.numeric_clock:
-            return time.time()
-        stamp = datetime.now(UTC)
-        tz_aware = getattr(self.updated_at.type, "timezone", False)
-        return stamp if tz_aware else stamp.replace(tzinfo=None)
+    def now(self, dialect: str) -> sa.ColumnElement[Any]:
+        """The database's clock as a value for ``updated_at`` (stamped server-side)."""
+        return sqlclock.now_expr(dialect, self.clock_kind, self.integer_clock)
+
+
+def _lenient_text(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite does not check that TEXT is UTF-8; the driver's default decoding raises while
+    # fetching, which failed the whole page on every poll. Undecodable bytes come through
+    # as surrogates instead, and capture skips that one row when it cannot encode it.
+    dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
 
 
 def _python_type(column: sa.Column[Any]) -> type | None:
@@ -98,6 +105,8 @@ class SqlAdapter(Adapter):
         self.name = config.name
         self.config = config
         self.engine = make_engine(config.database.url)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _lenient_text)
         meta = sa.MetaData()
         self.tables: dict[str, _Table] = {}
         try:
@@ -142,9 +151,30 @@ class SqlAdapter(Adapter):
         query = query.order_by(t.updated_at, t.id).limit(limit)
         return [t.row(r) for r in tx.execute(query)]
 
-    def read_record(self, tx: Connection, entity: str, source_record_id: str) -> SourceRow | None:
+    def horizon(self, tx: Connection, entity: str) -> Horizon:
         t = self.tables[entity]
-        r = tx.execute(t.select().where(t.id == t.key(source_record_id))).first()
+        if t.clock_kind is sqlclock.Kind.TEXT:
+            return Horizon(None)
+        dialect = tx.dialect.name
+        raw = tx.execute(sa.select(sqlclock.now_expr(dialect, t.clock_kind))).scalar_one()
+        now = sqlclock.as_position(raw, t.clock_kind)
+        oldest = None
+        query = sqlclock.oldest_open_transaction(dialect)
+        if query is not None:
+            started = tx.execute(query).scalar()
+            oldest = sqlclock.bound_for(started, t.clock_kind) if started is not None else None
+        return Horizon(now, oldest)
+
+    def read_record(
+        self, tx: Connection, entity: str, source_record_id: str, for_update: bool = False
+    ) -> SourceRow | None:
+        t = self.tables[entity]
+        query = t.select().where(t.id == t.key(source_record_id))
+        if for_update:
+            # PostgreSQL and MariaDB lock the row; SQLite has no row locks, and its write
+            # lock is taken by the UPDATE that follows (a stale snapshot fails it instead).
+            query = query.with_for_update()
+        r = tx.execute(query).first()
         return t.row(r) if r else None
 
     def write_record(
@@ -160,7 +190,7 @@ class SqlAdapter(Adapter):
         # Keyed by Column, never by name: any legal identifier is a column name (``fn``,
         # ``key``, ``order``, "First Name"), and SQLAlchemy quotes what needs quoting.
         values: dict[sa.Column[Any], Any] = {t.fields[n]: value for n, value in fields.items()}
-        values[t.updated_at] = t.now()
+        values[t.updated_at] = t.now(tx.dialect.name)
         if t.deleted is not None:
             values[t.deleted] = False
         if source_record_id is None:
@@ -192,7 +222,7 @@ class SqlAdapter(Adapter):
             query = (
                 t.table.update()
                 .where(*where)
-                .values({t.deleted: True, t.updated_at: t.now()})
+                .values({t.deleted: True, t.updated_at: t.now(tx.dialect.name)})
             )
         else:
             query = t.table.delete().where(*where)

@@ -77,10 +77,22 @@ class Register(Keyed):
     version: str = ""
 
 
+class CaptureHealth(BaseModel):
+    """How an adapter's capture is doing, carried by its heartbeats (optional: adapters
+    of an earlier version send none). ``error`` is the last failure's type only."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    failing: Annotated[int, Field(ge=0)] = 0  # consecutive capture passes that raised
+    last_ok: float | None = None  # when a pass last completed (epoch seconds)
+    error: Annotated[str, Field(max_length=200)] | None = None
+    bad_rows: Annotated[int, Field(ge=0)] = 0  # rows skipped since the adapter started
+
+
 class Heartbeat(Keyed):
     KEY: ClassVar[str] = "heartbeat"
     actor: str | None = None
     at: float | None = None
+    capture: CaptureHealth | None = None
 
 
 class StatusRequest(Request):
@@ -224,6 +236,7 @@ class AdapterStatus(BaseModel):
     entities: list[str]
     version: str
     last_heartbeat: float
+    capture: CaptureHealth | None = None
 
 
 class Status(Reply):

@@ -42,6 +42,19 @@ async def queue_depths(connection: BrokerConnection, names: list[str]) -> list[Q
     return depths
 
 
+DEGRADED_AFTER = 3  # consecutive failed capture passes that make an adapter degraded
+
+
+def adapter_state(heartbeat_age: float, limit: float, capture: dict[str, Any] | None) -> str:
+    """``alive``, ``degraded`` (heartbeats come, but capture keeps failing: its CRM's
+    changes are not going out) or ``down`` (no heartbeat within the router's limit)."""
+    if heartbeat_age > limit:
+        return "down"
+    if capture is not None and int(capture.get("failing") or 0) >= DEGRADED_AFTER:
+        return "degraded"
+    return "alive"
+
+
 async def gather_status(connection: BrokerConnection, timeout: float = 3.0) -> dict[str, Any]:
     """Everything ``crmsync status`` shows, as plain data (the ``--json`` output)."""
     router: dict[str, Any] | None
@@ -57,7 +70,10 @@ async def gather_status(connection: BrokerConnection, timeout: float = 3.0) -> d
         limit = float(router.get("heartbeat_timeout", 30.0))
         for a in router["adapters"]:
             age = now - a["last_heartbeat"]
-            adapters.append({**a, "heartbeat_age": round(age, 1), "alive": age <= limit})
+            state = adapter_state(age, limit, a.get("capture"))
+            adapters.append(
+                {**a, "heartbeat_age": round(age, 1), "alive": state == "alive", "state": state}
+            )
             queues += [topology.sink_queue(a["name"]), topology.dlq_queue(a["name"])]
     depths = await queue_depths(connection, queues)
     return {

@@ -9,6 +9,20 @@ from rich.table import Table
 
 from router.dlq_view import age_text
 
+_STATE = {"alive": "[green]yes[/]", "degraded": "[yellow]degraded[/]", "down": "[red]no[/]"}
+
+
+def _capture_text(capture: dict[str, Any] | None) -> str:
+    """The capture column: failing passes (with the error's type) and skipped rows."""
+    if not capture:
+        return ""
+    parts = []
+    if capture.get("failing"):
+        parts.append(f"[red]failing x{capture['failing']}[/] ({capture.get('error') or '?'})")
+    if capture.get("bad_rows"):
+        parts.append(f"{capture['bad_rows']} bad row(s) skipped (see its log)")
+    return "; ".join(parts) or "ok"
+
 
 def render_status(data: dict[str, Any], out: Console) -> None:
     """``data`` is :func:`router.status.run_status`'s answer (what ``--json`` prints)."""
@@ -30,14 +44,15 @@ def render_status(data: dict[str, Any], out: Console) -> None:
             )
     else:
         out.print("[bold red]router not answering[/] (is 'crmsync router' running?)")
-    table = Table("adapter", "actor", "entities", "alive", "last heartbeat")
+    table = Table("adapter", "actor", "entities", "alive", "last heartbeat", "capture")
     for a in data["adapters"]:
         table.add_row(
             a["name"],
             a["actor"],
             ",".join(a["entities"]),
-            "[green]yes[/]" if a["alive"] else "[red]no[/]",
+            _STATE.get(a.get("state", ""), "[green]yes[/]" if a["alive"] else "[red]no[/]"),
             f"{a['heartbeat_age']:.0f}s ago",
+            _capture_text(a.get("capture")),
         )
     if data["adapters"]:
         out.print(table)

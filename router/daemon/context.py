@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from router.clock import HUB, actor_epoch
 from router.config import RouterConfig
+from router.control import CaptureHealth
 from router.daemon.stats import Stats
 from router.policies import Rules
 from router.registry import Registration, subscribers
@@ -35,6 +36,8 @@ class RouterContext:
     config: RouterConfig
     stats: Stats = field(default_factory=Stats)
     beats: dict[str, float] = field(default_factory=dict)  # adapter -> last heartbeat
+    # adapter -> its capture's health, as its last heartbeat said (memory only)
+    capture_health: dict[str, CaptureHealth] = field(default_factory=dict)
     _store: RouterStore | None = None
     _registry: _Registry = field(default_factory=lambda: _Registry({}))
     _rules: dict[str, Rules] = field(default_factory=dict)
@@ -94,6 +97,7 @@ class RouterContext:
     def removed(self, name: str) -> None:
         self.set_registry({k: v for k, v in self.registry.items() if k != name})
         self.beats.pop(name, None)
+        self.capture_health.pop(name, None)
 
     def subscribers(self, entity: str) -> list[str]:
         """Subscribers of ``entity`` in one snapshot of the registry."""

@@ -81,6 +81,8 @@ class Operations:
 
     async def heartbeat(self, req: control.Heartbeat) -> None:
         self.ctx.beats[req.name] = time.time()
+        if req.capture is not None:
+            self.ctx.capture_health[req.name] = req.capture
 
     async def remove(self, req: control.RemoveAdapter) -> control.Removed:
         removed = await self.ctx.db(self.ctx.store.remove_registration, req.name)
@@ -111,6 +113,7 @@ class Operations:
                     entities=sorted(r.entities),
                     version=r.sw_version,
                     last_heartbeat=ctx.beats.get(r.name, r.last_heartbeat),
+                    capture=ctx.capture_health.get(r.name),
                 )
                 for r in sorted(ctx.registry.values(), key=lambda r: r.name)
             ],

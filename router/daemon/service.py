@@ -36,11 +36,12 @@ from router.config import BrokerConfig, RouterConfig, parse_duration
 from router.daemon import leader
 from router.daemon.context import RouterContext
 from router.daemon.control_server import ControlServer
+from router.daemon.housekeeping import housekeeping as run_housekeeping
 from router.daemon.inflight import Sending, abandon, raise_failed, stop_taking
 from router.daemon.isolation import store_isolating
 from router.daemon.operations import Operations
 from router.daemon.pipeline import INTERNAL_ERROR, BatchOutcome, Inbound, decide_batch, judge
-from router.daemon.stats import BATCH_SECONDS, OPEN_CONFLICTS, Stats
+from router.daemon.stats import BATCH_SECONDS, Stats
 from router.errors import BrokerUnavailable, PublishFailed
 from router.logs import kv
 from router.messages import Delivery
@@ -55,8 +56,6 @@ RETRYABLE = (BrokerUnavailable, PublishFailed, ConnectionError, sa.exc.Operation
 OUTBOX_CHUNK = 500
 QUIET = 0.05  # seconds without a batch before confirmed outbox rows are cleared on their own
 IN_FLIGHT = 2  # committed batches awaiting confirms at once (each holds up to batch_size)
-HOUSEKEEPING_EVERY = 5.0  # seconds
-PRUNE_EVERY_ROUNDS = 60  # prune old conflicts every 5 minutes (the rest: every round)
 GC_GEN0 = 20_000  # allocations between young-generation collections (Python's default: 700)
 
 
@@ -156,7 +155,7 @@ class Router:
                 ),
             )
             self.ready.set()
-            housekeeping = asyncio.create_task(self._housekeeping())
+            housekeeping = asyncio.create_task(run_housekeeping(self.ctx, self._retention))
             watching = asyncio.create_task(leader.watch(lock, self.lost_lead))
             watching.add_done_callback(self._on_watch_done)
             try:
@@ -368,29 +367,6 @@ class Router:
                 await self.publisher.publish_many([item for _, item in chunk])
                 await self.ctx.db(self.store.delete_outbox, [oid for oid, _ in chunk])
         self._confirmed = []  # every row is gone now, confirmed ones included
-
-    async def _housekeeping(self) -> None:
-        """Every few seconds: heartbeats to the store, the open-conflicts gauge, and a
-        bounded slice of pruning (:mod:`router.retention`)."""
-        rounds = 0
-        written: dict[str, float] = {}
-        while True:
-            await asyncio.sleep(HOUSEKEEPING_EVERY)
-            beats = {k: v for k, v in self.ctx.beats.items() if written.get(k) != v}
-            full = rounds % PRUNE_EVERY_ROUNDS == 0
-            rounds += 1
-            try:
-                await self.ctx.db(self._housekeep, beats)
-                written.update(beats)
-                pruned = await self._retention.round(self.ctx.db, self.store, full)
-                if any(pruned.values()):
-                    log.info("pruned what the router no longer needs", extra=kv(**pruned))
-            except Exception:
-                log.exception("housekeeping failed")
-
-    def _housekeep(self, beats: dict[str, float]) -> None:
-        self.store.touch_heartbeats(beats)
-        OPEN_CONFLICTS.set(self.store.open_conflict_count())
 
 
 async def run_router(config: RouterConfig, new_hub_epoch: bool = False) -> None:
