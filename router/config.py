@@ -66,6 +66,22 @@ class BrokerConfig(Strict):
     # Secrets stay out of the TOML: the password may come from a file or the environment.
     password_file: Path | None = None
     tls: TlsConfig | None = None
+    # A half-open connection (peer gone, no FIN) is noticed after about two heartbeats.
+    heartbeat: Duration = "10s"
+    # A publish whose confirm has not come by then fails and is retried on a fresh channel:
+    # a confirm lost with a dead connection must not stall an outbox forever.
+    confirm_timeout: Duration = "30s"
+
+    @field_validator("heartbeat")
+    @classmethod
+    def _whole_seconds(cls, value: str) -> str:
+        if not 1 <= parse_duration(value) <= 600:
+            raise ValueError("broker.heartbeat must be between 1s and 600s")
+        return value
+
+    def heartbeat_seconds(self) -> int:
+        """AMQP negotiates heartbeats in whole seconds."""
+        return max(1, round(parse_duration(self.heartbeat)))
 
     def effective_url(self) -> str:
         url = os.environ.get(AMQP_URL_ENV) or self.url

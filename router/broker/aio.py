@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -26,7 +27,7 @@ from aio_pika.abc import (
 from router.broker.base import Handler
 from router.broker.errors import aio_errors, describe
 from router.broker.settings import CONNECT_TIMEOUT, UNREACHABLE_HINT, redact, ssl_context
-from router.config import BrokerConfig
+from router.config import BrokerConfig, parse_duration
 from router.errors import BrokerUnavailable, EntityMissing, TopologyMismatch
 from router.events import CONTENT_TYPE
 from router.logs import kv
@@ -34,6 +35,11 @@ from router.messages import Delivery, Outgoing
 from router.topology import HUB_EXCHANGES, QueueSpec, hub_queues, mismatch_fix
 
 log = logging.getLogger("crmsync.broker")
+
+# aiormq declares a peer dead after (heartbeat + 1) x 3 s without a frame; RabbitMQ's own
+# rule, and what operators expect, is two missed heartbeats. A half-open connection (the
+# broker's host gone without a FIN, a NAT dropping state) is otherwise noticed 50 % later.
+aiormq.Connection.HEARTBEAT_GRACE_MULTIPLIER = 2
 
 
 async def connect(cfg: BrokerConfig, client_name: str) -> Connection:
@@ -43,6 +49,7 @@ async def connect(cfg: BrokerConfig, client_name: str) -> Connection:
         robust = await aio_pika.connect_robust(
             url,
             timeout=CONNECT_TIMEOUT,
+            heartbeat=cfg.heartbeat_seconds(),
             ssl_context=ssl_context(cfg, url),
             client_properties={"connection_name": client_name},
         )
@@ -52,19 +59,23 @@ async def connect(cfg: BrokerConfig, client_name: str) -> Connection:
             + UNREACHABLE_HINT
         ) from e
 
+    connection = Connection(robust, parse_duration(cfg.confirm_timeout))
+
     # The libraries' own logs are silenced (see logs.quiet_libraries); say it here instead.
+    # A stuck (half-open) connection closes with CancelledError, so only our own close()
+    # is the clean case.
     def on_close(_conn: object, exc: BaseException | None = None) -> None:
-        if exc is not None and not isinstance(exc, asyncio.CancelledError):  # ours: clean
+        if not connection.closing:
             log.warning(
                 "lost the broker connection; reconnecting",
-                extra=kv(client=client_name, error=str(exc)),
+                extra=kv(client=client_name, error=describe(exc) if exc else "closed"),
             )
 
     robust.close_callbacks.add(on_close)
     robust.reconnect_callbacks.add(
         lambda _conn: log.warning("broker connection restored", extra=kv(client=client_name))
     )
-    return Connection(robust)
+    return connection
 
 
 def _message(item: Outgoing) -> aio_pika.Message:
@@ -103,9 +114,10 @@ class Publisher:
     returned without error.
     """
 
-    def __init__(self, channel: AbstractChannel) -> None:
+    def __init__(self, channel: AbstractChannel, confirm_timeout: float) -> None:
         self._channel = channel
         self._exchanges: dict[str, AbstractExchange] = {}
+        self._confirm_timeout = confirm_timeout
 
     async def _exchange(self, name: str) -> AbstractExchange:
         if name == "":
@@ -124,7 +136,12 @@ class Publisher:
             exchanges = [await self._exchange(item.exchange) for item in items]
         results = await asyncio.gather(
             *(
-                exchange.publish(_message(item), item.routing_key, mandatory=item.mandatory)
+                exchange.publish(
+                    _message(item),
+                    item.routing_key,
+                    mandatory=item.mandatory,
+                    timeout=self._confirm_timeout,
+                )
                 for exchange, item in zip(exchanges, items, strict=True)
             ),
             return_exceptions=True,
@@ -145,10 +162,13 @@ def _where(item: Outgoing) -> str:
 class Connection:
     """One robust connection of a daemon or command."""
 
-    def __init__(self, robust: AbstractRobustConnection) -> None:
+    def __init__(self, robust: AbstractRobustConnection, confirm_timeout: float = 30.0) -> None:
         self._robust = robust
+        self._confirm_timeout = confirm_timeout
+        self.closing = False
 
     async def close(self) -> None:
+        self.closing = True
         # Closing a connection that is already gone is not worth an error at shutdown.
         with aio_errors("close"):
             try:
@@ -209,7 +229,7 @@ class Connection:
         """A channel with publisher confirms whose returns (unroutable) raise."""
         with aio_errors("open a publishing channel"):
             channel = await self._robust.channel(publisher_confirms=True, on_return_raises=True)
-        return Publisher(channel)
+        return Publisher(channel, self._confirm_timeout)
 
     async def consume(
         self, queue: str, handler: Handler, *, prefetch: int, exclusive: bool = False

@@ -279,3 +279,11 @@ def test_retention_keys_are_validated_and_named(tmp_path: Path) -> None:
     state = load_router(path).state
     assert (state.inbox_retention, state.inbox_max_entries) == ("1h", 50000)
     assert state.tombstone_retention == "720h"  # 30 days unless told
+
+
+def test_broker_heartbeat_is_whole_seconds_within_amqps_range() -> None:
+    assert BrokerConfig().heartbeat_seconds() == 10
+    assert BrokerConfig(heartbeat="1500ms").heartbeat_seconds() == 2
+    for bad in ("0s", "500ms", "11m"):
+        with pytest.raises(ValueError, match=r"broker\.heartbeat must be between 1s and 600s"):
+            BrokerConfig(heartbeat=bad)

@@ -1,0 +1,110 @@
+"""A half-open connection (the broker's host gone without a FIN) is noticed within about
+two heartbeats and the daemon reconnects by itself; a publish whose confirm never comes
+fails after ``broker.confirm_timeout`` instead of stalling its caller forever."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from router import topology
+from router.broker.aio import Connection, connect
+from router.config import BrokerConfig
+from router.errors import BrokerUnavailable
+from router.messages import Outgoing
+from tests.integration.support import collect, eventually, logged
+from tests.tcp_proxy import HalfOpenProxy, half_open_proxy
+
+pytestmark = pytest.mark.integration
+
+QUEUE = "half-open-probe"
+
+
+@pytest.fixture
+async def proxy(amqp: str) -> AsyncIterator[HalfOpenProxy]:
+    parts = urlsplit(amqp)
+    async with half_open_proxy(parts.hostname or "127.0.0.1", parts.port or 5672) as p:
+        yield p
+
+
+def _through(amqp: str, proxy: HalfOpenProxy) -> str:
+    parts = urlsplit(amqp)
+    netloc = parts.netloc.rsplit(":", 1)[0] if parts.port else parts.netloc
+    return urlunsplit(parts._replace(netloc=f"{netloc}:{proxy.port}"))
+
+
+async def _connected(
+    amqp: str, proxy: HalfOpenProxy, monkeypatch: pytest.MonkeyPatch, **settings: str
+) -> Connection:
+    url = _through(amqp, proxy)
+    monkeypatch.setenv("CRMSYNC_AMQP_URL", url)  # the env wins over broker.url
+    conn = await connect(BrokerConfig(url=url, **settings), "half-open-test")
+    await conn.declare([topology.QueueSpec(QUEUE, {})], hub=False)
+    return conn
+
+
+def _probe(n: int) -> Outgoing:
+    return Outgoing("", QUEUE, f"probe-{n}".encode(), f"m{n}", {})
+
+
+async def test_half_open_connection_is_detected_and_replaced(
+    amqp: str,
+    proxy: HalfOpenProxy,
+    connection: AbstractRobustConnection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conn = await _connected(amqp, proxy, monkeypatch, heartbeat="2s")
+    try:
+        publisher = await conn.publisher()
+        await publisher.publish(_probe(1))
+        with logged("crmsync.broker") as records:
+            assert proxy.freeze() == 1
+            frozen_at = time.monotonic()
+            await eventually(
+                lambda: any("lost the broker" in r.getMessage() for r in records),
+                timeout=20,
+                what="the half-open connection to be noticed",
+            )
+            noticed = time.monotonic() - frozen_at
+            await eventually(
+                lambda: any("restored" in r.getMessage() for r in records),
+                timeout=20,
+                what="the connection to be restored",
+            )
+        # two heartbeats (2 x (2 s + 1 s grace)) plus the check's own period
+        assert noticed <= 2 * 3 + 1 + 1, f"noticed after {noticed:.1f}s"
+        assert proxy.connections >= 2
+        await eventually(lambda: _publishes(publisher), timeout=10, what="publishing again")
+        channel = await connection.channel()
+        bodies = {m.body for m in await collect(channel, QUEUE, 2, timeout=5)}
+        assert bodies >= {b"probe-1", b"probe-2"}
+    finally:
+        await conn.close()
+
+
+async def _publishes(publisher: object) -> bool:
+    try:
+        await publisher.publish(_probe(2))  # type: ignore[attr-defined]
+    except BrokerUnavailable:
+        return False
+    return True
+
+
+async def test_unconfirmed_publish_fails_after_the_confirm_timeout(
+    amqp: str, proxy: HalfOpenProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # heartbeats far away: only the confirm timeout can end the wait
+    conn = await _connected(amqp, proxy, monkeypatch, heartbeat="60s", confirm_timeout="1s")
+    try:
+        publisher = await conn.publisher()
+        proxy.freeze()
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match="lost the broker during publish"):
+            await publisher.publish(_probe(3))
+        assert time.monotonic() - started < 5
+    finally:
+        await conn.close()
