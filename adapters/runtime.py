@@ -123,8 +123,9 @@ class AdapterRuntime:
             )
             self._publisher = await self._connection.publisher()
             await self._publish_pending()
+            # By its spec: a sink deleted under us is declared again at once, not waited for.
             await self._connection.consume(
-                topology.sink_queue(self.name), self._batcher.add, prefetch=SINK_PREFETCH
+                topology.sink_spec(self.name), self._batcher.add, prefetch=SINK_PREFETCH
             )
             self.log.info("adapter started", extra=kv(adapter=self.name, actor=self.actor))
             self.ready.set()

@@ -137,28 +137,28 @@ def hub_queues() -> list[QueueSpec]:
     ]
 
 
-def adapter_queues(adapter: str, retry_tiers: Iterable[tuple[str, float]] = ()) -> list[QueueSpec]:
-    """The sink, its DLQ and its back-off tiers (``(label, seconds)``).
-
-    At-least-once dead-lettering needs the strategy *and* reject-publish overflow and an
-    existing dead-letter exchange; otherwise RabbitMQ silently falls back to at-most-once.
-    """
-    specs = [
-        QueueSpec(dlq_queue(adapter), _quorum(), ((DEAD, adapter),)),
-        QueueSpec(
-            sink_queue(adapter),
-            _quorum(
-                **{
-                    "x-delivery-limit": SINK_DELIVERY_LIMIT,
-                    "x-dead-letter-exchange": DEAD,
-                    "x-dead-letter-routing-key": adapter,
-                    "x-dead-letter-strategy": "at-least-once",
-                    "x-overflow": "reject-publish",
-                }
-            ),
-            ((DELIVERIES, adapter),),
+def sink_spec(adapter: str) -> QueueSpec:
+    """An adapter's sink. At-least-once dead-lettering needs the strategy *and*
+    reject-publish overflow and an existing dead-letter exchange; otherwise RabbitMQ
+    silently falls back to at-most-once."""
+    return QueueSpec(
+        sink_queue(adapter),
+        _quorum(
+            **{
+                "x-delivery-limit": SINK_DELIVERY_LIMIT,
+                "x-dead-letter-exchange": DEAD,
+                "x-dead-letter-routing-key": adapter,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            }
         ),
-    ]
+        ((DELIVERIES, adapter),),
+    )
+
+
+def adapter_queues(adapter: str, retry_tiers: Iterable[tuple[str, float]] = ()) -> list[QueueSpec]:
+    """The sink, its DLQ and its back-off tiers (``(label, seconds)``)."""
+    specs = [QueueSpec(dlq_queue(adapter), _quorum(), ((DEAD, adapter),)), sink_spec(adapter)]
     for label, seconds in retry_tiers:
         # One queue per tier: a per-message TTL only expires at the head of a queue. The
         # queue TTL caps the jittered per-message expiry the adapter sets.

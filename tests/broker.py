@@ -100,3 +100,9 @@ def close_connections(vhost: str, at_least: int = 1) -> int:
             if e.code != 404:
                 raise
     return len(conns)
+
+
+def delete_queue(vhost: str, queue: str) -> None:
+    """Delete a queue as an operator would from the management UI, consumers or not."""
+    path = f"/queues/{urllib.parse.quote(vhost, safe='')}/{urllib.parse.quote(queue, safe='')}"
+    _request("DELETE", path)

@@ -19,6 +19,7 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
+    AbstractRobustChannel,
     AbstractRobustConnection,
     DeliveryMode,
     ExchangeType,
@@ -232,22 +233,41 @@ class Connection:
         return Publisher(channel, self._confirm_timeout)
 
     async def consume(
-        self, queue: str, handler: Handler, *, prefetch: int, exclusive: bool = False
+        self,
+        queue: str | QueueSpec,
+        handler: Handler,
+        *,
+        prefetch: int,
+        exclusive: bool = False,
     ) -> None:
         """Hand every message of ``queue`` to ``handler``, which must settle it.
 
-        The consumer survives reconnects (the robust channel restores it). ``queue``
-        must exist: :class:`EntityMissing` otherwise.
+        The consumer survives reconnects (the robust channel restores it). A queue given
+        by name must exist (:class:`EntityMissing` otherwise). A queue given as a
+        :class:`QueueSpec` is the caller's own: if it is deleted under the consumer, the
+        broker cancels the consumer and the robust channel declares and binds it again
+        at once and resumes, instead of retrying a passive declare that can never pass.
         """
 
         # aio-pika runs plain-function callbacks ~20x slower: keep this a coroutine.
         async def on_message(message: AbstractIncomingMessage) -> None:
             await handler(_delivery(message))
 
-        with aio_errors(f"consume {queue}"):
+        name = queue if isinstance(queue, str) else queue.name
+        with aio_errors(f"consume {name}"):
             channel = await self._robust.channel()
             await channel.set_qos(prefetch_count=prefetch)
-            declared = await channel.declare_queue(queue, passive=True)
+            if isinstance(queue, str):
+                declared = await channel.declare_queue(queue, passive=True)
+            else:
+                declared = await channel.declare_queue(
+                    name,
+                    durable=True,
+                    arguments=queue.arguments,
+                )
+                for exchange, key in queue.bindings:
+                    await declared.bind(exchange, key)
+                await _say_when_cancelled(channel, name)
             await declared.consume(on_message, exclusive=exclusive)
 
     async def reply_queue(self, handler: Handler) -> str:
@@ -294,6 +314,25 @@ class Connection:
         finally:
             await _close(channel)
         return None if message is None else (message.body, dict(message.headers))
+
+
+async def _say_when_cancelled(channel: AbstractRobustChannel, queue: str) -> None:
+    """Log the broker cancelling our consumer (its queue was deleted): aio-pika then
+    declares the queue again by itself, but what the deleted queue held is gone."""
+
+    def on_cancel(_frame: object) -> None:
+        log.error(
+            "sink queue was deleted under its consumer; declared it again and resumed; "
+            "messages it held are lost: compare the CRMs with 'crmsync reconcile'",
+            extra=kv(queue=queue),
+        )
+
+    async def watch(*_: object) -> None:
+        underlay = await channel.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(on_cancel)
+
+    await watch()
+    channel.reopen_callbacks.add(watch)
 
 
 async def _close(channel: AbstractChannel) -> None:

@@ -190,8 +190,11 @@ class MemoryConnection:
         return MemoryPublisher(self.broker)
 
     async def consume(
-        self, queue: str, handler: Handler, *, prefetch: int, exclusive: bool = False
+        self, queue: str | QueueSpec, handler: Handler, *, prefetch: int, exclusive: bool = False
     ) -> None:
+        if isinstance(queue, QueueSpec):
+            self.broker.declare_queue(queue)
+            queue = queue.name
         found = self.broker.queues.get(queue)
         if found is None:
             raise EntityMissing(f"consume {queue}: no such queue")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.broker import close_connections
+from tests.broker import close_connections, delete_queue, queue_depth
 from tests.integration.spine import Spine
 
 pytestmark = pytest.mark.integration
@@ -70,3 +70,30 @@ def test_connections_cut_by_the_broker_lose_nothing(spine: Spine, vhost: str) ->
             assert len(conn.execute(db.table.select()).all()) == 1000, name
     logs = (spine.workdir / "logs" / "router.log").read_text()
     assert "lost the broker connection; reconnecting" in logs
+
+
+def test_sink_queue_deleted_under_its_consumer_is_declared_again(spine: Spine, vhost: str) -> None:
+    """An operator deletes an adapter's sink queue while it consumes: the adapter declares
+    and binds it again by itself and later deliveries reach its CRM."""
+    spine.start()
+    spine.dbs["legacy"].insert_contacts(20)
+    spine.wait("seeded", lambda: spine.dbs["sales"].count() == 20)
+    spine.wait_quiet()
+    delete_queue(vhost, "crmsync.sink.sales")
+    spine.wait(
+        "the sink declared again",
+        lambda: _exists(vhost, "crmsync.sink.sales"),
+        timeout=30,
+    )
+    spine.dbs["legacy"].insert_contacts(20, start=20)
+    spine.wait("new contacts delivered", lambda: spine.dbs["sales"].count() == 40, timeout=60)
+    logs = (spine.workdir / "logs" / "sales.log").read_text()
+    assert "sink queue was deleted" in logs
+
+
+def _exists(vhost: str, queue: str) -> bool:
+    try:
+        queue_depth(vhost, queue)
+    except OSError:  # urllib's HTTPError (404) is an OSError
+        return False
+    return True
