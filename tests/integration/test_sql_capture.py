@@ -27,7 +27,7 @@ from adapters.sql import SqlAdapter
 from router.clock import Order, VectorClock, compare
 from router.config import AdapterConfig
 from router.events import INT_MAX, ChangeEvent, decode
-from tests.integration.test_sql_servers import _admin_engine, delivery
+from tests.integration.test_sql_servers import delivery, private_database
 
 pytestmark = pytest.mark.integration
 
@@ -124,43 +124,15 @@ class Db:
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
-    backend: str = request.param
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'crm.db'}"
+    with private_database(request.param, tmp_path) as url:
         user = sa.create_engine(url)
-        srv = Db(backend, url, user, prefix)
+        srv = Db(request.param, url, user, f"t{uuid.uuid4().hex[:8]}")
         try:
             yield srv
         finally:
             for adapter in srv.adapters:
                 adapter.close()
             user.dispose()
-        return
-    admin = _admin_engine(backend)
-    private = f"crmsync_c_{uuid.uuid4().hex[:16]}"
-    if backend == "postgresql":
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{private}"'))
-        url_obj = admin.url.update_query_dict({"options": f"-csearch_path={private}"})
-        drop = f'DROP SCHEMA IF EXISTS "{private}" CASCADE'
-    else:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE `{private}`"))
-        url_obj = admin.url.set(database=private)
-        drop = f"DROP DATABASE IF EXISTS `{private}`"
-    url = url_obj.render_as_string(hide_password=False)
-    user = sa.create_engine(url)
-    srv = Db(backend, url, user, prefix)
-    try:
-        yield srv
-    finally:
-        for adapter in srv.adapters:
-            adapter.close()
-        user.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(drop))
-        admin.dispose()
 
 
 def captured(engine: SyncEngine, cursors: dict[str, Any]) -> tuple[list[ChangeEvent], Any]:

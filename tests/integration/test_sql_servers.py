@@ -14,8 +14,10 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgpack
@@ -131,34 +133,45 @@ class Server:
         return SyncEngine(adapter, name, overlap=2.0)
 
 
-@pytest.fixture(params=["postgresql", "mariadb"])
-def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    backend: str = request.param
+@contextmanager
+def private_database(backend: str, tmp_path: Path | None = None) -> Iterator[str]:
+    """The URL of a database of this test's own (a schema on PostgreSQL, a database on
+    MariaDB, a file under ``tmp_path`` on SQLite), dropped afterwards."""
+    if backend == "sqlite":
+        assert tmp_path is not None
+        yield f"sqlite:///{tmp_path / f'crm-{uuid.uuid4().hex[:8]}.db'}"
+        return
     admin = _admin_engine(backend)
     private = f"crmsync_t_{uuid.uuid4().hex[:16]}"
-    base = admin.url
     if backend == "postgresql":
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{private}"'))
-        url = base.update_query_dict({"options": f"-csearch_path={private}"})
+        create = f'CREATE SCHEMA "{private}"'
+        url = admin.url.update_query_dict({"options": f"-csearch_path={private}"})
         drop = f'DROP SCHEMA IF EXISTS "{private}" CASCADE'
     else:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE `{private}`"))
-        url = base.set(database=private)
+        create = f"CREATE DATABASE `{private}`"
+        url = admin.url.set(database=private)
         drop = f"DROP DATABASE IF EXISTS `{private}`"
-    url_text = url.render_as_string(hide_password=False)
-    user = sa.create_engine(url_text)
-    srv = Server(backend, url_text, user, prefix=f"t{uuid.uuid4().hex[:8]}")
+    with admin.connect() as conn:
+        conn.execute(sa.text(create))
     try:
-        yield srv
+        yield url.render_as_string(hide_password=False)
     finally:
-        for adapter in srv.adapters:
-            adapter.close()
-        user.dispose()
         with admin.connect() as conn:
             conn.execute(sa.text(drop))
         admin.dispose()
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    with private_database(request.param) as url:
+        user = sa.create_engine(url)
+        srv = Server(request.param, url, user, prefix=f"t{uuid.uuid4().hex[:8]}")
+        try:
+            yield srv
+        finally:
+            for adapter in srv.adapters:
+                adapter.close()
+            user.dispose()
 
 
 # -- helpers --------------------------------------------------------------------------
