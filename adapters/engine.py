@@ -73,7 +73,8 @@ class _Tally:
 @dataclass(frozen=True)
 class ApplyResult:
     action: str  # applied | skip-stale | skip-concurrent | local-change-first | not-mapped
-    pending: bool = False  # a local change went into the outbox (local-change-first)
+    pending: bool = False  # a local change went into the outbox (local-change-first, or a
+    # delete of the row whose freed id an insert reused)
 
 
 def occurred_at(row: SourceRow) -> datetime:
@@ -264,8 +265,8 @@ class SyncEngine:
                     return outcome
                 link = outcome  # only unmapped columns changed: retry on the new version
                 continue
-            self._record_applied(tx, event, link, back)
-            return ApplyResult("applied")
+            owed = self._record_applied(tx, event, link, back)
+            return ApplyResult("applied", pending=owed > 0)
         raise TransientWriteError(f"record {event.record_id} kept changing under the write")
 
     def _write(
@@ -314,8 +315,11 @@ class SyncEngine:
 
     def _record_applied(
         self, tx: Connection, event: ChangeEvent, link: links.Link | None, back: SourceRow | None
-    ) -> None:
+    ) -> int:
+        """Record the delivered version; returns how many local changes went into the
+        outbox meanwhile (deletes of rows whose freed id the insert reused)."""
         deleted = event.op == "delete"
+        owed = 0
         if back is not None:
             # What the CRM actually stored (after its triggers) is this clock's version, so
             # the echo capture will see is recognised by its hash.
@@ -323,8 +327,8 @@ class SyncEngine:
             deleted = back.deleted
             sid: str | None = back.source_record_id
             version = back.version
-            if link is None or sid != link.source_record_id:
-                self.deletes.settle(tx, event.entity, back.source_record_id)  # a freed id
+            if link is None or sid != link.source_record_id:  # a row inserted: a freed id?
+                owed = self.deletes.settle(tx, event.entity, back.source_record_id).published
         else:
             fields = link.fields if link else {}
             sid = link.source_record_id if link else None
@@ -342,6 +346,7 @@ class SyncEngine:
                 deleted=deleted,
             ),
         )
+        return owed
 
     @staticmethod
     def _validate_written(event: ChangeEvent, row: SourceRow) -> dict[str, Scalar]:

@@ -10,6 +10,7 @@ deletes within ceil(links / chunk) scans.
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from router.events import ChangeEvent, decode
 from tests.integration import test_sql_capture
 from tests.integration.test_sql_capture import FRACTION, OVERLAP, Db, captured
 from tests.integration.test_sql_identifiers import NAMES
+from tests.integration.test_sql_servers import delivery
 
 pytestmark = pytest.mark.integration
 
@@ -187,6 +189,35 @@ def test_a_delete_and_reinsert_during_a_page_is_seen_on_the_next(
     assert (gone.op, gone.record_id) == ("delete", alice.record_id)
     assert (bob.op, bob.fields["email"]) == ("upsert", "bob@example.com")
     assert bob.record_id != alice.record_id
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)  # the one that reuses freed ids
+def test_a_delivery_inserting_into_a_freed_id_settles_its_journal_first(db: Db) -> None:
+    """SQLite hands an insert the highest freed id: Carol's row deleted by a user, then a
+    delivery inserts Dave under her id before capture ran. Carol's delete goes out; the
+    journal entry is not taken later for a delete of Dave."""
+    table = hard_table(db)
+    engine = engine_for(db, table)
+    add(db, table, None, "alice@example.com")
+    carol_id = add(db, table, None, "carol@example.com")
+    created, position = captured(engine, {})
+    carol = next(e for e in created if e.source_record_id == str(carol_id))
+    remove(db, table, carol_id)
+    before = set(engine.pending())
+    dave = {"email": "dave@example.com", "first_name": "Dave"}
+    result = engine.apply(delivery(str(uuid.uuid4()), {"sales": 1}, dave))
+    assert (result.action, result.pending) == ("applied", True)
+    [owed] = [e for e in engine.pending() if e not in before]
+    gone = decode(owed.body)
+    assert (gone.op, gone.record_id) == ("delete", carol.record_id)
+    engine.mark_published([owed])
+    with db.user.connect() as conn:
+        dave_id = conn.execute(
+            sa.select(table.c.id).where(table.c.email_addr == "dave@example.com")
+        ).scalar_one()
+    assert dave_id == carol_id  # the freed id, reused
+    assert captured(engine, {"contact": position})[0] == []  # no delete of Dave
+    assert journal_rows(engine) == 0
 
 
 @pytest.mark.parametrize("case", sorted(NAMES))
