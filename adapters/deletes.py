@@ -14,6 +14,11 @@ Two ways to know, per entity:
   ``capture.hard_delete_chunk``) with the ids present in the table, so memory and time
   per poll stay bounded whatever the table's size; a delete is found within
   ceil(links / chunk) scans. It cannot tell a reused id from the old row.
+
+With the journal, the comparison still runs one round after each start: it finds rows
+the journal never saw (deleted before the trigger was installed, e.g. just before an
+upgrade, or by a ``TRUNCATE``, which fires no row trigger). Either order of the two is
+safe: whichever sees a delete first records it, the other finds a tombstone.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class HardDeletes:
         self.chunk = chunk
         self.batch = batch  # journal entries per page
         self._scan_after: dict[str, str | None] = {}
+        self._round_done: set[str] = set()  # journaled entities past their start round
 
     # -- the journal ----------------------------------------------------------------------
     def drain(self, tx: Connection, entity: str) -> Drained:
@@ -92,11 +98,12 @@ class HardDeletes:
 
     # -- the fallback: compare ids, one chunk per scan --------------------------------------
     def scan(self) -> int:
-        """One step of the id comparison for each entity without a journal; returns the
-        delete events recorded."""
+        """One step of the id comparison for each entity without a journal (or in its
+        round after start); returns the delete events recorded."""
         found = 0
         for entity in self.adapter.entities():
-            if self.adapter.journals_deletes(entity) or self.adapter.soft_deletes(entity):
+            journaled = self.adapter.journals_deletes(entity)
+            if self.adapter.soft_deletes(entity) or (journaled and entity in self._round_done):
                 continue
             with self.adapter.transaction() as tx:
                 chunk = links.live_chunk(tx, entity, self._scan_after.get(entity), self.chunk)
@@ -110,4 +117,6 @@ class HardDeletes:
                     self.outbox.record(tx, entity, sid, change, datetime.now(UTC))
                     found += 1
             self._scan_after[entity] = next_start(chunk, self.chunk)
+            if journaled and self._scan_after[entity] is None:
+                self._round_done.add(entity)
         return found
