@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,10 @@ from adapters.deletes import missing, next_start
 from adapters.engine import SyncEngine
 from adapters.links import Link
 from adapters.rules import content_hash
+from adapters.sql import SqlAdapter
 from router.clock import VectorClock
+from router.config import AdapterConfig
+from router.errors import ConfigError
 from router.events import Scalar
 from tests.unit.adapters import test_sql_engine_sqlite as engine_tests
 from tests.unit.adapters.test_sql_engine_sqlite import Crm, after, decode_all, delivery, only
@@ -161,3 +165,24 @@ def test_deletes_the_journal_never_saw_are_found_by_one_scan_round_after_start(
 
 def _no_more_scans(*_: Any) -> set[str]:
     raise AssertionError("the id comparison ran again after its round")
+
+
+def test_a_table_that_cannot_get_a_trigger_says_how_to_go_on(tmp_path: Path) -> None:
+    """A mapped view (SQLite refuses AFTER triggers on views): one clear line naming the
+    setting; with the journal off the same config starts."""
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE base (id INTEGER PRIMARY KEY, mail TEXT, ts TEXT)"))
+        conn.execute(sa.text("CREATE VIEW people AS SELECT id, mail, ts FROM base"))
+    engine.dispose()
+    raw = {
+        "name": "viewcrm",
+        "database": {"url": url},
+        "entities": {
+            "contact": {"table": "people", "updated_at": "ts", "fields": {"email": "mail"}}
+        },
+    }
+    with pytest.raises(ConfigError, match=r"capture\.delete_journal = false"):
+        SqlAdapter(AdapterConfig.model_validate(raw))
+    SqlAdapter(AdapterConfig.model_validate({**raw, "capture": {"delete_journal": False}})).close()
