@@ -18,6 +18,7 @@ from adapters.capture import Publish, journaled_delete
 from adapters.deletes import missing, next_start
 from adapters.engine import SyncEngine
 from adapters.links import Link
+from adapters.polling import CapturePass
 from adapters.rules import content_hash
 from adapters.sql import SqlAdapter
 from router.clock import VectorClock
@@ -186,3 +187,31 @@ def test_a_table_that_cannot_get_a_trigger_says_how_to_go_on(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match=r"capture\.delete_journal = false"):
         SqlAdapter(AdapterConfig.model_validate(raw))
     SqlAdapter(AdapterConfig.model_validate({**raw, "capture": {"delete_journal": False}})).close()
+
+
+async def test_a_capture_pass_drains_a_journal_longer_than_a_page(make_crm: Any) -> None:
+    """The runtime's pass (one page per trip to the worker) goes on while deletes wait,
+    publishing each page's before the next."""
+    crm: Crm = make_crm("mktg")
+    crm.engine = SyncEngine(crm.adapter, "mktg", overlap=2.0, page_size=2)
+    emails = crm.db.insert_contacts(6)
+    created = {e.fields["email"]: e for e in crm.capture_and_publish()}
+    for email in emails[:5]:
+        crm.db.delete_by_email(email)
+    published: list[str] = []
+
+    async def on_worker(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    async def publish() -> None:
+        owed = crm.engine.pending()
+        published.extend(e.record_id for e in decode_all(owed) if e.op == "delete")
+        crm.engine.mark_published(owed)
+
+    async def save(_entity: str, _position: Any) -> None:
+        return None
+
+    result = await CapturePass(crm.engine, on_worker, publish, save).run({})
+    assert sorted(published) == sorted(created[email].record_id for email in emails[:5])
+    assert result.changes == 5 and result.pages >= 3
+    assert journal_rows(crm) == 0
