@@ -14,7 +14,7 @@ SQL adapter that is the CRM's own database.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +57,11 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[Connection]:
         """A transaction on the database holding the links (and, for SQL, the data)."""
+
+    def snapshot(self) -> AbstractContextManager[Connection]:
+        """A transaction whose reads all see one consistent snapshot (a capture page: the
+        delete journal and the rows). The default is :meth:`transaction`."""
+        return self.transaction()
 
     @abc.abstractmethod
     def read_changes(
@@ -106,6 +111,19 @@ class Adapter(abc.ABC):
     def list_ids(self, tx: Connection, entity: str) -> set[str] | None:
         """Every id in the table, to find hard deletes; None where deletes are soft."""
         return None
+
+    def existing_ids(
+        self, tx: Connection, entity: str, source_record_ids: Sequence[str]
+    ) -> set[str] | None:
+        """Which of these ids have a row (the incremental hard-delete scan); None where
+        deletes are soft. The default asks :meth:`list_ids`: override it to stay bounded."""
+        every = self.list_ids(tx, entity)
+        return None if every is None else every.intersection(source_record_ids)
+
+    def journals_deletes(self, entity: str) -> bool:
+        """True when the CRM's database journals ``entity``'s deleted ids
+        (:mod:`adapters.journal`), so hard deletes need no id comparison."""
+        return False
 
     def list_all(self, tx: Connection, entity: str) -> Iterator[SourceRow]:
         """Every row, for bulk migration."""

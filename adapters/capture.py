@@ -23,6 +23,10 @@ they return, so the simulation exercises the production rule, not a copy of it.
   delivery (the router sees the two concurrent and resolves for everyone).
 
 * :func:`row_gone`, for a row gone from a table without a ``deleted`` column: a delete.
+
+* :func:`journaled_delete`, for an id the delete journal says was deleted: a delete
+  when its link is live, nothing when it was never shared or is already a tombstone.
+  Either way the link lets go of the id, so a row under it later is a new record.
 """
 
 from __future__ import annotations
@@ -163,6 +167,13 @@ def row_gone(link: Known, *, actor: str) -> Publish:
     known fields."""
     content = Content(link.fields, True, None)
     return _change(content, content_hash(content.fields, True), link, actor)
+
+
+def journaled_delete(link: Known | None, *, actor: str) -> Publish | None:
+    """The journal says the row under ``link``'s id was deleted (None: no link has it)."""
+    if link is None or link.deleted:
+        return None  # never shared, or deleted already (our own delivery, a soft delete)
+    return row_gone(link, actor=actor)
 
 
 def _unseen(content: Content, actor: str) -> Skip | Publish:

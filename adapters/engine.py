@@ -12,7 +12,6 @@ confirms back through :meth:`SyncEngine.mark_published`.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,12 +30,13 @@ from adapters.capture import (
     NewVersion,
     Publish,
     capture_row,
-    row_gone,
     write_missed,
 )
+from adapters.deletes import HardDeletes
+from adapters.outbox import Outbox
 from adapters.rules import DeliveryAction, content_hash, delivery_action
 from router.errors import PermanentWriteError, TransientWriteError
-from router.events import ChangeEvent, Scalar, encode, new_event_id
+from router.events import ChangeEvent, Scalar
 from router.logs import kv
 
 MAX_WRITE_RETRIES = 3
@@ -57,6 +57,7 @@ class Page:
     changes: int
     invalid: int
     after: tuple[Any, str] | None  # keyset of its last row (None: no rows)
+    more: bool = False  # journaled deletes still wait: the page read no rows yet
 
     @property
     def newest(self) -> Any:
@@ -72,7 +73,8 @@ class _Tally:
 @dataclass(frozen=True)
 class ApplyResult:
     action: str  # applied | skip-stale | skip-concurrent | local-change-first | not-mapped
-    pending: bool = False  # a local change went into the outbox (local-change-first)
+    pending: bool = False  # a local change went into the outbox (local-change-first, or a
+    # delete of the row whose freed id an insert reused)
 
 
 def occurred_at(row: SourceRow) -> datetime:
@@ -81,8 +83,19 @@ def occurred_at(row: SourceRow) -> datetime:
     return datetime.now(UTC)
 
 
+def _no_rows(*_: Any) -> list[SourceRow]:
+    return []
+
+
 class SyncEngine:
-    def __init__(self, adapter: Adapter, actor: str, overlap: float, page_size: int = 500) -> None:
+    def __init__(
+        self,
+        adapter: Adapter,
+        actor: str,
+        overlap: float,
+        page_size: int = 500,
+        hard_delete_chunk: int = 10000,
+    ) -> None:
         self.adapter = adapter
         self.actor = actor
         self.overlap = overlap
@@ -90,6 +103,8 @@ class SyncEngine:
         self.mapped = adapter.entities()
         self.log = logging.getLogger(f"crmsync.adapter.{adapter.name}")
         self.bad_rows = BadRows(adapter.name, self.log)
+        self.outbox = Outbox(adapter.name, actor, self.log)
+        self.deletes = HardDeletes(adapter, self.outbox, hard_delete_chunk, page_size)
 
     @property
     def invalid_rows(self) -> int:
@@ -112,7 +127,7 @@ class SyncEngine:
                 result.invalid += page.invalid
                 if page.after is not None:
                     after, newest = page.after, page.newest
-                if page.rows < self.page_size:
+                if page.rows < self.page_size and not page.more:
                     break
             result.positions[entity] = cursor.advance(cursors.get(entity), newest, bound)
         return result
@@ -125,14 +140,20 @@ class SyncEngine:
     def capture_page(self, entity: str, start: Any, after: tuple[Any, str] | None) -> Page:
         """Read one page of rows changed since ``start`` (strictly after the keyset
         ``after``) and record each real local change as a pending link, in one
-        transaction. A row that cannot be recorded is skipped, never the page: if the
-        database refuses one (a value its link cannot hold), the page is done again one
-        row per transaction and only that row is left out."""
+        transaction and one snapshot, journaled deletes first (a row read is then never
+        taken for the deleted record whose id it reuses). A row that cannot be recorded
+        is skipped, never the page: if the database refuses one (a value its link cannot
+        hold), the page is done again one row per transaction and only that row is left
+        out."""
         rows: list[SourceRow] | None = None
         tally = _Tally()
+        more = False
         try:
-            with self.adapter.transaction() as tx:
-                rows = self.adapter.read_changes(tx, entity, start, after, self.page_size)
+            with self.adapter.snapshot() as tx:
+                drained = self.deletes.drain(tx, entity)
+                tally.changes, more = drained.published, drained.more
+                read = self.adapter.read_changes if not more else _no_rows
+                rows = read(tx, entity, start, after, self.page_size)
                 self._capture_rows(tx, entity, rows, tally)
         except PermanentWriteError:
             if rows is None:
@@ -144,6 +165,7 @@ class SyncEngine:
             changes=tally.changes,
             invalid=tally.invalid,
             after=(last.position, last.source_record_id) if last else None,
+            more=more,
         )
 
     def _capture_one_by_one(self, entity: str, rows: Sequence[SourceRow]) -> _Tally:
@@ -151,8 +173,12 @@ class SyncEngine:
         for row in rows:
             mine = _Tally()
             try:
-                with self.adapter.transaction() as tx:
-                    self._capture_rows(tx, entity, [row], mine)
+                with self.adapter.snapshot() as tx:
+                    # This row was read in the failed page's snapshot: read it again in
+                    # this one, after its id's journaled deletes.
+                    mine.changes = self.deletes.settle(tx, entity, row.source_record_id).published
+                    now = self.adapter.read_record(tx, entity, row.source_record_id)
+                    self._capture_rows(tx, entity, [now] if now else [], mine)
             except PermanentWriteError as e:
                 mine = _Tally(invalid=1)
                 self.bad_rows.report(row, why(e))
@@ -179,7 +205,7 @@ class SyncEngine:
                     assert link is not None
                     links.save(tx, link.evolve(version=decision.version))
                 elif isinstance(decision, Publish):
-                    self._local_change(tx, entity, row.source_record_id, decision, occurred_at(row))
+                    self.outbox.record(tx, entity, row.source_record_id, decision, occurred_at(row))
                     tally.changes += 1
             except (SQLAlchemyError, TransientWriteError, PermanentWriteError):
                 raise  # the transaction is in doubt: the caller decides (see capture_page)
@@ -189,61 +215,10 @@ class SyncEngine:
                 tally.invalid += 1
                 self.bad_rows.report(row, why(e))
 
-    def _local_change(
-        self, tx: Connection, entity: str, source_record_id: str, change: Publish, when: datetime
-    ) -> None:
-        """Record ``change`` as the link's pending version, in the outbox."""
-        record_id = change.record_id or str(uuid.uuid4())
-        event = change.event(
-            event_id=new_event_id(),
-            record_id=record_id,
-            source=self.adapter.name,
-            actor=self.actor,
-            entity=entity,
-            source_record_id=source_record_id,
-            occurred_at=when,
-        )
-        links.save(
-            tx,
-            links.Link(
-                record_id=record_id,
-                entity=entity,
-                source_record_id=source_record_id,
-                clock=change.clock,
-                content_hash=change.content_hash,
-                fields=dict(change.content.fields),
-                version=change.content.version,
-                deleted=change.content.deleted,
-                published=False,
-                pending_event=encode(event),
-                pending_event_id=event.event_id,
-                pending_routing_key=event.routing_key,
-            ),
-        )
-        self.log.debug(
-            "local change",
-            extra=kv(
-                event_id=event.event_id, record_id=record_id, adapter=self.adapter.name, op=event.op
-            ),
-        )
-
     def scan_hard_deletes(self) -> int:
-        """Rows gone from a table without a ``deleted`` column become delete events (in
-        the outbox); returns how many."""
-        found = 0
-        for entity in self.mapped:
-            with self.adapter.transaction() as tx:
-                present = self.adapter.list_ids(tx, entity)
-                if present is None:
-                    continue
-                live = links.live_source_ids(tx, entity)
-                gone = [sid for sid in live if sid not in present]
-                known = links.by_source(tx, entity, gone)
-                for sid in gone:
-                    change = row_gone(known[sid], actor=self.actor)
-                    self._local_change(tx, entity, sid, change, datetime.now(UTC))
-                    found += 1
-        return found
+        """Hard deletes found by comparing one chunk of links with the table's ids, for
+        entities without a delete journal, as delete events in the outbox; how many."""
+        return self.deletes.scan()
 
     # -- outbox -------------------------------------------------------------------------
     def pending(self) -> list[links.OutboxEntry]:
@@ -272,6 +247,14 @@ class SyncEngine:
         action = delivery_action(event.vclock, link.clock if link else None)
         if action is not DeliveryAction.APPLY:
             return ApplyResult(action.value)
+        if link is not None and link.source_record_id is not None:
+            # The journal may say its row was deleted here meanwhile: that delete goes
+            # first (as when the write finds the row gone), and the link lets go of the id.
+            settled = self.deletes.settle(tx, event.entity, link.source_record_id)
+            if settled.published:
+                return ApplyResult("local-change-first", pending=True)
+            if settled.entries:
+                link = links.by_record(tx, event.record_id)
         fields = {name: value for name, value in event.fields.items() if name in mapped}
         for _ in range(MAX_WRITE_RETRIES):
             try:
@@ -282,8 +265,8 @@ class SyncEngine:
                     return outcome
                 link = outcome  # only unmapped columns changed: retry on the new version
                 continue
-            self._record_applied(tx, event, link, back)
-            return ApplyResult("applied")
+            owed = self._record_applied(tx, event, link, back)
+            return ApplyResult("applied", pending=owed > 0)
         raise TransientWriteError(f"record {event.record_id} kept changing under the write")
 
     def _write(
@@ -332,8 +315,11 @@ class SyncEngine:
 
     def _record_applied(
         self, tx: Connection, event: ChangeEvent, link: links.Link | None, back: SourceRow | None
-    ) -> None:
+    ) -> int:
+        """Record the delivered version; returns how many local changes went into the
+        outbox meanwhile (deletes of rows whose freed id the insert reused)."""
         deleted = event.op == "delete"
+        owed = 0
         if back is not None:
             # What the CRM actually stored (after its triggers) is this clock's version, so
             # the echo capture will see is recognised by its hash.
@@ -341,6 +327,8 @@ class SyncEngine:
             deleted = back.deleted
             sid: str | None = back.source_record_id
             version = back.version
+            if link is None or sid != link.source_record_id:  # a row inserted: a freed id?
+                owed = self.deletes.settle(tx, event.entity, back.source_record_id).published
         else:
             fields = link.fields if link else {}
             sid = link.source_record_id if link else None
@@ -358,6 +346,7 @@ class SyncEngine:
                 deleted=deleted,
             ),
         )
+        return owed
 
     @staticmethod
     def _validate_written(event: ChangeEvent, row: SourceRow) -> dict[str, Scalar]:
@@ -385,7 +374,7 @@ class SyncEngine:
         # A user edit capture has not reported yet: never overwrite it. Publish it; the
         # router sees it concurrent with this delivery and resolves for everyone.
         when = occurred_at(current) if current is not None else datetime.now(UTC)
-        self._local_change(tx, event.entity, link.source_record_id, outcome, when)
+        self.outbox.record(tx, event.entity, link.source_record_id, outcome, when)
         if current is not None:
             self.log.info(
                 "user edit won the race with a delivery; published it instead",

@@ -160,6 +160,20 @@ def live_source_ids(conn: Connection, entity: str) -> dict[str, str]:
     return {r.source_record_id: r.record_id for r in rows if r.source_record_id is not None}
 
 
+def live_chunk(conn: Connection, entity: str, after: str | None, limit: int) -> list[str]:
+    """The next ``limit`` source ids of live links after ``after`` (None: from the first),
+    in id order: one step of the incremental hard-delete scan (keyset on the
+    ``(entity, source_record_id)`` unique index, so each step costs the same)."""
+    c = link_table.c
+    query = sa.select(c.source_record_id).where(
+        c.entity == entity, c.deleted.is_(False), c.source_record_id.is_not(None)
+    )
+    if after is not None:
+        query = query.where(c.source_record_id > after)
+    rows = conn.execute(query.order_by(c.source_record_id).limit(limit))
+    return [sid for (sid,) in rows]
+
+
 def save(conn: Connection, link: Link) -> None:
     values = _values(link)
     updated = conn.execute(

@@ -67,7 +67,7 @@ class CapturePass:
                 if moved != cursors.get(entity):
                     cursors[entity] = moved
                     await self._save(entity, moved)
-                if page.rows < engine.page_size:
+                if page.rows < engine.page_size and not page.more:
                     break
         return result
 

@@ -120,6 +120,7 @@ class AdapterRuntime:
                 self.actor,
                 parse_duration(self.config.capture.overlap),
                 self.config.capture.batch_size,
+                self.config.capture.hard_delete_chunk,
             )
             self._publisher = await self._connection.publisher()
             await self._publish_pending()

@@ -11,14 +11,14 @@ compares exactly whatever the column's type and the driver's conversions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from adapters import links, sqlclock
+from adapters import journal, links, sqlclock
 from adapters.base import Adapter, SourceRow, VersionMismatch
 from adapters.cursor import Horizon
 from router.config import AdapterConfig, EntityMapping
@@ -123,6 +123,26 @@ class SqlAdapter(Adapter):
                 links.create(conn)
         except sa.exc.OperationalError as e:
             raise ConfigError(f"{where}: cannot open database.url: {e.orig}") from e
+        self.journal = config.capture.delete_journal
+        if self.journal:
+            self._install_journal(where)
+
+    def _install_journal(self, where: str) -> None:
+        dialect = self.engine.dialect.name
+        if not journal.supported(dialect):
+            raise ConfigError(
+                f"{where}: no delete journal for {dialect}: set capture.delete_journal = false"
+            )
+        try:
+            with self.engine.begin() as conn:
+                for entity, t in self.tables.items():
+                    journal.install(conn, entity, t.table, t.id)
+        except sa.exc.DBAPIError as e:
+            raise ConfigError(
+                f"{where}: cannot install the delete journal ({type(e.orig).__name__}: "
+                f"{e.orig}); grant the right to create triggers, or set "
+                "capture.delete_journal = false"
+            ) from e
 
     def entities(self) -> dict[str, list[str]]:
         return {entity: sorted(t.fields) for entity, t in self.tables.items()}
@@ -132,6 +152,24 @@ class SqlAdapter(Adapter):
         try:
             with self.engine.begin() as conn:
                 yield conn
+        except sa.exc.DBAPIError as e:
+            raise _classify(e) from e
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                if conn.dialect.name == "sqlite":
+                    # pysqlite begins only before a write: its reads would each see the
+                    # latest commit. IMMEDIATE takes the write lock now, so the page's
+                    # link writes cannot fail on a snapshot a user's commit made stale.
+                    with conn.begin():
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")
+                        yield conn
+                    return
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
         except sa.exc.DBAPIError as e:
             raise _classify(e) from e
 
@@ -241,6 +279,21 @@ class SqlAdapter(Adapter):
         if t.deleted is not None:
             return None
         return {str(r[0]) for r in tx.execute(sa.select(t.id))}
+
+    def existing_ids(
+        self, tx: Connection, entity: str, source_record_ids: Sequence[str]
+    ) -> set[str] | None:
+        t = self.tables[entity]
+        if t.deleted is not None:
+            return None
+        found: set[str] = set()
+        for start in range(0, len(source_record_ids), 500):  # bind-parameter limits
+            keys = [t.key(sid) for sid in source_record_ids[start : start + 500]]
+            found.update(str(r[0]) for r in tx.execute(sa.select(t.id).where(t.id.in_(keys))))
+        return found
+
+    def journals_deletes(self, entity: str) -> bool:
+        return self.journal
 
     def list_all(self, tx: Connection, entity: str) -> Iterator[SourceRow]:
         t = self.tables[entity]

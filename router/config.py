@@ -183,7 +183,11 @@ class CaptureConfig(Strict):
     poll_interval: Annotated[float, Field(gt=0, le=3600)] = 0.5
     overlap: Duration = "2s"
     batch_size: Annotated[int, Field(ge=1, le=100000)] = 500
-    hard_delete_scan_every: Annotated[int, Field(ge=1)] = 20
+    # Hard deletes: a trigger journals deleted ids (true), or, where the adapter may not
+    # install triggers, one chunk of links is compared with the table's ids per scan.
+    delete_journal: bool = True
+    hard_delete_scan_every: Annotated[int, Field(ge=1)] = 1
+    hard_delete_chunk: Annotated[int, Field(ge=1, le=1_000_000)] = 10000
 
 
 class AdapterStateConfig(Strict):

@@ -909,7 +909,7 @@ class Crm:
         return out
 
     def _local_change(self, sid: str, change: Publish, row: Row) -> Message:
-        """SyncEngine._local_change: publish ``change`` and keep it as the link."""
+        """adapters.outbox.Outbox.record: publish ``change`` and keep it as the link."""
         w = self.world
         if not row.dirty:
             # Echoes are neutral: content only a delivery wrote is never published again.
