@@ -34,7 +34,7 @@ from adapters.capture import (
     row_gone,
     write_missed,
 )
-from adapters.rules import DeliveryAction, content_hash, delivery_action
+from adapters.rules import DeliveryAction, content_hash, delivery_action, versions_after_delivery
 from router.errors import PermanentWriteError, TransientWriteError
 from router.events import ChangeEvent, Scalar, encode, new_event_id
 from router.logs import kv
@@ -73,12 +73,6 @@ class _Tally:
 class ApplyResult:
     action: str  # applied | skip-stale | skip-concurrent | local-change-first | not-mapped
     pending: bool = False  # a local change went into the outbox (local-change-first)
-
-
-def occurred_at(row: SourceRow) -> datetime:
-    if isinstance(row.position, datetime):
-        return row.position if row.position.tzinfo else row.position.replace(tzinfo=UTC)
-    return datetime.now(UTC)
 
 
 class SyncEngine:
@@ -179,7 +173,7 @@ class SyncEngine:
                     assert link is not None
                     links.save(tx, link.evolve(version=decision.version))
                 elif isinstance(decision, Publish):
-                    self._local_change(tx, entity, row.source_record_id, decision, occurred_at(row))
+                    self._local_change(tx, entity, row.source_record_id, decision, row.occurred_at)
                     tally.changes += 1
             except (SQLAlchemyError, TransientWriteError, PermanentWriteError):
                 raise  # the transaction is in doubt: the caller decides (see capture_page)
@@ -218,6 +212,7 @@ class SyncEngine:
                 pending_event=encode(event),
                 pending_event_id=event.event_id,
                 pending_routing_key=event.routing_key,
+                field_versions=change.field_versions,
             ),
         )
         self.log.debug(
@@ -345,6 +340,8 @@ class SyncEngine:
             fields = link.fields if link else {}
             sid = link.source_record_id if link else None
             version = None
+        # A value the delivery changed is the hub's now; one it left keeps its counter.
+        known, before = (link.field_versions, link.fields) if link else (None, {})
         links.save(
             tx,
             links.Link(
@@ -356,6 +353,7 @@ class SyncEngine:
                 fields=fields,
                 version=version,
                 deleted=deleted,
+                field_versions=versions_after_delivery(known, before, fields, self.actor),
             ),
         )
 
@@ -384,7 +382,7 @@ class SyncEngine:
             return link.evolve(version=outcome.version)
         # A user edit capture has not reported yet: never overwrite it. Publish it; the
         # router sees it concurrent with this delivery and resolves for everyone.
-        when = occurred_at(current) if current is not None else datetime.now(UTC)
+        when = current.occurred_at if current is not None else datetime.now(UTC)
         self._local_change(tx, event.entity, link.source_record_id, outcome, when)
         if current is not None:
             self.log.info(
