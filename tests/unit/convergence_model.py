@@ -738,7 +738,7 @@ class Router:
         actor = event.actor
         exact = event.field_versions is not None
         jumped = stored.clock.get(actor) < event.vclock.get(actor) - 1
-        if not exact and not jumped or le(event.vclock, stored.clock):
+        if (not exact and not jumped) or le(event.vclock, stored.clock):
             return []  # nothing to attribute: the legacy rule is exact, or the event is stale
         base = event.vclock.base(actor)
         claimed = event_changed(event, stored, self.world.rules)
