@@ -17,6 +17,7 @@ import abc
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -35,6 +36,14 @@ class SourceRow:
     deleted: bool
     version: str | None  # opaque token: the row's updated_at exactly as stored
     position: Any  # where the row sits in capture order (a typed updated_at)
+
+    @property
+    def occurred_at(self) -> datetime:
+        """When the change happened: the row's typed stamp (naive ones are UTC), else now."""
+        if isinstance(self.position, datetime):
+            stamp = self.position
+            return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+        return datetime.now(UTC)
 
 
 class VersionMismatch(Exception):

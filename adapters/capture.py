@@ -10,7 +10,8 @@ they return, so the simulation exercises the production rule, not a copy of it.
     :class:`NewVersion` when only columns crmsync does not map changed (the version
     token moved: conditional writes need the new one);
   - a row deleted before it was ever shared: :attr:`Skip.UNSHARED`, nothing to tell;
-  - anything else is a local change, :class:`Publish`, on top of the link's clock;
+  - anything else is a local change, :class:`Publish`, on top of the link's clock,
+    with the field versions the link will hold (the changed fields set by this edit);
   - without a ``deleted`` column, a row under the id of a record deleted here is a new
     record that reused the id (crmsync re-inserts resurrected records under a fresh
     id): :class:`IdReused`, detach the old link, then act on what it wraps. Tying the
@@ -37,7 +38,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from adapters.rules import changed_fields, content_hash, local_clock
+from adapters.rules import (
+    FieldVersions,
+    changed_fields,
+    content_hash,
+    local_clock,
+    versions_after_change,
+)
 from router.clock import VectorClock
 from router.events import ChangeEvent, Op, Scalar
 
@@ -66,6 +73,8 @@ class Known(Protocol):
     def version(self) -> str | None: ...
     @property
     def deleted(self) -> bool: ...
+    @property
+    def field_versions(self) -> FieldVersions | None: ...
 
 
 class Skip(enum.Enum):
@@ -92,6 +101,7 @@ class Publish:
     content: Content
     content_hash: str
     changed: tuple[str, ...]  # fields that differ from the link's version (all if new)
+    field_versions: FieldVersions | None = None  # the link's, after this change
 
     @property
     def op(self) -> Op:
@@ -122,6 +132,7 @@ class Publish:
             fields=dict(self.content.fields),
             changed=list(self.changed),
             occurred_at=occurred_at,
+            field_versions=self.field_versions.for_event(actor) if self.field_versions else None,
         )
 
 
@@ -183,10 +194,16 @@ def _unseen(content: Content, actor: str) -> Skip | Publish:
 
 
 def _change(content: Content, digest: str, link: Known | None, actor: str) -> Publish:
+    clock = local_clock(link.clock if link is not None else None, actor)
+    changed = changed_fields(link.fields if link is not None else None, content.fields)
+    known = link.field_versions if link is not None else None
     return Publish(
         record_id=link.record_id if link is not None else None,
-        clock=local_clock(link.clock if link is not None else None, actor),
+        clock=clock,
         content=content,
         content_hash=digest,
-        changed=tuple(changed_fields(link.fields if link is not None else None, content.fields)),
+        changed=tuple(changed),
+        field_versions=versions_after_change(
+            known, link is None, changed, content.fields, clock, actor
+        ),
     )

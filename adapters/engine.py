@@ -34,7 +34,7 @@ from adapters.capture import (
 )
 from adapters.deletes import HardDeletes
 from adapters.outbox import Outbox
-from adapters.rules import DeliveryAction, content_hash, delivery_action
+from adapters.rules import DeliveryAction, content_hash, delivery_action, versions_after_delivery
 from router.errors import PermanentWriteError, TransientWriteError
 from router.events import ChangeEvent, Scalar
 from router.logs import kv
@@ -75,12 +75,6 @@ class ApplyResult:
     action: str  # applied | skip-stale | skip-concurrent | local-change-first | not-mapped
     pending: bool = False  # a local change went into the outbox (local-change-first, or a
     # delete of the row whose freed id an insert reused)
-
-
-def occurred_at(row: SourceRow) -> datetime:
-    if isinstance(row.position, datetime):
-        return row.position if row.position.tzinfo else row.position.replace(tzinfo=UTC)
-    return datetime.now(UTC)
 
 
 def _no_rows(*_: Any) -> list[SourceRow]:
@@ -205,7 +199,7 @@ class SyncEngine:
                     assert link is not None
                     links.save(tx, link.evolve(version=decision.version))
                 elif isinstance(decision, Publish):
-                    self.outbox.record(tx, entity, row.source_record_id, decision, occurred_at(row))
+                    self.outbox.record(tx, entity, row.source_record_id, decision, row.occurred_at)
                     tally.changes += 1
             except (SQLAlchemyError, TransientWriteError, PermanentWriteError):
                 raise  # the transaction is in doubt: the caller decides (see capture_page)
@@ -333,6 +327,8 @@ class SyncEngine:
             fields = link.fields if link else {}
             sid = link.source_record_id if link else None
             version = None
+        # A value the delivery changed is the hub's now; one it left keeps its counter.
+        known, before = (link.field_versions, link.fields) if link else (None, {})
         links.save(
             tx,
             links.Link(
@@ -344,6 +340,7 @@ class SyncEngine:
                 fields=fields,
                 version=version,
                 deleted=deleted,
+                field_versions=versions_after_delivery(known, before, fields, self.actor),
             ),
         )
         return owed
@@ -373,7 +370,7 @@ class SyncEngine:
             return link.evolve(version=outcome.version)
         # A user edit capture has not reported yet: never overwrite it. Publish it; the
         # router sees it concurrent with this delivery and resolves for everyone.
-        when = occurred_at(current) if current is not None else datetime.now(UTC)
+        when = current.occurred_at if current is not None else datetime.now(UTC)
         self.outbox.record(tx, event.entity, link.source_record_id, outcome, when)
         if current is not None:
             self.log.info(

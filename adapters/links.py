@@ -2,7 +2,8 @@
 
 A link holds the record's global id, its id inside the CRM, the clock last applied or
 emitted, the content hash and fields of that version, the CRM's version token
-(``updated_at`` as stored), a tombstone flag, and — while a local change waits for its
+(``updated_at`` as stored), a tombstone flag, per field the counter of our edit that set
+the value (``field_versions``, what events carry), and — while a local change waits for its
 broker confirm — the encoded event with its id and routing key (the adapter outbox), so
 publishing it needs no decoding. Links live in the same database as the data
 (``crmsync_link``) so a data write and its bookkeeping commit in one transaction; a
@@ -19,6 +20,7 @@ import msgpack
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from adapters.rules import FieldVersions
 from router.clock import VectorClock
 from router.database import Blob
 from router.events import Scalar, decode
@@ -42,6 +44,8 @@ link_table = sa.Table(
     # already pending have them NULL (pending() decodes those).
     sa.Column("pending_event_id", sa.String(36), nullable=True),
     sa.Column("pending_routing_key", sa.String(255), nullable=True),
+    # msgpack [actor, {field: counter}]; NULL: unknown (rows of an older version)
+    sa.Column("field_versions", Blob, nullable=True),
     sa.UniqueConstraint("entity", "source_record_id", name="crmsync_link_source"),
 )
 sa.Index("crmsync_link_pending", link_table.c.published)
@@ -61,6 +65,7 @@ class Link:
     pending_event: bytes | None = None  # the encoded local change awaiting its confirm
     pending_event_id: str | None = None  # ... its event id
     pending_routing_key: str | None = None  # ... and its routing key
+    field_versions: FieldVersions | None = None  # who set each value (None: unknown)
 
     def evolve(self, **changes: Any) -> Link:
         return replace(self, **changes)
@@ -95,7 +100,21 @@ def _row_to_link(row: sa.Row[Any]) -> Link:
         pending_event=row.pending_event,
         pending_event_id=row.pending_event_id,
         pending_routing_key=row.pending_routing_key,
+        field_versions=_unpack_versions(row.field_versions),
     )
+
+
+def _pack_versions(versions: FieldVersions | None) -> bytes | None:
+    if versions is None:
+        return None
+    return _pack([versions.actor, dict(versions.counters)])
+
+
+def _unpack_versions(raw: bytes | None) -> FieldVersions | None:
+    if raw is None:
+        return None
+    actor, counters = msgpack.unpackb(raw, raw=False)
+    return FieldVersions(actor, counters)
 
 
 def _values(link: Link) -> dict[str, Any]:
@@ -111,6 +130,7 @@ def _values(link: Link) -> dict[str, Any]:
         "pending_event": link.pending_event,
         "pending_event_id": link.pending_event_id,
         "pending_routing_key": link.pending_routing_key,
+        "field_versions": _pack_versions(link.field_versions),
     }
 
 

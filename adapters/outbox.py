@@ -62,6 +62,7 @@ class Outbox:
                 pending_event=encode(event),
                 pending_event_id=event.event_id,
                 pending_routing_key=event.routing_key,
+                field_versions=change.field_versions,
             ),
         )
         self.log.debug(

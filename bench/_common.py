@@ -98,6 +98,8 @@ def make_event(i: int, now: datetime | None = None) -> tuple[str, str, bytes]:
             "changed": ["email", "first_name"],
             "occurred_at": now or datetime.now(UTC),
             "origin": "live",
+            # what an adapter of this version sends: the counter of the edit that set each
+            "field_versions": {"email": 1, "first_name": 1},
         },
         datetime=True,
         use_bin_type=True,

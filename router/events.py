@@ -84,6 +84,16 @@ class ChangeEvent(BaseModel):
     changed: list[str]
     occurred_at: AwareDatetime
     origin: Origin = "live"
+    # Per field, the counter of this actor's edit that last set the value (DESIGN "Exact
+    # attribution under reordering"); a carried field absent from it holds a value the
+    # actor received from the hub. None: an older producer; the router bounds instead.
+    field_versions: (
+        dict[
+            Annotated[str, Field(pattern=ENTITY_RE)],
+            Annotated[int, Field(ge=1, le=MAX_COUNTER)],
+        ]
+        | None
+    ) = None
 
     @field_validator("event_id", "record_id")
     @classmethod
@@ -107,7 +117,18 @@ class ChangeEvent(BaseModel):
         unknown = set(self.changed) - set(self.fields)
         if unknown and self.op == "upsert":
             raise ValueError(f"changed names fields not in fields: {sorted(unknown)}")
+        if self.field_versions:
+            self._check_field_versions(self.field_versions)
         return self
+
+    def _check_field_versions(self, versions: dict[str, int]) -> None:
+        stray = [name for name in versions if name not in self.fields and name not in self.changed]
+        if stray:
+            raise ValueError(f"field_versions names fields the event does not carry: {stray}")
+        own = self.clock[self.actor]
+        if max(versions.values()) > own:
+            # An edit of this actor after this very version: a counter from the future.
+            raise ValueError(f"field_versions has a counter above the actor's own ({own})")
 
     @property
     def vclock(self) -> VectorClock:
@@ -127,7 +148,11 @@ def utcnow() -> datetime:
 
 
 def encode(event: ChangeEvent) -> bytes:
-    return encode_dict(event.model_dump())
+    payload = event.model_dump()
+    if payload["field_versions"] is None:
+        # Absent, not nil: the bytes an older producer sent, which an older router reads.
+        del payload["field_versions"]
+    return encode_dict(payload)
 
 
 def encode_dict(payload: dict[str, Any]) -> bytes:

@@ -4,6 +4,8 @@ The router stores, per field, the clock and author of the version that set it; t
 functions read that provenance to say which fields each side of a concurrent change
 really changed (DESIGN "Vector clocks and the router's decision": field-level
 decisions), and which values are *in play* when a conflict is decided (``sides_of``).
+Events that carry ``field_versions`` say which edit set every value they hold, and the
+router attributes exactly; for older events it bounds (``_bounded_changes``).
 Pure: values in, values out.
 """
 
@@ -50,9 +52,37 @@ def stored_changed(event: ChangeEvent, stored: RecordState) -> frozenset[str]:
 
 
 def event_changed(event: ChangeEvent, stored: RecordState, rules: Rules = LWW) -> frozenset[str]:
-    """Fields the event changed: its ``changed`` list, or, when the router never saw the
-    event's parent (its actor's counter jumped by more than one), also every field whose
-    value differs from the stored one.
+    """Fields the event changed: its ``changed`` list, and the fields its line of history
+    changed in versions the router never saw (its actor's counter jumped by more than
+    one, or its parent became a side of a parked conflict the stored state lacks).
+
+    With ``field_versions`` (DESIGN "Exact attribution under reordering") that is exact:
+    a value set by an edit of the event's actor that the stored version has not seen
+    (its counter above the stored clock's entry for the actor). Without them, an older
+    producer's event, the router bounds (:func:`_bounded_changes`).
+    """
+    if event.field_versions is not None:
+        return frozenset(event.changed) | _unseen_edits(event, stored)
+    return _bounded_changes(event, stored, rules)
+
+
+def _unseen_edits(event: ChangeEvent, stored: RecordState) -> frozenset[str]:
+    """Fields holding a value the stored side has not seen, set by an edit of the event's
+    actor (exact: from ``field_versions``). A value equal to the stored one contests
+    nothing."""
+    versions = event.field_versions or {}
+    seen = stored.clock.get(event.actor)
+    return frozenset(
+        name
+        for name, counter in versions.items()
+        if counter > seen and name in event.fields and stored.fields.get(name) != event.fields[name]
+    )
+
+
+def _bounded_changes(event: ChangeEvent, stored: RecordState, rules: Rules) -> frozenset[str]:
+    """``event_changed`` for an event without ``field_versions``: its ``changed`` list,
+    or, when the router never saw the event's parent (its actor's counter jumped by more
+    than one), also every field whose value differs from the stored one.
 
     A differing field the stored side did not touch since the event's base can only have
     been changed by the event's unseen ancestors. One the stored side did change is
@@ -70,8 +100,7 @@ def event_changed(event: ChangeEvent, stored: RecordState, rules: Rules = LWW) -
       side's there silently dropped the unseen ancestor's edit (simulation, tests/unit);
     * an ambiguous None never counts: most likely a value that line never had.
 
-    The ambiguity itself needs a contract change to go away (events carrying, per
-    field, the counter of the edit that set it); see the note of issue 3.
+    Events with ``field_versions`` have no such ambiguity.
     """
     changed = set(event.changed)
     if stored.clock.get(event.actor) < event.vclock.get(event.actor) - 1:
@@ -139,10 +168,13 @@ def event_version(
     inherits what they changed and hold: relative to the other sides, their edits and its
     own are one line of history.
 
-    A value the event only carries was set before it. Equal to the stored value: by
-    whoever set that. Otherwise it is an older value the stored side has replaced since
-    (``event_changed`` decided it is not the event's): its edit is in the past of both
-    the event's parent and the stored version, which is all the router can know of it.
+    A value the event only carries was set before it. With ``field_versions`` the router
+    knows by which edit: one of the event's actor (its counter), or, for a field without
+    a counter, a value the actor received from the hub, in the stored version's past.
+    Without them: equal to the stored value, by whoever set that; otherwise an older
+    value the stored side has replaced since (``event_changed`` decided it is not the
+    event's): its edit is in the past of both the event's parent and the stored
+    version, which is all the router can know of it.
     """
     own = event_changed(event, stored, rules)
     changed = set(own)
@@ -157,9 +189,23 @@ def event_version(
         clocks.update({name: old.field_clock(name) for name in old.fields})
         seen.update({name: old.seen(name) for name in old.fields})
     older = meet(event.vclock.base(event.actor), stored.clock)
+    versions = event.field_versions
     for name, value in event.fields.items():
         seen.pop(name, None)
-        if name in own or (name in fields and fields[name] != value):
+        counter = versions.get(name) if versions is not None else None
+        if counter is not None and (name in own or name not in fields or fields[name] != value):
+            # Exact: the edit of the event's actor with that counter set it. Its clock has
+            # that counter for the actor; every other entry of it is in the past of
+            # whatever has seen that edit, so comparisons against it are exact.
+            sources[name], clocks[name] = event.source, _edit_clock(event, counter)
+            if name not in own and stored.fields.get(name) == value:
+                # ...unless the stored value is the same: keep its (full) provenance.
+                sources[name] = stored.field_sources.get(name, stored.source)
+                clocks[name] = stored_field_clock(stored, name)
+        elif versions is not None and name in fields and fields[name] != value:
+            # A value received from the hub, so in the past of the stored state.
+            sources[name], clocks[name] = UNKNOWN, older
+        elif name in own or (name in fields and fields[name] != value):
             # Its own edit; or a value differing from the one its line held before, which
             # only its line can have replaced (nothing is sent for a parked record).
             sources[name], clocks[name] = event.source, event.vclock
@@ -186,6 +232,17 @@ def event_version(
         field_clocks=clocks,
         field_seen=seen,
     )
+
+
+def _edit_clock(event: ChangeEvent, counter: int) -> VectorClock:
+    """The clock of the event actor's edit ``counter``, as far as comparisons need: the
+    event's own clock for its own edit; for an earlier one, only its actor's entry. The
+    edits of one actor on one record form a chain, so a version has seen edit ``counter``
+    exactly when its entry for the actor reaches it: that entry decides every question
+    the router asks of a value's clock (is it in another version's past?)."""
+    if counter == event.vclock.get(event.actor):
+        return event.vclock
+    return VectorClock({event.actor: counter})
 
 
 def sides_of(versions: Sequence[Version], base: Mapping[str, Scalar]) -> list[Side]:

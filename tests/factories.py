@@ -48,9 +48,11 @@ def _event_values(
     changed: Iterable[str] | None = None,
     occurred_at: datetime = T0,
     origin: str = "live",
+    field_versions: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The fields of a ChangeEvent by ``actor`` (its source is the actor's name), not
-    validated. ``changed`` defaults to every field carried."""
+    validated. ``changed`` defaults to every field carried; ``field_versions`` are left
+    out unless given (an older producer's event)."""
     return {
         "event_id": event_id or new_id(),
         "source": source if source is not None else actor_name(actor),
@@ -64,6 +66,7 @@ def _event_values(
         "changed": sorted(fields) if changed is None else list(changed),
         "occurred_at": occurred_at,
         "origin": origin,
+        **({} if field_versions is None else {"field_versions": dict(field_versions)}),
     }
 
 

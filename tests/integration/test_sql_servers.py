@@ -28,6 +28,7 @@ from sqlalchemy.dialects import mysql
 from adapters import links
 from adapters.engine import SyncEngine
 from adapters.links import OutboxEntry
+from adapters.rules import FieldVersions
 from adapters.sql import SqlAdapter
 from router.clock import Order, VectorClock, compare, merge
 from router.config import AdapterConfig
@@ -500,7 +501,10 @@ def test_link_table_of_an_older_version_is_upgraded(server: Server) -> None:
 
     engine = server.engine_for(table)  # the adapter creates (here: upgrades) crmsync_link
     columns = {c["name"] for c in sa.inspect(server.user).get_columns("crmsync_link")}
-    assert columns >= {"pending_event_id", "pending_routing_key"}
+    assert columns >= {"pending_event_id", "pending_routing_key", "field_versions"}
+    with server.user.connect() as conn:
+        kept = links.by_record(conn, owed.record_id)
+    assert kept is not None and kept.field_versions is None  # unknown: written before them
     # the row the older version wrote publishes with its event's id and routing key
     [entry] = engine.pending()
     body = encode(owed)
@@ -519,5 +523,12 @@ def test_link_table_of_an_older_version_is_upgraded(server: Server) -> None:
             )
         ).one()
     assert tuple(stored) == (fresh.event_id, "legacy.contact.upsert")
+    # ...and the counter of the edit that set each value, in the link and the event
+    published = decode(fresh.body)
+    assert published.field_versions == dict.fromkeys(published.fields, 1)
+    with server.user.connect() as conn:
+        link = links.by_record(conn, fresh.record_id)
+    assert link is not None
+    assert link.field_versions == FieldVersions("legacy", dict.fromkeys(published.fields, 1))
     server.engine_for(table)  # starting again on the upgraded table changes nothing
     assert engine.pending() == [fresh]

@@ -28,10 +28,14 @@ from the sides' times); so may it under ``manual`` when the record ends deleted 
 router then decides by lww) and under ``priority`` when one of them is an unset None;
 a value a side inherited from a side it superseded counts as known at that side's
 clock only if the side's CRM maps the field; and where every value is in another's
-past (possible only through earlier resolutions) any of them may win. And where the
-router attributed a field of an event whose parent it never saw wrongly (the wire
-contract's known ambiguity, :meth:`Router._ambiguous_fields`; about 3 % of schedules),
-that field of that record is not judged afterwards.
+past (possible only through earlier resolutions) any of them may win.
+
+The adapters send ``field_versions`` (the counter of the edit that set each value, kept
+in their links), so the router attributes every value exactly, and the model checks it
+does (:meth:`Router._misattributed`). With ``World(field_versions=False)`` they are an
+older version that sends none: where the router then attributes a field of an event
+whose parent it never saw wrongly (what a snapshot cannot tell; about 3 % of
+schedules), that field of that record is not judged afterwards, in that mode only.
 
 Policies (``World.rules``): any :class:`router.policies.Rules`. A ``manual`` contest
 parks the record: the model's router keeps the conflicts by id, passes the parked one to
@@ -49,7 +53,12 @@ from datetime import UTC, datetime, timedelta
 
 from adapters.capture import Content, NewVersion, Publish, Skip, capture_row, write_missed
 from adapters.links import Link
-from adapters.rules import DeliveryAction, content_hash, delivery_action
+from adapters.rules import (
+    DeliveryAction,
+    content_hash,
+    delivery_action,
+    versions_after_delivery,
+)
 from router.clock import EMPTY, Order, VectorClock, compare
 from router.conflicts import Conflict, Version
 from router.decide import Decision, Verdict, decide, resolve_parked
@@ -159,6 +168,9 @@ class World:
     rules: Rules = field(default_factory=Rules)
     check_conflicts: bool = True
     seed: int = 0  # the operator's choices
+    # False: the adapters are an older version that sends no field_versions (the router
+    # bounds attribution then, and the oracle exempts what it cannot attribute)
+    field_versions: bool = True
     trace: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -367,8 +379,9 @@ class Router:
         # record_id -> the maximal clocks of the events the router took in for it
         self.frontier: dict[str, list[VectorClock]] = {}
         self.labels: dict[str, str] = {}  # conflict id -> c1, c2, ... (ids are random)
-        # (record_id, field) a snapshot could not attribute (see _ambiguous): from then on
-        # the lost-edit oracle cannot say which value the router should keep there.
+        # (record_id, field) an event without field_versions could not attribute (legacy
+        # mode, see _misattributed): from then on the lost-edit oracle cannot say which
+        # value the router should keep there. Always empty with field_versions.
         self.tainted: set[tuple[str, str]] = set()
 
     def label(self, conflict: Conflict) -> str:
@@ -397,8 +410,11 @@ class Router:
             return []
         self.inbox.add(event.event_id)
         if stored is not None:
-            for name in self._ambiguous_fields(stored, event):
-                self.tainted.add((event.record_id, name))
+            wrong = self._misattributed(stored, event)
+            if wrong and event.field_versions is not None:
+                w.fail(f"router misattributes {wrong} of {describe_event(event)}")
+            # Only an older producer's event (no field_versions) can be misattributed.
+            self.tainted.update((event.record_id, name) for name in wrong)
         decision = decide(event, stored, subscribers, HUB, w.rules, parked)
         verdict = decision.verdict
         about = f" {self.label(decision.conflict)}" if decision.conflict else ""
@@ -499,7 +515,7 @@ class Router:
                 continue  # --take: a field that source has no value of is not its to decide
             decided[name] = value = side.fields[name]
             if (record_id, name) in self.tainted:
-                continue  # its author may be misattributed: see _ambiguous_fields
+                continue  # legacy mode: its author may be misattributed (_misattributed)
             if side.source != choice.source and author(value) != choice.source:
                 w.fail(
                     f"operator: took {choice.source}'s {name} but {side.source}'s side holds "
@@ -619,7 +635,7 @@ class Router:
         for name in sorted(set(stored.fields).union(*(v.fields for v in sides))):
             surviving, why, exact = self._survivors(name, holders, deleted)
             if not exact or (stored.record_id, name) in self.tainted:
-                continue  # see _ambiguous_fields
+                continue  # legacy mode only (see _misattributed)
             contested = len(surviving) > 1
             if name in conflict.undecided and not contested:
                 w.fail(f"{name} waits for an operator but only one side changed it: {why}")
@@ -702,39 +718,46 @@ class Router:
                 surviving = alive
         return surviving, why, True
 
-    def _ambiguous_fields(self, stored: RecordState, event: ChangeEvent) -> list[str]:
-        """Fields a snapshot cannot attribute: the known limit of the wire contract.
+    def _misattributed(self, stored: RecordState, event: ChangeEvent) -> list[str]:
+        """Fields whose value the router attributes to the wrong line of history: it says
+        the event's line set it in a version the stored side has not seen
+        (``router.provenance.event_changed``) and that is false, or the other way round.
+        The model knows the truth: ``origin`` is the clock of the event that first
+        published each value.
 
-        An event whose parent the router never saw (its actor's counter jumped) carries a
-        value differing from the stored one for a field the stored side also changed
-        since the event's base: its unseen parent may have edited the field too (a real
-        contest), or the event may only carry the value from before the stored edit.
-        The event says which fields it changed, not which its parent changed, so the
-        router cannot know; router.decide.event_changed picks per policy, and the note of
-        issue 3 proposes the contract change (per-field versions in events) that removes
-        the ambiguity. Where the router's attribution is wrong (the model knows the
-        truth), the oracle does not judge that field of that record afterwards (a wrong
-        attribution carries into later resolutions); convergence and every other check
-        still hold there. Returns those fields; needs reordered events of one CRM."""
+        With ``field_versions`` the attribution is exact: any field here is a violation.
+        Without them (an older producer: ``World.field_versions`` off) the router bounds,
+        and a snapshot cannot attribute one case: an event whose parent the router never
+        saw (its actor's counter jumped) carries a value differing from the stored one
+        for a field the stored side also changed since the event's base; its unseen
+        parent may have edited the field too (a real contest), or the event may only
+        carry the value from before the stored edit. ``event_changed`` then picks per
+        policy; where it is wrong, the oracle does not judge that field of that record
+        afterwards in that legacy mode only (a wrong attribution carries into later
+        resolutions); convergence and every other check still hold there."""
         actor = event.actor
-        if stored.clock.get(actor) >= event.vclock.get(actor) - 1:
-            return []
+        exact = event.field_versions is not None
+        jumped = stored.clock.get(actor) < event.vclock.get(actor) - 1
+        if (not exact and not jumped) or le(event.vclock, stored.clock):
+            return []  # nothing to attribute: the legacy rule is exact, or the event is stale
         base = event.vclock.base(actor)
         claimed = event_changed(event, stored, self.world.rules)
         out = []
         for name, value in event.fields.items():
-            clock = stored.field_clocks.get(name)
-            if (
-                stored.fields.get(name) == value
-                or clock is None
-                or compare(clock, base) not in (Order.AFTER, Order.CONCURRENT)
-            ):
+            if stored.fields.get(name) == value:
                 continue
-            # The truth, which the model knows and the router cannot: did this line of
-            # history write the value in a version the router never saw?
+            clock = stored.field_clocks.get(name)
+            ambiguous = clock is not None and compare(clock, base) in (
+                Order.AFTER,
+                Order.CONCURRENT,
+            )
+            if not exact and not ambiguous:
+                continue
+            # The truth, which the model knows: did this line of history write the value
+            # in a version the stored side has not seen?
             truly = self.world.origin_of(value).get(actor) > stored.clock.get(actor)
             if truly != (name in claimed):
-                out.append(name)  # the router's attribution is wrong here
+                out.append(name)
         return out
 
     def _check_outcome(
@@ -766,7 +789,7 @@ class Router:
             if decided is not None and name in decided:
                 want, why = {decided[name]}, "the operator's choice"
             elif (stored.record_id, name) in self.tainted:
-                continue  # the wire contract's known ambiguity (see _ambiguous_fields)
+                continue  # legacy mode only: events without field_versions (_misattributed)
             else:
                 want, why, exact = self._survivors(name, holders, want_deleted)
                 policy = w.rules.for_field(name)
@@ -925,6 +948,10 @@ class Crm:
             source_record_id=sid,
             occurred_at=row.updated_at,
         )
+        if not w.field_versions:
+            event = event.model_copy(update={"field_versions": None})
+        elif event.field_versions is None:
+            w.fail(f"{self.name}: an event without field_versions from a link that knows them")
         w.unpublished.difference_update(event.fields.values())
         for name in event.changed:
             value = event.fields[name]
@@ -939,6 +966,7 @@ class Crm:
             fields=dict(change.content.fields),
             version=change.content.version,
             deleted=change.content.deleted,
+            field_versions=change.field_versions,
         )
         w.log(f"{self.name}: publishes {describe_event(event)} changed={event.changed}")
         return ToRouter(event)
@@ -1014,6 +1042,12 @@ class Crm:
             fields=new_fields,
             version=version,
             deleted=deleted,
+            field_versions=versions_after_delivery(
+                link.field_versions if link else None,
+                link.fields if link else {},
+                new_fields,
+                self.actor,
+            ),
         )
 
 

@@ -224,6 +224,15 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "clock-lacks-own-actor": (_with(clock={"legacy": 1}), "own actor"),
     "empty-clock": (_with(clock={}), "clock"),
     "changed-not-in-fields": (_with(changed=["email", "mobile"]), "mobile"),
+    "field_versions-of-a-field-not-carried": (
+        _with(field_versions={"email": 3, "mobile": 1}),
+        "mobile",
+    ),
+    "field_versions-above-the-own-counter": (_with(field_versions={"email": 4}), "above"),
+    "field_versions-zero": (_with(field_versions={"email": 0}), "field_versions"),
+    "field_versions-beyond-64-bit": (_with(field_versions={"email": 2**63}), "field_versions"),
+    "field_versions-counter-string": (_with(field_versions={"email": "3"}), "field_versions"),
+    "field_versions-list": (_with(field_versions=["email"]), "field_versions"),
     # msgpack cannot carry a naive datetime (its timestamps are UTC): a producer that
     # sends local wall-clock time sends it as text, which is refused.
     "naive-occurred_at": (_with(occurred_at="2024-05-01T12:00:00"), "occurred_at"),
@@ -276,3 +285,33 @@ def test_the_edges_of_the_signed_64_bit_range_pass() -> None:
         payload = wire_event("legacy", new_id(), {"legacy": 1}, {"score": value})
         back = decode(encode_dict(payload)).fields["score"]
         assert back == value and type(back) is type(value)
+
+
+# -- field_versions (DESIGN "Exact attribution under reordering") ---------------------------
+
+
+def test_field_versions_round_trip() -> None:
+    event = sample_event(field_versions={"email": 3, "first_name": 1})
+    assert decode(encode(event)) == event
+    assert decode(encode(event)).field_versions == {"email": 3, "first_name": 1}
+
+
+def test_an_event_without_field_versions_encodes_as_before() -> None:
+    """Absent, not nil: the bytes an older producer wrote, which an older router (its
+    model forbids unknown keys) still decodes."""
+    event = sample_event()
+    payload = event.model_dump()
+    assert payload.pop("field_versions") is None
+    assert encode(event) == encode_dict(payload)
+    assert decode(encode_dict(payload)).field_versions is None
+
+
+def test_field_versions_may_name_changed_fields_of_a_delete() -> None:
+    event = sample_event(op="delete", fields={}, changed=["email"], field_versions={"email": 2})
+    assert decode(encode(event)) == event
+
+
+def test_an_empty_field_versions_means_every_value_was_received() -> None:
+    # Distinct from None (an older producer): every carried value came from the hub.
+    event = sample_event(changed=[], field_versions={})
+    assert decode(encode(event)).field_versions == {}

@@ -19,7 +19,7 @@ from adapters.capture import (
     write_missed,
 )
 from adapters.links import Link
-from adapters.rules import changed_fields, content_hash, local_clock
+from adapters.rules import FieldVersions, changed_fields, content_hash, local_clock
 from router.clock import Order, VectorClock, compare
 from router.events import Scalar, decode, encode, new_event_id
 
@@ -62,6 +62,7 @@ def test_new_row_is_a_new_record() -> None:
         content=Content(ADA, False, "v1"),
         content_hash=content_hash(ADA, False),
         changed=("email", "first_name", "phone"),
+        field_versions=FieldVersions(ACTOR, dict.fromkeys(ADA, 1)),  # all set by this edit
     )
 
 
@@ -115,6 +116,7 @@ def test_row_under_a_hard_deleted_records_id_is_a_new_record() -> None:
             content=Content(other, False, "v9"),
             content_hash=content_hash(other, False),
             changed=("email", "first_name", "phone"),
+            field_versions=FieldVersions(ACTOR, dict.fromkeys(other, 1)),
         )
     )
     # even with the same content: the id was reused, the record is not the old one

@@ -22,7 +22,7 @@ from router.config import AdapterConfig
 from router.events import ChangeEvent, decode, encode, new_event_id
 from tests.schemas import first_release_link_table
 
-NEW_COLUMNS = {"pending_event_id", "pending_routing_key"}
+NEW_COLUMNS = {"pending_event_id", "pending_routing_key", "field_versions"}
 
 
 def old_pending_row(event: ChangeEvent, *, published: bool = False) -> dict[str, Any]:
@@ -129,6 +129,7 @@ def test_old_link_table_is_upgraded_and_its_pending_row_publishes(crm: Crm) -> N
         assert crm.columns() >= NEW_COLUMNS
         raw = crm.raw_links()[owed.record_id]
         assert (raw.pending_event_id, raw.pending_routing_key) == (None, None)
+        assert raw.field_versions is None  # unknown: the old version did not keep them
         engine = SyncEngine(adapter, "legacy", overlap=2.0)
 
         # the entry written by the old version: id and routing key read from its event
