@@ -13,6 +13,7 @@ The server is started with the package's ``rabbitmq-server`` script in its own s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -152,10 +153,8 @@ class RabbitNode:
         if self.proc is None:
             return
         with_pids = self.pids()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=30)
         deadline = time.monotonic() + 10
         while any(_alive(p) for p in with_pids) and time.monotonic() < deadline:
