@@ -1,0 +1,334 @@
+"""The fault scenarios and the harness that runs one under steady user load and judges it.
+
+:func:`run` starts the system (router + three adapters as processes) against a broker,
+lets :class:`~tests.faults.workload.Users` edit the CRMs, applies the scenario's fault in
+the middle of the load, writes a probe record as soon as the fault is healed (its trip
+to every CRM is the *recovery time*), stops the users, waits until the CRMs settle, and
+hands the users' history and the CRMs' rows to the checker. A scenario is a function of
+a :class:`Ctx`; it returns when its fault is healed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from router import topology
+from router.demo.crms import CRMS
+from router.events import INT_MAX, encode_dict
+from tests.factories import new_id, wire_event
+from tests.faults.checker import Verdict, check, dlq_problems
+from tests.faults.proxy import Proxy
+from tests.faults.workload import (
+    EDITED,
+    FaultSpine,
+    Users,
+    drain_dead_letters,
+    publish,
+    snapshot,
+    visible_everywhere,
+    wait_for,
+)
+from tests.rabbit_node import RabbitNode
+
+ADAPTERS = ("legacy", "sales", "mktg")
+HEARTBEAT = 5  # seconds, for the half-open scenario (set through the AMQP URL)
+
+
+@dataclass
+class Ctx:
+    spine: FaultSpine
+    users: Users
+    url: str  # the broker itself (not the proxy)
+    node: RabbitNode | None = None
+    proxy: Proxy | None = None
+    expected_dead: int = 0  # dead-letter entries the scenario itself caused
+    notes: list[str] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    events: int
+    verdict: Verdict
+    dead_letters: int
+    dlq_problems: list[str]
+    recovery: float | None
+    restarts: dict[str, int]
+    notes: list[str]
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.verdict.clean and not self.dlq_problems
+
+    def reason(self) -> str:
+        if self.error:
+            return self.error
+        return "; ".join([*self.verdict.problems[:3], *self.dlq_problems[:2]])
+
+
+# -- scenarios --------------------------------------------------------------------------
+def broker_kill(ctx: Ctx) -> None:
+    """``kill -9`` the broker under flow, then start it again on the same data."""
+    assert ctx.node is not None
+    ctx.node.kill()
+    time.sleep(3)
+    ctx.figures["broker start s"] = ctx.node.start()
+
+
+def broker_restart(ctx: Ctx) -> None:
+    """A graceful stop and start of the broker (an upgrade, a host reboot)."""
+    assert ctx.node is not None
+    code = ctx.node.stop()
+    ctx.notes.append(f"broker stop exit {code}")
+    ctx.figures["broker start s"] = ctx.node.start()
+
+
+def close_connections(ctx: Ctx) -> None:
+    """``rabbitmqctl close_all_connections`` ten times under load."""
+    assert ctx.node is not None
+    for _ in range(10):
+        ctx.node.close_all_connections()
+        time.sleep(1.0)
+
+
+def half_open(ctx: Ctx) -> None:
+    """Every daemon's connection goes silent (no FIN, no RST); each must notice by its
+    heartbeat within two heartbeat timeouts, then reconnect once the path heals."""
+    assert ctx.proxy is not None
+    open_links = ctx.proxy.open_before_silence() or len(ctx.proxy.links)
+    ctx.proxy.half_open()
+    limit = 2 * HEARTBEAT
+    deadline = time.monotonic() + max(limit * 3, 30)
+    while len(ctx.proxy.detections()) < open_links and time.monotonic() < deadline:
+        time.sleep(0.5)
+    seen = ctx.proxy.detections()
+    ctx.proxy.heal()
+    slowest = max(seen) if seen else math.inf
+    ctx.figures["detected"] = len(seen)
+    ctx.figures["connections"] = open_links
+    ctx.figures["slowest detection s"] = round(slowest, 1)
+    if len(seen) < open_links or slowest > limit:
+        raise AssertionError(
+            f"half-open detected on {len(seen)}/{open_links} connections, slowest "
+            f"{slowest:.1f}s (limit two heartbeats = {limit}s)"
+        )
+
+
+def router_kill(ctx: Ctx, times: int = 5) -> None:
+    """``kill -9`` the router mid-batch, again and again; a supervisor restarts it."""
+    for _ in range(times):
+        ctx.spine.fleet.kill("router")
+        ctx.spine.restart("router")
+        ctx.spine.wait("the router up", lambda: bool(ctx.spine.status()["router"]["alive"]))
+        time.sleep(1.0)
+
+
+def target_outage(ctx: Ctx, seconds: float = 4.0) -> None:
+    """sales' database unavailable longer than a poll (0.2 s) and shorter than the retry
+    budget (1 s + 5 s): an exclusive transaction holds its SQLite file."""
+    db = ctx.spine.dbs["sales"]
+    ctx.users.paused.add("sales")
+    locker = sa.create_engine(f"sqlite:///{db.path}", connect_args={"timeout": 30})
+    try:
+        with locker.connect() as conn:
+            conn.exec_driver_sql("BEGIN EXCLUSIVE")
+            time.sleep(seconds)
+            conn.exec_driver_sql("ROLLBACK")
+    finally:
+        locker.dispose()
+        ctx.users.paused.discard("sales")
+
+
+def poison(ctx: Ctx) -> None:
+    """Bytes no decoder accepts, into the router's ingress and straight into a sink."""
+    publish(ctx.url, b"\xc1\xff not msgpack", "legacy.contact.upsert")
+    publish(ctx.url, b"\xc1\xff not msgpack either", topology.sink_queue("sales"), exchange="")
+    ctx.expected_dead = 2
+
+
+def _attack(**values: object) -> bytes:
+    return encode_dict(
+        wire_event(
+            "legacy", new_id(), values.pop("clock", {"legacy": 1}), values.pop("fields"), **values
+        )
+    )
+
+
+def attacks(ctx: Ctx) -> None:
+    """Hostile clocks, numbers and sizes from a registered source, between user edits;
+    the router refuses each to crmsync.router.invalid and the sync carries on."""
+    bodies = {
+        "clock-from-the-future": _attack(
+            clock={"legacy": 1, "sales": INT_MAX}, fields={"email": "atk1@x.io"}
+        ),
+        "unknown-actor": _attack(clock={"legacy": 1, "ghost": 1}, fields={"email": "atk2@x.io"}),
+        "nan": _attack(fields={"email": "atk3@x.io", "first_name": float("nan")}),
+        "int over 2^63": _attack(fields={"email": "atk4@x.io", "first_name": 2**63}),
+        "too-large": _attack(fields={"email": "atk5@x.io", "first_name": "x" * (1 << 20)}),
+    }
+    for body in bodies.values():
+        publish(ctx.url, body, "legacy.contact.upsert")
+        time.sleep(0.3)
+    ctx.expected_dead = len(bodies)
+
+
+def memory_alarm(ctx: Ctx, seconds: float = 8.0) -> None:
+    assert ctx.node is not None
+    ctx.node.set_vm_memory_high_watermark(0.000001)
+    time.sleep(seconds)
+    ctx.node.set_vm_memory_high_watermark(0.4)
+
+
+def disk_alarm(ctx: Ctx, seconds: float = 8.0) -> None:
+    assert ctx.node is not None
+    ctx.node.set_disk_free_limit("100000GB")
+    time.sleep(seconds)
+    ctx.node.set_disk_free_limit("1MB")
+
+
+def sink_deleted(ctx: Ctx) -> None:
+    """mktg's sink queue deleted under its consumer (an operator's mistake)."""
+    import asyncio
+
+    import aio_pika
+
+    async def go() -> None:
+        conn = await aio_pika.connect(ctx.url, timeout=10)
+        try:
+            channel = await conn.channel()
+            await channel.queue_delete(topology.sink_queue("mktg"))
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+    time.sleep(2)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    fault: Callable[[Ctx], None]
+    own_node: bool = True  # kills, stops or alarms a broker: never the machine's
+    proxy: bool = False
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("broker-kill-9", broker_kill),
+        Scenario("broker-graceful-restart", broker_restart),
+        Scenario("close-all-connections-x10", close_connections),
+        Scenario("half-open-connection", half_open, proxy=True),
+        Scenario("router-kill-9-x5", router_kill, own_node=False),
+        Scenario("target-db-outage", target_outage, own_node=False),
+        Scenario("poison-event", poison, own_node=False),
+        Scenario("memory-alarm", memory_alarm),
+        Scenario("disk-alarm", disk_alarm),
+        Scenario("sink-queue-deleted", sink_deleted),
+        Scenario("clock-number-size-attacks", attacks, own_node=False),
+    )
+}
+
+
+# -- the harness ------------------------------------------------------------------------
+def run(
+    scenario: Scenario,
+    workdir: Path,
+    url: str | None = None,
+    before: float = 4.0,
+    after: float = 4.0,
+    rate: float = 10.0,
+    settle: float = 120.0,
+) -> Outcome:
+    """Run ``scenario`` under load. ``url`` is a broker (vhost) to use when the scenario
+    needs no node of its own; otherwise one is started under ``workdir`` and killed after."""
+    node = None
+    if scenario.own_node or url is None:
+        node = RabbitNode(workdir / "node")
+        node.start()
+        url = node.url
+    proxy = Proxy(int(url.rsplit(":", 1)[1].split("/")[0])).start() if scenario.proxy else None
+    daemon_url = f"{proxy.url}?heartbeat={HEARTBEAT}" if proxy else None
+    spine = FaultSpine(workdir, url, daemon_url)
+    users = Users(spine.dbs)
+    ctx = Ctx(spine, users, url, node, proxy)
+    error: str | None = None
+    recovery: float | None = None
+    verdict = Verdict()
+    dead: list[tuple[str, dict[str, object]]] = []
+    started: dict[str, int] = {}
+    try:
+        spine.start(ADAPTERS)
+        started = spine.pids()
+        users.start(rate)
+        time.sleep(before)
+        try:
+            scenario.fault(ctx)
+        except AssertionError as e:
+            error = str(e)
+        healed = time.monotonic()
+        probe = users.probe()
+        wait_for("the probe everywhere", lambda: visible_everywhere(spine.dbs, probe), settle, spine)
+        recovery = time.monotonic() - healed
+        time.sleep(after)
+        users.stop()
+        mapped = {name: EDITED for name in CRMS}
+        # Settled: the checker is satisfied, or the CRMs stopped changing for a while.
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            verdict = check(users.writes, snapshot(spine.dbs), mapped)
+            if verdict.clean:
+                break
+            spine.fleet.check()
+            time.sleep(1.0)
+        verdicts = spine.wait_quiet()
+        same_router = spine.pids().get("router") == started.get("router")
+        accepted = verdicts.get("accepted", 0) if same_router else None
+        verdict = check(users.writes, snapshot(spine.dbs), mapped, accepted)
+        changed = {
+            n
+            for n, pid in spine.pids().items()
+            if started.get(n) != pid and n not in spine.restarts
+        }
+        if changed:
+            error = error or f"daemons replaced without a supervisor: {sorted(changed)}"
+        dead = drain_dead_letters(url, list(ADAPTERS))
+    except AssertionError as e:
+        error = error or str(e)
+    except Exception as e:  # a scenario that broke the harness is a failing row, not a crash
+        error = error or f"{type(e).__name__}: {e}"
+    finally:
+        users.stop()
+        codes = spine.stop()
+        if proxy is not None:
+            proxy.close()
+        if node is not None:
+            node.close()
+    unclean = {n: c for n, c in codes.items() if c != 0}
+    if unclean and error is None:
+        error = f"unclean exits: {unclean}"
+    problems = dlq_problems(dead)
+    if len(dead) != ctx.expected_dead:
+        problems.append(f"{len(dead)} dead-lettered entries, expected {ctx.expected_dead}")
+    notes = [*ctx.notes, *(f"{k} {v}" for k, v in ctx.figures.items())]
+    if users.refused:
+        notes.append(f"{users.refused} user writes refused by a locked CRM")
+    return Outcome(
+        scenario.name,
+        len(users.writes),
+        verdict,
+        len(dead),
+        problems,
+        recovery,
+        dict(spine.restarts),
+        notes,
+        error,
+    )
