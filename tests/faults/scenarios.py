@@ -11,6 +11,7 @@ a :class:`Ctx`; it returns when its fault is healed.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,9 +132,11 @@ def router_kill(ctx: Ctx, times: int = 5) -> None:
         time.sleep(1.0)
 
 
-def target_outage(ctx: Ctx, seconds: float = 4.0) -> None:
+def target_outage(ctx: Ctx, seconds: float = 15.0) -> None:
     """sales' database unavailable longer than a poll (0.2 s) and shorter than the retry
-    budget (1 s + 5 s): an exclusive transaction holds its SQLite file."""
+    budget: an exclusive transaction holds its SQLite file. Longer than the adapter's
+    SQLite busy timeout (10 s), so writes fail and go through the retry tiers (1 s, 5 s;
+    each attempt waits out the busy timeout again: about 36 s in all)."""
     db = ctx.spine.dbs["sales"]
     ctx.users.paused.add("sales")
     locker = sa.create_engine(f"sqlite:///{db.path}", connect_args={"timeout": 30})
@@ -238,6 +241,19 @@ SCENARIOS = {
 }
 
 
+def _retries(workdir: Path) -> list[str]:
+    """What the adapters' goodbye lines say they retried or dead-lettered."""
+    found = []
+    for name in ADAPTERS:
+        log = workdir / "logs" / f"{name}.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        for word in ("retried", "dead-lettered"):
+            total = sum(int(m) for m in re.findall(rf"\b{word}=(\d+)", text))
+            if total:
+                found.append(f"{name} {word} {total}")
+    return found
+
+
 # -- the harness ------------------------------------------------------------------------
 def run(
     scenario: Scenario,
@@ -318,7 +334,7 @@ def run(
     problems = dlq_problems(dead)
     if len(dead) != ctx.expected_dead:
         problems.append(f"{len(dead)} dead-lettered entries, expected {ctx.expected_dead}")
-    notes = [*ctx.notes, *(f"{k} {v}" for k, v in ctx.figures.items())]
+    notes = [*ctx.notes, *(f"{k} {v}" for k, v in ctx.figures.items()), *_retries(workdir)]
     if users.refused:
         notes.append(f"{users.refused} user writes refused by a locked CRM")
     return Outcome(
