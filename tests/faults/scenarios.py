@@ -183,18 +183,42 @@ def attacks(ctx: Ctx) -> None:
     ctx.expected_dead = len(bodies)
 
 
+def _alarm(
+    ctx: Ctx, raise_it: Callable[[], None], clear: Callable[[], None], seconds: float
+) -> None:
+    """Hold an alarm for ``seconds``; a record written meanwhile must not get through (the
+    publishers are blocked) and must arrive once it clears (the harness's probe)."""
+    raise_it()
+    time.sleep(1.0)
+    during = ctx.users.probe()
+    time.sleep(seconds)
+    blocked = not visible_everywhere(ctx.spine.dbs, during)
+    clear()
+    ctx.figures["sync blocked during alarm"] = int(blocked)
+    if not blocked:
+        ctx.notes.append("the alarm did not block the sync")
+
+
 def memory_alarm(ctx: Ctx, seconds: float = 8.0) -> None:
     assert ctx.node is not None
-    ctx.node.set_vm_memory_high_watermark(0.000001)
-    time.sleep(seconds)
-    ctx.node.set_vm_memory_high_watermark(0.4)
+    node = ctx.node
+    _alarm(
+        ctx,
+        lambda: node.set_vm_memory_high_watermark(0.000001),
+        lambda: node.set_vm_memory_high_watermark(0.4),
+        seconds,
+    )
 
 
 def disk_alarm(ctx: Ctx, seconds: float = 8.0) -> None:
     assert ctx.node is not None
-    ctx.node.set_disk_free_limit("100000GB")
-    time.sleep(seconds)
-    ctx.node.set_disk_free_limit("1MB")
+    node = ctx.node
+    _alarm(
+        ctx,
+        lambda: node.set_disk_free_limit("100000GB"),
+        lambda: node.set_disk_free_limit("1MB"),
+        seconds,
+    )
 
 
 def sink_deleted(ctx: Ctx) -> None:
@@ -239,6 +263,25 @@ SCENARIOS = {
         Scenario("clock-number-size-attacks", attacks, own_node=False),
     )
 }
+
+
+def _queues(ctx: Ctx) -> str:
+    """The node's queues (messages ready/unacked, consumers), for a row that failed."""
+    if ctx.node is None:
+        return ""
+    try:
+        out = ctx.node.ctl(
+            "-q", "list_queues", "name", "messages_ready", "messages_unacknowledged", "consumers"
+        )
+    except RuntimeError as e:
+        return f"list_queues failed: {e}"
+    rows = [line.split() for line in out.splitlines() if line.startswith("crmsync.")]
+    busy = [
+        f"{r[0]} ready={r[1]} unacked={r[2]} consumers={r[3]}"
+        for r in rows
+        if r[1:3] != ["0", "0"] or r[3] == "0"
+    ]
+    return "queues: " + (", ".join(busy) or "all empty, all consumed")
 
 
 def _retries(workdir: Path) -> list[str]:
@@ -292,8 +335,18 @@ def run(
             error = str(e)
         healed = time.monotonic()
         probe = users.probe()
-        wait_for("the probe everywhere", lambda: visible_everywhere(spine.dbs, probe), settle, spine)
-        recovery = time.monotonic() - healed
+        try:
+            wait_for(
+                "a record written after the fault to reach every CRM",
+                lambda: visible_everywhere(spine.dbs, probe),
+                settle,
+                spine,
+            )
+            recovery = time.monotonic() - healed
+        except AssertionError as e:
+            error = error or str(e)
+            ctx.notes.append(_queues(ctx))
+            settle = 10.0  # judge what is there now; waiting longer changes nothing
         time.sleep(after)
         users.stop()
         mapped = {name: EDITED for name in CRMS}
