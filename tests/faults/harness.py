@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from router import topology
 from router.demo.crms import CRMS
 from tests.faults.checker import Verdict, check, dlq_problems
 from tests.faults.proxy import Proxy
@@ -63,12 +64,17 @@ def _queues(ctx: Ctx) -> str:
     except RuntimeError as e:
         return f"list_queues failed: {e}"
     rows = [line.split() for line in out.splitlines() if line.startswith("crmsync.")]
+    consumed = (topology.INGRESS, topology.ROUTER_CONTROL, "crmsync.sink.")
+    names = {r[0] for r in rows}
     busy = [
         f"{r[0]} ready={r[1]} unacked={r[2]} consumers={r[3]}"
         for r in rows
-        if r[1:3] != ["0", "0"] or r[3] == "0"
+        if r[1:3] != ["0", "0"] or (r[0].startswith(consumed) and r[3] == "0")
     ]
-    return "queues: " + (", ".join(busy) or "all empty, all consumed")
+    busy += [
+        f"{topology.sink_queue(a)} missing" for a in ADAPTERS if topology.sink_queue(a) not in names
+    ]
+    return "queues: " + (", ".join(busy) or "every queue empty, every consumer there")
 
 
 def _retries(workdir: Path) -> list[str]:
@@ -106,7 +112,7 @@ def run(
     spine = FaultSpine(workdir, url, daemon_url)
     users = Users(spine.dbs)
     ctx = Ctx(spine, users, url, node, proxy)
-    error: str | None = None
+    errors: list[str] = []
     recovery: float | None = None
     verdict = Verdict()
     dead: list[tuple[str, dict[str, object]]] = []
@@ -119,7 +125,7 @@ def run(
         try:
             scenario.fault(ctx)
         except AssertionError as e:
-            error = str(e)
+            errors.append(str(e))
         healed = time.monotonic()
         probe = users.probe()
         try:
@@ -131,7 +137,7 @@ def run(
             )
             recovery = time.monotonic() - healed
         except AssertionError as e:
-            error = error or str(e)
+            errors.append(str(e))
             ctx.notes.append(_queues(ctx))
             settle = 10.0  # judge what is there now; waiting longer changes nothing
         time.sleep(after)
@@ -155,12 +161,12 @@ def run(
             if started.get(n) != pid and n not in spine.restarts
         }
         if changed:
-            error = error or f"daemons replaced without a supervisor: {sorted(changed)}"
+            errors.append(f"daemons replaced without a supervisor: {sorted(changed)}")
         dead = drain_dead_letters(url, list(ADAPTERS))
     except AssertionError as e:
-        error = error or str(e)
+        errors.append(str(e))
     except Exception as e:  # a scenario that broke the harness is a failing row, not a crash
-        error = error or f"{type(e).__name__}: {e}"
+        errors.append(f"{type(e).__name__}: {e}")
     finally:
         users.stop()
         codes = spine.stop()
@@ -169,8 +175,8 @@ def run(
         if node is not None:
             node.close()
     unclean = {n: c for n, c in codes.items() if c != 0}
-    if unclean and error is None:
-        error = f"unclean exits: {unclean}"
+    if unclean:
+        errors.append(f"unclean exits: {unclean}")
     problems = dlq_problems(dead)
     if len(dead) != ctx.expected_dead:
         problems.append(f"{len(dead)} dead-lettered entries, expected {ctx.expected_dead}")
@@ -186,5 +192,5 @@ def run(
         recovery,
         dict(spine.restarts),
         notes,
-        error,
+        "; ".join(errors) or None,
     )

@@ -45,7 +45,7 @@ def broker_kill(ctx: Ctx) -> None:
     assert ctx.node is not None
     ctx.node.kill()
     time.sleep(3)
-    ctx.figures["broker start s"] = ctx.node.start()
+    ctx.figures["broker start s"] = round(ctx.node.start(), 1)
 
 
 def broker_restart(ctx: Ctx) -> None:
@@ -53,7 +53,7 @@ def broker_restart(ctx: Ctx) -> None:
     assert ctx.node is not None
     code = ctx.node.stop()
     ctx.notes.append(f"broker stop exit {code}")
-    ctx.figures["broker start s"] = ctx.node.start()
+    ctx.figures["broker start s"] = round(ctx.node.start(), 1)
 
 
 def close_connections(ctx: Ctx) -> None:
