@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aio_pika
 import aiormq
@@ -46,11 +47,13 @@ aiormq.Connection.HEARTBEAT_GRACE_MULTIPLIER = 2
 async def connect(cfg: BrokerConfig, client_name: str) -> Connection:
     """A robust connection, or :class:`BrokerUnavailable` naming the (redacted) URL."""
     url = cfg.effective_url()
+    # ``?heartbeat=N`` in the URL (how it was set before broker.heartbeat) still wins.
+    in_url = "heartbeat" in parse_qs(urlsplit(url).query)
     try:
         robust = await aio_pika.connect_robust(
             url,
             timeout=CONNECT_TIMEOUT,
-            heartbeat=cfg.heartbeat_seconds(),
+            heartbeat=None if in_url else cfg.heartbeat_seconds(),
             ssl_context=ssl_context(cfg, url),
             client_properties={"connection_name": client_name},
         )

@@ -5,7 +5,7 @@ fails after ``broker.confirm_timeout`` instead of stalling its caller forever.""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -16,8 +16,8 @@ from router.broker.aio import Connection, connect
 from router.config import BrokerConfig
 from router.errors import BrokerUnavailable
 from router.messages import Outgoing
+from tests.faults.proxy import Proxy
 from tests.integration.support import collect, eventually, logged
-from tests.tcp_proxy import HalfOpenProxy, half_open_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -25,20 +25,23 @@ QUEUE = "half-open-probe"
 
 
 @pytest.fixture
-async def proxy(amqp: str) -> AsyncIterator[HalfOpenProxy]:
+def proxy(amqp: str) -> Iterator[Proxy]:
     parts = urlsplit(amqp)
-    async with half_open_proxy(parts.hostname or "127.0.0.1", parts.port or 5672) as p:
+    p = Proxy(parts.port or 5672, parts.hostname or "127.0.0.1").start()
+    try:
         yield p
+    finally:
+        p.close()
 
 
-def _through(amqp: str, proxy: HalfOpenProxy) -> str:
+def _through(amqp: str, proxy: Proxy) -> str:
     parts = urlsplit(amqp)
     netloc = parts.netloc.rsplit(":", 1)[0] if parts.port else parts.netloc
     return urlunsplit(parts._replace(netloc=f"{netloc}:{proxy.port}"))
 
 
 async def _connected(
-    amqp: str, proxy: HalfOpenProxy, monkeypatch: pytest.MonkeyPatch, **settings: str
+    amqp: str, proxy: Proxy, monkeypatch: pytest.MonkeyPatch, **settings: str
 ) -> Connection:
     url = _through(amqp, proxy)
     monkeypatch.setenv("CRMSYNC_AMQP_URL", url)  # the env wins over broker.url
@@ -53,7 +56,7 @@ def _probe(n: int) -> Outgoing:
 
 async def test_half_open_connection_is_detected_and_replaced(
     amqp: str,
-    proxy: HalfOpenProxy,
+    proxy: Proxy,
     connection: AbstractRobustConnection,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -62,14 +65,14 @@ async def test_half_open_connection_is_detected_and_replaced(
         publisher = await conn.publisher()
         await publisher.publish(_probe(1))
         with logged("crmsync.broker") as records:
-            assert proxy.freeze() == 1
-            frozen_at = time.monotonic()
+            proxy.half_open()
             await eventually(
                 lambda: any("lost the broker" in r.getMessage() for r in records),
                 timeout=20,
                 what="the half-open connection to be noticed",
             )
-            noticed = time.monotonic() - frozen_at
+            [noticed] = proxy.detections()
+            proxy.heal()
             await eventually(
                 lambda: any("restored" in r.getMessage() for r in records),
                 timeout=20,
@@ -77,7 +80,7 @@ async def test_half_open_connection_is_detected_and_replaced(
             )
         # two heartbeats (2 x (2 s + 1 s grace)) plus the check's own period
         assert noticed <= 2 * 3 + 1 + 1, f"noticed after {noticed:.1f}s"
-        assert proxy.connections >= 2
+        assert len(proxy.links) >= 2
         await eventually(lambda: _publishes(publisher), timeout=10, what="publishing again")
         channel = await connection.channel()
         bodies = {m.body for m in await collect(channel, QUEUE, 2, timeout=5)}
@@ -95,13 +98,13 @@ async def _publishes(publisher: object) -> bool:
 
 
 async def test_unconfirmed_publish_fails_after_the_confirm_timeout(
-    amqp: str, proxy: HalfOpenProxy, monkeypatch: pytest.MonkeyPatch
+    amqp: str, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # heartbeats far away: only the confirm timeout can end the wait
     conn = await _connected(amqp, proxy, monkeypatch, heartbeat="60s", confirm_timeout="1s")
     try:
         publisher = await conn.publisher()
-        proxy.freeze()
+        proxy.half_open()
         started = time.monotonic()
         with pytest.raises(BrokerUnavailable, match="lost the broker during publish"):
             await publisher.publish(_probe(3))
