@@ -24,6 +24,7 @@ from adapters.failures import next_hop
 from adapters.links import OutboxEntry, highest_counter
 from adapters.polling import CapturePass, HealthTracker
 from adapters.statefile import StateFile
+from adapters.supervision import until_one_ends
 from router import __version__, control, topology
 from router.batching import Batcher
 from router.broker.aio import Connection, Publisher, connect
@@ -133,9 +134,10 @@ class AdapterRuntime:
             tasks = [
                 asyncio.create_task(self._capture_loop(), name="capture"),
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+                asyncio.create_task(self._sink_loop(), name="sink"),
             ]
             try:
-                await self._sink_loop()
+                await until_one_ends(tasks, self._stopping, self.log, self.name)
             finally:
                 for task in tasks:
                     task.cancel()

@@ -38,10 +38,12 @@ from router.topology import HUB_EXCHANGES, QueueSpec, hub_queues, mismatch_fix
 
 log = logging.getLogger("crmsync.broker")
 
-# aiormq declares a peer dead after (heartbeat + 1) x 3 s without a frame; RabbitMQ's own
-# rule, and what operators expect, is two missed heartbeats. A half-open connection (the
-# broker's host gone without a FIN, a NAT dropping state) is otherwise noticed 50 % later.
-aiormq.Connection.HEARTBEAT_GRACE_MULTIPLIER = 2
+# aiormq declares a peer dead after (heartbeat + 1) x 3 s without a frame, checked every
+# heartbeat/2 s: a half-open connection (the broker's host gone without a FIN, a NAT
+# dropping state) went unnoticed for 3.5 heartbeats, while RabbitMQ's own rule, and what
+# operators expect, is two. The broker beats every heartbeat/2 s, so 1.2 x (heartbeat + 1)
+# of silence is still more than two of its beats missed.
+aiormq.Connection.HEARTBEAT_GRACE_MULTIPLIER = 1.2  # type: ignore[assignment]
 
 
 async def connect(cfg: BrokerConfig, client_name: str) -> Connection:

@@ -7,6 +7,7 @@ library errors are re-raised as crmsync errors chained ``from`` the original.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -54,6 +55,16 @@ def _from_aio(e: BaseException, where: str) -> CrmsyncError | None:
     return None
 
 
+def _connection_cancelled() -> bool:
+    """Whether a CancelledError came from the connection, not from someone cancelling us.
+
+    aiormq fails the futures of a connection it declares stuck (missed heartbeats) with
+    CancelledError. Let through, that ends the awaiting task as if it had been cancelled:
+    an adapter's capture loop died silently that way after a half-open connection."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
 @contextmanager
 def aio_errors(where: str) -> Iterator[None]:
     """Map what aio-pika/aiormq raise inside the block; ``where`` says what we were doing."""
@@ -61,6 +72,10 @@ def aio_errors(where: str) -> Iterator[None]:
         yield
     except CrmsyncError:
         raise
+    except asyncio.CancelledError as e:
+        if not _connection_cancelled():
+            raise
+        raise BrokerUnavailable(f"lost the broker during {where}: the connection died") from e
     except Exception as e:
         mapped = _from_aio(e, where)
         if mapped is None:
