@@ -281,11 +281,10 @@ def test_unset_mapped_field_beats_a_real_concurrent_edit() -> None:
     assert everywhere(w, rid, "phone") == dict.fromkeys(["router", "crm0", "crm2"], phone)
 
 
-def test_event_whose_parent_is_unseen_reverts_a_newer_stored_edit() -> None:
-    """An event reaches the router before its parent (reordering). Its counter jumped, so
-    every field whose value differs from the stored one counts as its change — including
-    a field the stored side changed and the event only carries an old value of."""
-    w = World(n_crms=3, check_conflicts=False)
+def old_value_overtakes_its_parent(w: World) -> tuple[str, str, str]:
+    """crm2 creates a record and later edits its phone; crm0 edits email twice, and its
+    second event (carrying the phone it received before crm2's edit) reaches the router
+    before its first. Returns (record id, crm2's newest phone, crm0's newest email)."""
     crm0, _, crm2 = w.crms
     w.tick = 1
     crm2.user_create()
@@ -302,7 +301,16 @@ def test_event_whose_parent_is_unseen_reverts_a_newer_stored_edit() -> None:
     w.deliver_to("router", "crm2")  # accepted {crm2:2}: the new phone
     w.tick = 4
     email = crm0.user_set(crm0.sid_of(rid), "email")
-    w.send(crm0.capture(None))  # Y = {crm0:2,crm2:1}, changed=[email], old phone
+    w.send(crm0.capture(None))  # Y = {crm0:2,crm2:1}, changed=[email], the old phone
+    return rid, phone, email
+
+
+def test_event_whose_parent_is_unseen_reverts_a_newer_stored_edit() -> None:
+    """An event reaches the router before its parent (reordering). Its counter jumped, so
+    every field whose value differs from the stored one counts as its change — including
+    a field the stored side changed and the event only carries an old value of."""
+    w = World(n_crms=3, check_conflicts=False)
+    rid, phone, email = old_value_overtakes_its_parent(w)
     w.in_flight.reverse()  # Y overtakes X
     w.deliver_to("router", "crm0")  # conflict: phone counted as crm0's change, LWW -> old
     quiet(w)

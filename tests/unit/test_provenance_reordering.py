@@ -13,7 +13,12 @@ import pytest
 
 from router.policies import Rules
 from tests.unit.convergence_model import ToRouter, World
-from tests.unit.test_convergence import deliver_newest_to_router, everywhere, quiet
+from tests.unit.test_convergence import (
+    deliver_newest_to_router,
+    everywhere,
+    old_value_overtakes_its_parent,
+    quiet,
+)
 
 
 def _in_flight_event(world: World, source: str) -> ToRouter:
@@ -23,37 +28,13 @@ def _in_flight_event(world: World, source: str) -> ToRouter:
     )
 
 
-def _old_value_overtakes_its_parent(w: World) -> tuple[str, str]:
-    """crm2 creates a record and later edits its phone; crm0 edits email twice, and its
-    second event (carrying the phone it received before crm2's edit) reaches the router
-    before its first. Returns (record id, crm2's newest phone)."""
-    crm0, _, crm2 = w.crms
-    w.tick = 1
-    crm2.user_create()
-    w.send(crm2.capture(None))
-    w.deliver_to("router", "crm2")  # accepted {crm2:1}
-    w.deliver_to("crm0")
-    rid = next(iter(w.router.records))
-    w.tick = 2
-    crm0.user_set(crm0.sid_of(rid), "email")
-    w.send(crm0.capture(None))  # X = {crm0:1,crm2:1}, stays in flight
-    w.tick = 3
-    phone = crm2.user_set(crm2.sid_of(rid), "phone")
-    w.send(crm2.capture(None))
-    w.deliver_to("router", "crm2")  # accepted {crm2:2}: the new phone
-    w.tick = 4
-    crm0.user_set(crm0.sid_of(rid), "email")
-    w.send(crm0.capture(None))  # Y = {crm0:2,crm2:1}, changed=[email], the old phone
-    return rid, phone
-
-
 def test_a_received_old_value_never_outranks_the_edit_that_replaced_it() -> None:
     """Under ``priority`` with crm0 first, Y's old phone (which crm0 only received) used
     to count as crm0's change, because crm0 outranks crm2: it won the contest and
     reverted crm2's newer phone everywhere. Y's field_versions name no counter for
     phone (a received value, in the router's past), so the stored phone stands."""
     w = World(n_crms=3, rules=Rules(policy="priority", priority=("crm0",)))
-    rid, phone = _old_value_overtakes_its_parent(w)
+    rid, phone = old_value_overtakes_its_parent(w)[:2]
     y = _in_flight_event(w, "crm0").event
     assert y.field_versions is not None and "phone" not in y.field_versions
     deliver_newest_to_router(w, "crm0")  # Y overtakes X: conflict, phone is not in play
@@ -67,7 +48,7 @@ def test_without_field_versions_the_same_schedule_cannot_be_attributed() -> None
     router bounds, guesses per policy, and the model records the field it attributed
     wrongly (the legacy mode's exemption)."""
     w = World(n_crms=3, rules=Rules(policy="priority", priority=("crm0",)), field_versions=False)
-    rid, _ = _old_value_overtakes_its_parent(w)
+    rid, _ = old_value_overtakes_its_parent(w)[:2]
     assert _in_flight_event(w, "crm0").event.field_versions is None
     deliver_newest_to_router(w, "crm0")
     quiet(w)
@@ -111,7 +92,7 @@ def test_a_carried_old_value_never_parks_or_wins(policy: str) -> None:
     an operator about it (a person could pick the replaced value back); exactly, phone
     is no contest under any policy and only email, which nobody else changed, moves."""
     w = World(n_crms=3, rules=Rules(policy=policy, priority=("crm0",)))  # type: ignore[arg-type]
-    rid, phone = _old_value_overtakes_its_parent(w)
+    rid, phone = old_value_overtakes_its_parent(w)[:2]
     deliver_newest_to_router(w, "crm0")
     assert w.router.records[rid].parked is None, "nothing is contested"
     quiet(w)
