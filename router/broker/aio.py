@@ -328,7 +328,7 @@ async def _say_when_cancelled(channel: AbstractRobustChannel, queue: str) -> Non
     def on_cancel(_frame: object) -> None:
         log.error(
             "sink queue was deleted under its consumer; declared it again and resumed; "
-            "messages it held are lost: compare the CRMs with 'crmsync reconcile'",
+            "what it held is lost (docs/operations.md, 'sink queue was deleted')",
             extra=kv(queue=queue),
         )
 
