@@ -9,6 +9,7 @@ ensure_venv test
 cd "$ROOT"
 say "ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 say "mypy --strict (router, adapters)"
 .venv/bin/mypy router adapters
 say "pytest"

@@ -174,8 +174,7 @@ class DlqBroker:
             self.connection = pika.BlockingConnection(params)
         except (pika.exceptions.AMQPError, OSError) as e:
             raise BrokerUnavailable(
-                f"cannot reach RabbitMQ at {redact(self._url)} ({describe(e)}); "
-                + UNREACHABLE_HINT
+                f"cannot reach RabbitMQ at {redact(self._url)} ({describe(e)}); " + UNREACHABLE_HINT
             ) from e
         self._publisher: Any = None
         self._probe: Any = None

@@ -106,10 +106,7 @@ def _round_trip(url: str, user: sa.Engine, names: tuple[Any, ...]) -> None:
         renamed = {**fresh, "first_name": "Robert"}
         assert engine.apply(delivery(record_id, {"sales": 2}, renamed)).action == "applied"
         with user.connect() as conn:
-            rows = {
-                r[fields["email"]]: r
-                for r in conn.execute(sa.select(table)).mappings()
-            }
+            rows = {r[fields["email"]]: r for r in conn.execute(sa.select(table)).mappings()}
         assert rows["bob@example.com"][fields["first_name"]] == "Robert"
         gone = delivery(record_id, {"sales": 3}, renamed, op="delete")
         assert engine.apply(gone).action == "applied"

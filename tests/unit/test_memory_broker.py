@@ -37,9 +37,7 @@ async def test_bcc_fans_out_and_is_stripped_and_mandatory_returns_raise() -> Non
     conn = await broker.connect()
     await conn.declare([*topology.adapter_queues("a"), *topology.adapter_queues("b")])
     publisher = await conn.publisher()
-    await publisher.publish(
-        Outgoing(topology.DELIVERIES, "a", b"x", "m1", {"BCC": ["b"], "k": 1})
-    )
+    await publisher.publish(Outgoing(topology.DELIVERIES, "a", b"x", "m1", {"BCC": ["b"], "k": 1}))
     for name in ("a", "b"):
         [got] = broker.messages(topology.sink_queue(name))
         assert got.body == b"x" and got.headers == {"k": 1}
