@@ -20,6 +20,7 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
+    AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
     DeliveryMode,
@@ -168,9 +169,15 @@ def _where(item: Outgoing) -> str:
 class Connection:
     """One robust connection of a daemon or command."""
 
-    def __init__(self, robust: AbstractRobustConnection, confirm_timeout: float = 30.0) -> None:
+    def __init__(
+        self, robust: AbstractRobustConnection, confirm_timeout: float | None = None
+    ) -> None:
         self._robust = robust
-        self._confirm_timeout = confirm_timeout
+        self._confirm_timeout = (
+            parse_duration(BrokerConfig().confirm_timeout)
+            if confirm_timeout is None
+            else confirm_timeout
+        )
         self.closing = False
 
     async def close(self) -> None:
@@ -214,20 +221,7 @@ class Connection:
     async def _declare_queue(self, spec: QueueSpec) -> None:
         channel = await self._scratch()
         try:
-            with aio_errors(f"declare queue {spec.name}"):
-                try:
-                    queue = await channel.declare_queue(
-                        spec.name,
-                        durable=True,
-                        arguments=spec.arguments,  # type: ignore[arg-type]
-                    )
-                except aio_pika.exceptions.ChannelPreconditionFailed as e:
-                    raise TopologyMismatch(
-                        f"queue {spec.name} already exists with other arguments "
-                        f"({e.args[0] if e.args else e}); {mismatch_fix(spec.name)}"
-                    ) from e
-                for exchange, key in spec.bindings:
-                    await queue.bind(exchange, key)
+            await _declare_on(channel, spec)
         finally:
             await _close(channel)
 
@@ -262,16 +256,11 @@ class Connection:
         with aio_errors(f"consume {name}"):
             channel = await self._robust.channel()
             await channel.set_qos(prefetch_count=prefetch)
+            declared: AbstractQueue
             if isinstance(queue, str):
                 declared = await channel.declare_queue(queue, passive=True)
             else:
-                declared = await channel.declare_queue(
-                    name,
-                    durable=True,
-                    arguments=queue.arguments,
-                )
-                for exchange, key in queue.bindings:
-                    await declared.bind(exchange, key)
+                declared = await _declare_on(channel, queue)
                 await _say_when_cancelled(channel, name)
             await declared.consume(on_message, exclusive=exclusive)
 
@@ -319,6 +308,25 @@ class Connection:
         finally:
             await _close(channel)
         return None if message is None else (message.body, dict(message.headers))
+
+
+async def _declare_on(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
+    """Declare ``spec`` (durable, its arguments) and its bindings on ``channel``."""
+    with aio_errors(f"declare queue {spec.name}"):
+        try:
+            queue = await channel.declare_queue(
+                spec.name,
+                durable=True,
+                arguments=spec.arguments,  # type: ignore[arg-type]
+            )
+        except aio_pika.exceptions.ChannelPreconditionFailed as e:
+            raise TopologyMismatch(
+                f"queue {spec.name} already exists with other arguments "
+                f"({e.args[0] if e.args else e}); {mismatch_fix(spec.name)}"
+            ) from e
+        for exchange, key in spec.bindings:
+            await queue.bind(exchange, key)
+    return queue
 
 
 async def _say_when_cancelled(channel: AbstractRobustChannel, queue: str) -> None:
