@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,7 +26,7 @@ from adapters.sql import SqlAdapter
 from router.clock import Order, VectorClock, compare
 from router.config import AdapterConfig
 from router.events import INT_MAX, ChangeEvent, decode
-from tests.integration.test_sql_servers import delivery, private_database
+from tests.integration.test_sql_servers import delivery, private_server
 
 pytestmark = pytest.mark.integration
 
@@ -124,15 +123,8 @@ class Db:
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
-    with private_database(request.param, tmp_path) as url:
-        user = sa.create_engine(url)
-        srv = Db(request.param, url, user, f"t{uuid.uuid4().hex[:8]}")
-        try:
-            yield srv
-        finally:
-            for adapter in srv.adapters:
-                adapter.close()
-            user.dispose()
+    with private_server(Db, request.param, tmp_path) as srv:
+        yield srv
 
 
 def captured(engine: SyncEngine, cursors: dict[str, Any]) -> tuple[list[ChangeEvent], Any]:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgpack
 import pytest
@@ -162,17 +162,35 @@ def private_database(backend: str, tmp_path: Path | None = None) -> Iterator[str
         admin.dispose()
 
 
-@pytest.fixture(params=["postgresql", "mariadb"])
-def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    with private_database(request.param) as url:
+class _HasAdapters(Protocol):
+    adapters: list[SqlAdapter]
+
+
+ServerT = TypeVar("ServerT", bound=_HasAdapters)
+
+
+@contextmanager
+def private_server(
+    kind: Callable[[str, str, sa.Engine, str], ServerT],
+    backend: str,
+    tmp_path: Path | None = None,
+) -> Iterator[ServerT]:
+    """A ``kind`` on a private database; its adapters closed and engine disposed after."""
+    with private_database(backend, tmp_path) as url:
         user = sa.create_engine(url)
-        srv = Server(request.param, url, user, prefix=f"t{uuid.uuid4().hex[:8]}")
+        srv = kind(backend, url, user, f"t{uuid.uuid4().hex[:8]}")
         try:
             yield srv
         finally:
             for adapter in srv.adapters:
                 adapter.close()
             user.dispose()
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    with private_server(Server, request.param) as srv:
+        yield srv
 
 
 # -- helpers --------------------------------------------------------------------------
