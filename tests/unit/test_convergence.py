@@ -281,6 +281,30 @@ def test_unset_mapped_field_beats_a_real_concurrent_edit() -> None:
     assert everywhere(w, rid, "phone") == dict.fromkeys(["router", "crm0", "crm2"], phone)
 
 
+def parent_phone_edit_overtaken(w: World) -> tuple[str, str]:
+    """crm0 creates a record; crm2 changes its phone (t=2); crm0, concurrently and later,
+    changes the phone (A1, t=3) and then the email (A2, carrying that phone). Both stay in
+    flight. Returns (record id, crm0's phone)."""
+    crm0, _, crm2 = w.crms
+    w.tick = 1
+    crm0.user_create()
+    w.send(crm0.capture(None))
+    w.deliver_to("router", "crm0")  # accepted {crm0:1}
+    w.deliver_to("crm2")
+    rid = next(iter(w.router.records))
+    w.tick = 2
+    crm2.user_set(crm2.sid_of(rid), "phone")
+    w.send(crm2.capture(None))
+    w.deliver_to("router", "crm2")  # accepted {crm0:1,crm2:1}: crm2's phone
+    w.tick = 3
+    phone = crm0.user_set(crm0.sid_of(rid), "phone")
+    w.send(crm0.capture(None))  # A1 = {crm0:2}, changed=[phone]
+    w.tick = 4
+    crm0.user_set(crm0.sid_of(rid), "email")
+    w.send(crm0.capture(None))  # A2 = {crm0:3}, changed=[email], carries crm0's phone
+    return rid, phone
+
+
 def old_value_overtakes_its_parent(w: World) -> tuple[str, str, str]:
     """crm2 creates a record and later edits its phone; crm0 edits email twice, and its
     second event (carrying the phone it received before crm2's edit) reaches the router
@@ -414,23 +438,7 @@ def test_an_unseen_parents_edit_loses_to_a_lower_priority_edit() -> None:
     crm0's edit is dropped) nor under ``manual`` (nobody is asked)."""
     rules = Rules(policy="priority", priority=("crm0",))
     w = World(n_crms=3, rules=rules, check_conflicts=False)
-    crm0, _, crm2 = w.crms
-    w.tick = 1
-    crm0.user_create()
-    w.send(crm0.capture(None))
-    w.deliver_to("router", "crm0")  # accepted {crm0:1}
-    w.deliver_to("crm2")
-    rid = next(iter(w.router.records))
-    w.tick = 2
-    crm2.user_set(crm2.sid_of(rid), "phone")
-    w.send(crm2.capture(None))
-    w.deliver_to("router", "crm2")  # accepted {crm0:1,crm2:1}: crm2's phone
-    w.tick = 3
-    phone = crm0.user_set(crm0.sid_of(rid), "phone")
-    w.send(crm0.capture(None))  # A1 = {crm0:2}, changed=[phone]
-    w.tick = 4
-    crm0.user_set(crm0.sid_of(rid), "email")
-    w.send(crm0.capture(None))  # A2 = {crm0:3}, changed=[email], carries crm0's phone
+    rid, phone = parent_phone_edit_overtaken(w)
     deliver_newest_to_router(w, "crm0")  # A2 overtakes A1: conflict, phone kept as crm2's
     quiet(w)  # A1 arrives stale
     assert everywhere(w, rid, "phone") == dict.fromkeys(["router", "crm0", "crm2"], phone)

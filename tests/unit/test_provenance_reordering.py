@@ -17,6 +17,7 @@ from tests.unit.test_convergence import (
     deliver_newest_to_router,
     everywhere,
     old_value_overtakes_its_parent,
+    parent_phone_edit_overtaken,
     quiet,
 )
 
@@ -62,23 +63,7 @@ def test_an_unseen_parents_later_edit_wins_under_lww() -> None:
     one), so last-writer-wins never saw crm0's later phone and dropped it. The counter
     in field_versions says crm0's unseen edit set it: a contest, and the later wins."""
     w = World(n_crms=3, rules=Rules(policy="lww"))
-    crm0, _, crm2 = w.crms
-    w.tick = 1
-    crm0.user_create()
-    w.send(crm0.capture(None))
-    w.deliver_to("router", "crm0")  # accepted {crm0:1}
-    w.deliver_to("crm2")
-    rid = next(iter(w.router.records))
-    w.tick = 2
-    crm2.user_set(crm2.sid_of(rid), "phone")
-    w.send(crm2.capture(None))
-    w.deliver_to("router", "crm2")  # accepted {crm0:1,crm2:1}: crm2's phone at t=2
-    w.tick = 3
-    phone = crm0.user_set(crm0.sid_of(rid), "phone")  # concurrent and later: t=3
-    w.send(crm0.capture(None))  # A1 = {crm0:2}, changed=[phone]
-    w.tick = 4
-    crm0.user_set(crm0.sid_of(rid), "email")
-    w.send(crm0.capture(None))  # A2 = {crm0:3}, changed=[email], phone set by crm0:2
+    rid, phone = parent_phone_edit_overtaken(w)  # A2 carries the phone set by crm0:2
     a2 = _in_flight_event(w, "crm0").event
     assert a2.field_versions is not None and a2.field_versions["phone"] == 2
     deliver_newest_to_router(w, "crm0")  # A2 overtakes A1: phone contested, lww -> t=3
