@@ -136,3 +136,18 @@ async def test_unconfirmed_publish_fails_after_the_confirm_timeout(
         assert time.monotonic() - started < 5
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize(("query", "negotiated"), [("", 7), ("?heartbeat=3", 3)])
+async def test_heartbeat_comes_from_the_config_unless_the_url_sets_one(
+    amqp: str, monkeypatch: pytest.MonkeyPatch, query: str, negotiated: int
+) -> None:
+    url = amqp + query
+    monkeypatch.setenv("CRMSYNC_AMQP_URL", url)
+    conn = await connect(BrokerConfig(url=url, heartbeat="7s"), "heartbeat-test")
+    try:
+        transport = conn._robust.transport
+        assert transport is not None
+        assert transport.connection.heartbeat_timeout == negotiated
+    finally:
+        await conn.close()
