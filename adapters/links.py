@@ -49,6 +49,19 @@ link_table = sa.Table(
     sa.UniqueConstraint("entity", "source_record_id", name="crmsync_link_source"),
 )
 sa.Index("crmsync_link_pending", link_table.c.published)
+# What this adapter did, as a migration's target, with each record it was sent: written
+# in the transaction of the write itself, so the counts `crmsync migrate` reports are
+# exact across any crash. The first outcome of a record stays (a redelivered batch
+# would otherwise turn "created" into "unchanged").
+migration_log = sa.Table(
+    "crmsync_migration_log",
+    link_metadata,
+    sa.Column("migration_id", sa.String(32), primary_key=True),
+    sa.Column("record_id", sa.String(36), primary_key=True),
+    sa.Column("entity", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("detail", sa.String(500), nullable=False),
+)
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,14 @@ from sqlalchemy.engine import Connection
 
 from router import topology, watermark_store
 from router.conflicts import Conflict
+from router.daemon import migration
 from router.daemon.context import RouterContext
-from router.decide import Verdict, decide
+from router.decide import Decision, Verdict, decide
 from router.errors import DecodeError
 from router.events import ChangeEvent, decode, encode
 from router.logs import kv
 from router.messages import Delivery, Outgoing
+from router.migration_store import Item
 from router.record import RecordState
 from router.tracebacks import bounded, one_line
 from router.watermarks import BatchMarks
@@ -119,6 +121,7 @@ class BatchOutcome:
     conflicts: dict[str, Conflict] = field(default_factory=dict)  # opened, joined, settled
     outbox_ids: list[str] = field(default_factory=list)  # of ``deliveries``, once committed
     marks: BatchMarks | None = None  # the actors' counters this batch raised
+    migration_items: list[Item] = field(default_factory=list)  # outcomes of migrated records
 
     def absorb(self, other: BatchOutcome) -> None:
         """Add a part of the batch committed on its own (see router.daemon.isolation)."""
@@ -129,6 +132,7 @@ class BatchOutcome:
         self.verdicts.update(other.verdicts)
         self.conflicts.update(other.conflicts)
         self.outbox_ids += other.outbox_ids
+        self.migration_items += other.migration_items
 
     def messages(self) -> list[Outgoing]:
         """Everything to publish: the deliveries, then each refusal to the invalid queue."""
@@ -152,6 +156,7 @@ def decide_batch(ctx: RouterContext, judged: Sequence[Inbound], conn: Connection
     states = store.load((i.event.record_id for i in fresh if i.event), conn)
     parked = store.load_conflicts((s.parked for s in states.values() if s.parked), conn)
     changed: dict[str, RecordState] = {}
+    migrating: list[tuple[Inbound, Decision, Outgoing | None]] = []
     marks = out.marks = ctx.marks.batch()
     reread = False
     for item in fresh:
@@ -186,10 +191,14 @@ def decide_batch(ctx: RouterContext, judged: Sequence[Inbound], conn: Connection
             out.refused.append(internal_error(item.delivery, event, e))
             continue
         out.verdicts[decision.verdict.value] += 1
+        if item.delivery.batch is not None:
+            migrating.append((item, decision, outgoing))
         if decision.conflict is not None:
             out.conflicts[decision.conflict.id] = parked[decision.conflict.id] = decision.conflict
             _log_conflict(event, decision.verdict, decision.conflict)
-        if decision.verdict is Verdict.CLOCK_REUSE:
+        # A migration event is the version the source holds, not a new one: where its
+        # CRM normalised a delivered value, the content differs under the same clock.
+        if decision.verdict is Verdict.CLOCK_REUSE and item.delivery.batch is None:
             detail = f"clock {event.clock} equals the stored clock, content differs"
             out.refused.append(Inbound(item.delivery, event, "clock-reuse", detail))
             continue
@@ -206,6 +215,8 @@ def decide_batch(ctx: RouterContext, judged: Sequence[Inbound], conn: Connection
         if outgoing is not None:
             out.deliveries.append(outgoing)
     out.states = list(changed.values())
+    if migrating:
+        migration.route(out, migrating, states, ctx.subscribers, linked={})
     return out
 
 
