@@ -24,10 +24,11 @@ from sqlalchemy.engine import Connection
 
 from adapters import links
 from adapters.badrows import why
+from adapters.base import SourceRow
 from adapters.canonical import validate
 from adapters.capture import Content, Publish, capture_row
 from adapters.engine import SyncEngine, _Tally
-from adapters.rules import content_hash
+from adapters.rules import DeliveryAction, content_hash, delivery_action
 from router.batches import InvalidRow
 from router.events import ChangeEvent, encode, new_event_id, utcnow
 
@@ -147,6 +148,43 @@ class MigrationWork:
         else:  # a local change goes first: the hub's resolution follows
             outcome = "updated"
         return "linked" if event.record_id in linked and outcome != "created" else outcome
+
+    def repair(self, event: ChangeEvent) -> str:
+        """Write the hub's version over whatever the row holds now, even under a clock
+        the link already has: drift is a change capture never saw (a value changed
+        without its timestamp, a row deleted with triggers off), so the usual clock
+        check would call the delivery a duplicate and leave the drift in place."""
+        engine = self.engine
+        with self.adapter.transaction() as tx:
+            link = links.by_record(tx, event.record_id)
+            if link is None or link.source_record_id is None:
+                return engine._apply(tx, event).action
+            sid = link.source_record_id
+            row = self.adapter.read_record(tx, event.entity, sid, for_update=True)
+            mapped = engine.mapped.get(event.entity, [])
+            fields = {k: v for k, v in event.fields.items() if k in mapped}
+            if (
+                row is not None
+                and delivery_action(event.vclock, link.clock) is not DeliveryAction.APPLY
+                and engine._same_content(event.entity, row, link)
+            ):
+                return "unchanged"  # no drift on this side
+            back: SourceRow | None
+            if event.op == "delete":
+                if row is None:
+                    return "unchanged"
+                back = self.adapter.delete_record(tx, event.entity, sid, row.version)
+            elif row is None:
+                back = self.adapter.write_record(
+                    tx, event.entity, None, event.record_id, fields, None
+                )
+                link = link.evolve(source_record_id=None)
+            else:
+                back = self.adapter.write_record(
+                    tx, event.entity, sid, event.record_id, fields, row.version
+                )
+            engine._record_applied(tx, event, link, back)
+            return "repaired"
 
     # -- reconcile ----------------------------------------------------------------------
     def digest(

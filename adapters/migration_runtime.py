@@ -219,6 +219,26 @@ class MigrationSide:
         await self._apply_alone(message, event, migration_id)
         await self.runtime.sink.after_writes()
 
+    async def apply_repair(self, message: Delivery) -> None:
+        """A reconcile repair: the hub's version written over drift."""
+        try:
+            event = decode(message.body)
+        except DecodeError as e:
+            await self.runtime.sink.fail(message, None, e, kind="undecodable")
+            return
+        await self.runtime.sink.limiter.acquire(1)
+        try:
+            outcome = await self.runtime.db(self.work.repair, event)
+        except Exception as e:
+            await self.runtime.sink.fail(message, event, e)
+            return
+        self.log.info(
+            "drift repaired",
+            extra=kv(adapter=self.name, record_id=event.record_id, outcome=outcome),
+        )
+        await message.ack()
+        await self.runtime.sink.after_writes()
+
     async def _apply_alone(self, message: Delivery, event: ChangeEvent, migration_id: str) -> None:
         try:
             outcome = await self.runtime.db(self.work.apply_single, event, migration_id)

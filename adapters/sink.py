@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from adapters.engine import ApplyResult
 from adapters.failures import next_hop
 from router import topology
-from router.batches import MIGRATION_HEADER, is_batch
+from router.batches import MIGRATION_HEADER, REPAIR_HEADER, is_batch
 from router.batching import Batcher
 from router.errors import (
     BrokerUnavailable,
@@ -80,6 +80,8 @@ class Sink:
             # Settled one by one before the live messages' multiple-ack covers them.
             if is_batch(message.headers):
                 await self.runtime.migration.apply_batch_message(message)
+            elif REPAIR_HEADER in message.headers:
+                await self.runtime.migration.apply_repair(message)
             elif MIGRATION_HEADER in message.headers:
                 await self.runtime.migration.apply_single_message(message)
             else:
