@@ -206,10 +206,8 @@ async def wait_written(
         now = time.monotonic()
         if now - last_said > 5:
             say(
-                say(
-                    f"waiting for {behind} records to be judged by the router "
-                    f"and written to {plan.target}"
-                )
+                f"waiting for {behind} records to be judged by the router "
+                f"and written to {plan.target}"
             )
             last_said = now
         await asyncio.sleep(POLL)
