@@ -207,6 +207,21 @@ def live_chunk(conn: Connection, entity: str, after: str | None, limit: int) -> 
     return [sid for (sid,) in rows]
 
 
+def by_records(conn: Connection, record_ids: Sequence[str]) -> dict[str, Link]:
+    found: dict[str, Link] = {}
+    for start in range(0, len(record_ids), 500):  # stay under bind-parameter limits
+        chunk = list(record_ids[start : start + 500])
+        rows = conn.execute(sa.select(link_table).where(link_table.c.record_id.in_(chunk)))
+        found.update((r.record_id, _row_to_link(r)) for r in rows)
+    return found
+
+
+def insert_many(conn: Connection, new: Sequence[Link]) -> None:
+    """Links of records this adapter never knew (a bulk insert's), in one executemany."""
+    if new:
+        conn.execute(link_table.insert(), [{"record_id": n.record_id, **_values(n)} for n in new])
+
+
 def save(conn: Connection, link: Link) -> None:
     values = _values(link)
     updated = conn.execute(
