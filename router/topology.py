@@ -21,6 +21,8 @@ INVALID: Final = "crmsync.router.invalid"
 ROUTER_CONTROL: Final = "crmsync.router.control"
 
 RECORD_KEY_HEADER: Final = "x-record-key"
+# adapter -> the record id its row was known under, on a delivery of a record it aliases
+ALIASES_HEADER: Final = "x-crmsync-aliases"
 REASON_HEADER: Final = "x-crmsync-reason"
 DETAIL_HEADER: Final = "x-crmsync-detail"
 
