@@ -287,7 +287,8 @@ class AdapterRuntime:
         if not events:
             return
         try:
-            results = await self._db(self.engine.apply_many, [e for _, e in events])
+            named = [topology.aliases_header(m.headers) for m, _ in events]
+            results = await self._db(self.engine.apply_many, [e for _, e in events], named)
         except TransientWriteError as e:
             # The database is away (locked, down, timing out): every write of the batch
             # would wait for the same thing. Park them all in the retry tier at once.
@@ -305,7 +306,9 @@ class AdapterRuntime:
 
     async def _apply_one(self, message: Delivery, event: ChangeEvent) -> None:
         try:
-            result = await self._db(self.engine.apply, event)
+            result = await self._db(
+                self.engine.apply, event, topology.aliases_header(message.headers)
+            )
         except Exception as e:
             # Unknown errors count as transient until the retry tiers are used up.
             await self._fail(message, event, e)

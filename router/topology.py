@@ -8,9 +8,9 @@ never a crash loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 CHANGES: Final = "crmsync.changes"
 DELIVERIES: Final = "crmsync.deliveries"
@@ -180,3 +180,12 @@ def adapter_queues(adapter: str, retry_tiers: Iterable[tuple[str, float]] = ()) 
             )
         )
     return specs
+
+
+def aliases_header(headers: Mapping[str, Any]) -> dict[str, str] | None:
+    """A delivery's ``x-crmsync-aliases`` (adapter -> alias record id); None when absent
+    or not a map of strings (an adapter ignores what it cannot read)."""
+    raw = headers.get(ALIASES_HEADER)
+    if not isinstance(raw, Mapping):
+        return None
+    return {str(k): str(v) for k, v in raw.items() if isinstance(v, str)} or None
