@@ -14,6 +14,7 @@ from typing import Any
 
 from router import control
 from router.broker.base import BrokerPublisher
+from router.daemon.identity_ops import IdentityOps
 from router.daemon.operations import Operations
 from router.errors import CrmsyncError, PublishFailed
 from router.logs import kv
@@ -27,6 +28,7 @@ Action = Callable[[Any], Awaitable[control.Reply | None]]
 class ControlServer:
     def __init__(self, operations: Operations, publisher: BrokerPublisher) -> None:
         self._publisher = publisher
+        identity = IdentityOps(operations.ctx, publisher)
         self._actions: dict[type[control.Request], Action] = {
             control.Register: operations.register,
             control.Heartbeat: operations.heartbeat,
@@ -37,6 +39,8 @@ class ControlServer:
             control.ShowConflict: operations.show_conflict,
             control.ConflictHistory: operations.conflict_history,
             control.ResolveConflict: operations.resolve,
+            control.ListIdentities: identity.list,
+            control.ResolveIdentity: identity.resolve,
         }
         missing = set(control.REQUESTS.values()) - set(self._actions)
         assert not missing, f"control requests without an action: {missing}"
