@@ -231,6 +231,19 @@ def save(conn: Connection, link: Link) -> None:
         conn.execute(link_table.insert().values(record_id=link.record_id, **values))
 
 
+def follow_alias(conn: Connection, alias: str, record_id: str) -> Link | None:
+    """The router linked the record our row was published under (``alias``) to
+    ``record_id`` (identity matching, docs/identity.md): the link of ``alias`` becomes
+    ``record_id``'s, everything else it holds kept, in the caller's transaction, so the
+    delivery updates that row instead of writing the customer a second time. None: no
+    link of ``alias`` here."""
+    c = link_table.c
+    moved = conn.execute(
+        link_table.update().where(c.record_id == alias).values(record_id=record_id)
+    )
+    return by_record(conn, record_id) if moved.rowcount else None
+
+
 def pending(conn: Connection, limit: int = 1000) -> list[OutboxEntry]:
     """Local changes not yet confirmed by the broker."""
     c = link_table.c

@@ -282,6 +282,7 @@ class Router:
                 confirmed,
                 conn,
                 list(out.conflicts.values()),
+                out.identity_writes,
             )
             if out.marks is not None:
                 watermark_store.save(conn, out.marks.raised, marks.highs)
