@@ -236,9 +236,13 @@ class IdentityStep:
         for alias in self.writes.aliases:
             by_record.setdefault(alias.record_id, []).append(alias)
         for item in deliveries:
-            found = by_record.get(str(item.headers.get(topology.RECORD_KEY_HEADER)))
-            if found:
-                item.headers[ALIASES_HEADER] = {a.source: a.alias_id for a in found}
+            name_aliases(item, by_record.get(str(item.headers.get(topology.RECORD_KEY_HEADER))))
+
+
+def name_aliases(item: Outgoing, aliases: Sequence[Alias] | None) -> None:
+    """Put the record's aliases on its delivery, per adapter (the newest of each)."""
+    if aliases:
+        item.headers[ALIASES_HEADER] = {a.source: a.alias_id for a in aliases}
 
 
 def _kind(reason: str) -> Literal["ambiguous", "duplicate"]:
