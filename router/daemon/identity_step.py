@@ -160,6 +160,7 @@ class IdentityStep:
         reason = AMBIGUOUS if found.kind == "ambiguous" else DUPLICATE
         outcome = IdentityOutcome(_kind(reason), found.record_id, found.candidates, found.key)
         self._park(event, body, reason, found.candidates)
+        _log("record parked by identity matching", event, found.key, found.record_id, reason)
         return Routed(None, VERDICTS[reason], outcome)
 
     def _candidates(
@@ -193,7 +194,6 @@ class IdentityStep:
         self.parked[event.record_id] = item
         self.writes.parked = [p for p in self.writes.parked if p.record_id != event.record_id]
         self.writes.parked.append(item)
-        _log("record parked by identity matching", event, None, None, reason=reason)
 
     def _park_again(self, event: ChangeEvent, body: bytes, held: ParkedIdentity) -> Routed:
         record_id = held.candidates[0] if held.reason == DUPLICATE else None
@@ -256,12 +256,14 @@ def _log(
     record_id: str | None,
     reason: str = "",
 ) -> None:
-    # Ids and key names only: the key's value is customer data.
-    log.info(
+    # Ids and key names only: the key's value is customer data. A parked record waits
+    # for an operator: a warning.
+    log.log(
+        logging.WARNING if reason else logging.INFO,
         message,
         extra=kv(
             event_id=event.event_id,
-            alias_id=event.record_id,
+            event_record_id=event.record_id,
             record_id=record_id or "",
             entity=event.entity,
             adapter=event.source,
