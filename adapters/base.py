@@ -138,5 +138,30 @@ class Adapter(abc.ABC):
         """Every row, for bulk migration."""
         raise NotImplementedError(f"{type(self).__name__} cannot list all records")
 
+    def insert_many(
+        self, tx: Connection, entity: str, items: Sequence[tuple[str, dict[str, Scalar]]]
+    ) -> list[SourceRow]:
+        """Insert new rows, ``(record_id, fields)`` each; the rows read back, in order.
+        The default inserts one by one; a database adapter does it in one statement."""
+        return [self.write_record(tx, entity, None, rid, fields, None) for rid, fields in items]
+
+    def read_records(
+        self, tx: Connection, entity: str, source_record_ids: Sequence[str]
+    ) -> dict[str, SourceRow]:
+        """These rows as stored now, by id (missing ones absent)."""
+        found = {}
+        for sid in source_record_ids:
+            row = self.read_record(tx, entity, sid)
+            if row is not None:
+                found[sid] = row
+        return found
+
+    def read_page(
+        self, tx: Connection, entity: str, after: str | None, limit: int
+    ) -> list[SourceRow]:
+        """Rows in source-id order strictly after ``after`` (None: from the first), at most
+        ``limit``: a migration's keyset paging, constant memory however large the CRM."""
+        raise NotImplementedError(f"{type(self).__name__} cannot page its records by id")
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections."""

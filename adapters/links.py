@@ -49,6 +49,19 @@ link_table = sa.Table(
     sa.UniqueConstraint("entity", "source_record_id", name="crmsync_link_source"),
 )
 sa.Index("crmsync_link_pending", link_table.c.published)
+# What this adapter did, as a migration's target, with each record it was sent: written
+# in the transaction of the write itself, so the counts `crmsync migrate` reports are
+# exact across any crash. The first outcome of a record stays (a redelivered batch
+# would otherwise turn "created" into "unchanged").
+migration_log = sa.Table(
+    "crmsync_migration_log",
+    link_metadata,
+    sa.Column("migration_id", sa.String(32), primary_key=True),
+    sa.Column("record_id", sa.String(36), primary_key=True),
+    sa.Column("entity", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("detail", sa.String(500), nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -192,6 +205,21 @@ def live_chunk(conn: Connection, entity: str, after: str | None, limit: int) -> 
         query = query.where(c.source_record_id > after)
     rows = conn.execute(query.order_by(c.source_record_id).limit(limit))
     return [sid for (sid,) in rows]
+
+
+def by_records(conn: Connection, record_ids: Sequence[str]) -> dict[str, Link]:
+    found: dict[str, Link] = {}
+    for start in range(0, len(record_ids), 500):  # stay under bind-parameter limits
+        chunk = list(record_ids[start : start + 500])
+        rows = conn.execute(sa.select(link_table).where(link_table.c.record_id.in_(chunk)))
+        found.update((r.record_id, _row_to_link(r)) for r in rows)
+    return found
+
+
+def insert_many(conn: Connection, new: Sequence[Link]) -> None:
+    """Links of records this adapter never knew (a bulk insert's), in one executemany."""
+    if new:
+        conn.execute(link_table.insert(), [{"record_id": n.record_id, **_values(n)} for n in new])
 
 
 def save(conn: Connection, link: Link) -> None:

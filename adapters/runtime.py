@@ -19,35 +19,30 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from adapters.base import Adapter
-from adapters.engine import ApplyResult, SyncEngine
-from adapters.failures import next_hop
+from adapters.engine import SyncEngine
 from adapters.links import OutboxEntry, highest_counter
+from adapters.migration_runtime import MigrationSide
 from adapters.polling import CapturePass, HealthTracker
+from adapters.sink import Sink, unlimited
 from adapters.statefile import StateFile
 from adapters.supervision import until_one_ends
 from router import __version__, control, topology
-from router.batching import Batcher
 from router.broker.aio import Connection, Publisher, connect
 from router.broker.rpc import RpcClient
 from router.config import AdapterConfig, parse_duration
 from router.errors import (
     BrokerUnavailable,
-    DecodeError,
-    PermanentWriteError,
     PublishFailed,
     RegistrationRefused,
     RouterUnavailable,
     TransientWriteError,
 )
-from router.events import ChangeEvent, decode
 from router.logs import kv
-from router.messages import Delivery, Outgoing
+from router.messages import Outgoing
 
 T = TypeVar("T")
 
 SINK_PREFETCH = 256
-SINK_BATCH = 128
-SINK_LINGER = 0.005
 
 
 def _outgoing(entry: OutboxEntry, user: str | None) -> Outgoing:
@@ -71,14 +66,13 @@ class AdapterRuntime:
             max_workers=1, thread_name_prefix=f"crmsync-{self.name}"
         )
         self._stopping = asyncio.Event()
-        self._batcher: Batcher[Delivery] = Batcher(SINK_BATCH, SINK_LINGER)
         self._publisher: Publisher | None = None
         self._engine: SyncEngine | None = None
         self._state: StateFile | None = None
         self._connection: Connection | None = None
         self.actor: str | None = None
         self._rpc: RpcClient | None = None
-        self._user = unquote(urlsplit(config.broker.effective_url()).username or "") or None
+        self.user = unquote(urlsplit(config.broker.effective_url()).username or "") or None
         self._publish_lock = asyncio.Lock()
         self.ready = asyncio.Event()
         self.stats: dict[str, int] = {
@@ -88,15 +82,16 @@ class AdapterRuntime:
             "retried": 0,
             "dead-lettered": 0,
         }
-        self._tiers = config.retry.tiers()
         self.health = HealthTracker()
+        self.sink = Sink(self, config.retry.tiers(), unlimited())
+        self.migration = MigrationSide(self)
 
-    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def stop(self) -> None:
         self._stopping.set()
-        self._batcher.close()
+        self.sink.batcher.close()
 
     @property
     def engine(self) -> SyncEngine:
@@ -104,12 +99,17 @@ class AdapterRuntime:
         return self._engine
 
     @property
+    def connection(self) -> Connection:
+        assert self._connection is not None
+        return self._connection
+
+    @property
     def publisher(self) -> Publisher:
         assert self._publisher is not None
         return self._publisher
 
     async def run(self) -> None:
-        self._state = await self._db(StateFile, self.config.state.path)
+        self._state = await self.db(StateFile, self.config.state.path)
         self._connection = await connect(self.config.broker, f"crmsync-adapter-{self.name}")
         try:
             await self._connection.declare(
@@ -124,17 +124,18 @@ class AdapterRuntime:
                 self.config.capture.hard_delete_chunk,
             )
             self._publisher = await self._connection.publisher()
-            await self._publish_pending()
+            await self.publish_pending()
             # By its spec: a sink deleted under us is declared again at once, not waited for.
             await self._connection.consume(
-                topology.sink_spec(self.name), self._batcher.add, prefetch=SINK_PREFETCH
+                topology.sink_spec(self.name), self.sink.batcher.add, prefetch=SINK_PREFETCH
             )
+            await self.migration.serve()
             self.log.info("adapter started", extra=kv(adapter=self.name, actor=self.actor))
             self.ready.set()
             tasks = [
                 asyncio.create_task(self._capture_loop(), name="capture"),
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-                asyncio.create_task(self._sink_loop(), name="sink"),
+                asyncio.create_task(self.sink.loop(self._stopping), name="sink"),
             ]
             try:
                 await until_one_ends(tasks, self._stopping, self.log, self.name)
@@ -146,9 +147,9 @@ class AdapterRuntime:
                         await task
         finally:
             await self._connection.close()
-            await self._db(self.adapter.close)
+            await self.db(self.adapter.close)
             if self._state is not None:
-                await self._db(self._state.close)
+                await self.db(self._state.close)
             self._executor.shutdown(wait=True)
             self.log.info("adapter stopped", extra=kv(adapter=self.name, **self.stats))
 
@@ -156,7 +157,7 @@ class AdapterRuntime:
     async def _register(self) -> str:
         assert self._connection is not None and self._state is not None
         rpc = RpcClient(self._connection)
-        claimed = await self._db(self._state.get, "actor")
+        claimed = await self.db(self._state.get, "actor")
 
         def highest() -> int | None:
             if claimed is None:
@@ -167,7 +168,7 @@ class AdapterRuntime:
         request = control.Register(
             name=self.name,
             actor=claimed,
-            highest=await self._db(highest),
+            highest=await self.db(highest),
             entities=self.adapter.entities(),
             version=__version__,
         )
@@ -191,7 +192,7 @@ class AdapterRuntime:
         reply = control.parse_reply(raw, control.Registered, request.routing_key)
         actor = reply.actor
         if actor != claimed:
-            await self._db(self._state.set, "actor", actor)
+            await self.db(self._state.set, "actor", actor)
             if reply.rewound:
                 self.log.warning(
                     "this adapter's state is behind what it already published, so it "
@@ -223,36 +224,36 @@ class AdapterRuntime:
             await asyncio.sleep(self.config.heartbeat_interval)
 
     # -- capture ------------------------------------------------------------------------
-    async def _publish_pending(self) -> None:
+    async def publish_pending(self) -> None:
         # Capture and the sink both owe publishes; one at a time so none goes out twice.
         async with self._publish_lock:
             while True:
-                pending = await self._db(self.engine.pending)
+                pending = await self.db(self.engine.pending)
                 if not pending:
                     return
-                await self.publisher.publish_many([_outgoing(p, self._user) for p in pending])
-                await self._db(self.engine.mark_published, pending)
+                await self.publisher.publish_many([_outgoing(p, self.user) for p in pending])
+                await self.db(self.engine.mark_published, pending)
                 self.stats["published"] += len(pending)
 
     async def _capture_loop(self) -> None:
         assert self._state is not None
         state = self._state
         cursors: dict[str, Any] = {
-            entity: await self._db(state.get, f"cursor.{entity}") for entity in self.engine.mapped
+            entity: await self.db(state.get, f"cursor.{entity}") for entity in self.engine.mapped
         }
 
         async def save(entity: str, position: Any) -> None:
-            await self._db(state.set, f"cursor.{entity}", position)
+            await self.db(state.set, f"cursor.{entity}", position)
 
-        capture = CapturePass(self.engine, self._db, self._publish_pending, save)
+        capture = CapturePass(self.engine, self.db, self.publish_pending, save)
         polls = 0
         every = self.config.capture.hard_delete_scan_every
         while True:
             try:
                 await capture.run(cursors)
                 if polls % every == every - 1:
-                    await self._db(self.engine.scan_hard_deletes)
-                    await self._publish_pending()
+                    await self.db(self.engine.scan_hard_deletes)
+                    await self.publish_pending()
                 polls += 1
                 self.health.ok()
             except (BrokerUnavailable, PublishFailed, TransientWriteError) as e:
@@ -268,115 +269,6 @@ class AdapterRuntime:
                     "capture cycle failed unexpectedly, retrying", extra=kv(adapter=self.name)
                 )
             await asyncio.sleep(self.config.capture.poll_interval)
-
-    # -- sink -----------------------------------------------------------------------------
-    async def _sink_loop(self) -> None:
-        while not self._stopping.is_set():
-            batch = await self._batcher.take()
-            if batch:
-                await self._apply_batch(batch)
-
-    async def _apply_batch(self, batch: list[Delivery]) -> None:
-        events: list[tuple[Delivery, ChangeEvent]] = []
-        for message in batch:
-            try:
-                events.append((message, decode(message.body)))
-            except DecodeError as e:
-                # Retrying cannot make bytes decode: straight to the DLQ, byte for byte.
-                await self._fail(message, None, e, kind="undecodable")
-        if not events:
-            return
-        try:
-            named = [topology.aliases_header(m.headers) for m, _ in events]
-            results = await self._db(self.engine.apply_many, [e for _, e in events], named)
-        except TransientWriteError as e:
-            # The database is away (locked, down, timing out): every write of the batch
-            # would wait for the same thing. Park them all in the retry tier at once.
-            for message, event in events:
-                await self._fail(message, event, e)
-            return
-        except Exception:
-            # One bad write must not hold back the others: the batch rolled back as a
-            # whole, so apply one at a time and settle each on its own.
-            for message, event in events:
-                await self._apply_one(message, event)
-            return
-        await self._after_apply(results)
-        await events[-1][0].ack(multiple=True)
-
-    async def _apply_one(self, message: Delivery, event: ChangeEvent) -> None:
-        try:
-            result = await self._db(
-                self.engine.apply, event, topology.aliases_header(message.headers)
-            )
-        except Exception as e:
-            # Unknown errors count as transient until the retry tiers are used up.
-            await self._fail(message, event, e)
-            return
-        await self._after_apply([result])
-        await message.ack()
-
-    async def _fail(
-        self,
-        message: Delivery,
-        event: ChangeEvent | None,
-        err: BaseException,
-        kind: str | None = None,
-    ) -> None:
-        """Send a failed delivery to its next retry tier or to the DLQ, then ack it.
-
-        The original is acked only after the broker confirmed the copy; if that publish
-        fails, the original goes back to the sink unchanged (its attempt count with it).
-        """
-        hop = next_hop(self.name, message.headers, err, self._tiers, kind)
-        ids = kv(
-            adapter=self.name,
-            event_id=event.event_id if event else (message.message_id or ""),
-            record_id=event.record_id if event else "",
-            attempts=hop.headers[topology.ATTEMPTS_HEADER],
-            error=hop.headers[topology.ERROR_HEADER],
-        )
-        if hop.dead:
-            self.log.error("write failed, dead-lettered", extra=ids)
-        elif isinstance(err, (TransientWriteError, PermanentWriteError)):
-            self.log.warning("write failed, will retry", extra=ids)
-        else:
-            self.log.exception("write failed unexpectedly, will retry", extra=ids)
-        copy = Outgoing(
-            hop.exchange,
-            hop.routing_key,
-            message.body,
-            message.message_id,
-            hop.headers,
-            expiration=hop.expiration,
-        )
-        try:
-            await self.publisher.publish(copy)
-        except Exception as e:
-            self.log.warning(
-                "could not park the failed delivery; it stays in the sink",
-                extra=kv(adapter=self.name, error=str(e)),
-            )
-            await asyncio.sleep(1.0)
-            await message.nack(requeue=True)
-            return
-        self.stats["dead-lettered" if hop.dead else "retried"] += 1
-        await message.ack()
-
-    async def _after_apply(self, results: list[ApplyResult]) -> None:
-        for result in results:
-            if result.action == "applied":
-                self.stats["applied"] += 1
-            else:
-                self.stats["skipped"] += 1
-        if any(r.pending for r in results):
-            try:
-                await self._publish_pending()
-            except (BrokerUnavailable, PublishFailed) as e:
-                # The change is in the outbox; the capture loop publishes it when it can.
-                self.log.warning(
-                    "local change not published yet", extra=kv(adapter=self.name, error=str(e))
-                )
 
 
 async def run_adapter(config: AdapterConfig, adapter: Adapter) -> None:

@@ -300,6 +300,15 @@ class SqlAdapter(Adapter):
         for r in tx.execute(t.select().order_by(t.id)):
             yield t.row(r)
 
+    def read_page(
+        self, tx: Connection, entity: str, after: str | None, limit: int
+    ) -> list[SourceRow]:
+        t = self.tables[entity]
+        query = t.select()
+        if after is not None:
+            query = query.where(t.id > t.key(after))
+        return [t.row(r) for r in tx.execute(query.order_by(t.id).limit(limit))]
+
     @staticmethod
     def _execute(tx: Connection, query: sa.Executable) -> sa.CursorResult[Any]:
         try:

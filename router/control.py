@@ -333,3 +333,8 @@ def parse_reply(raw: Any, expected: type[R], key: str) -> R:
             f"the router's answer to {key} is not what this crmsync expects "
             f"({_explain(e, key)}); are router and client the same version?"
         ) from None
+
+
+# The migration and reconcile requests live in their own module; importing it here keeps
+# REQUESTS complete for every process, whatever it imported first.
+from router import control_migration as _migration  # noqa: E402, F401

@@ -61,6 +61,8 @@ class Delivery:
     headers: Mapping[str, Any] = field(default_factory=dict)
     reply_to: str | None = None
     correlation_id: str | None = None
+    # The migration batch this event was split from (a router.batches.BatchMeta).
+    batch: Any = None
 
     async def ack(self, multiple: bool = False) -> None:
         """Never raises: on a channel that died meanwhile the broker redelivers anyway."""

@@ -21,7 +21,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from router import schema
+from router import migration_store, schema  # noqa: F401 - migration_store adds its tables
 from router.clock import HUB, actor_epoch, make_actor
 from router.conflicts import Conflict
 from router.database import insert_many, make_engine

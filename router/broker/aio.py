@@ -277,6 +277,24 @@ class Connection:
             await queue.consume(on_message, no_ack=True)
         return queue.name
 
+    async def serve(self, bindings: Iterable[tuple[str, str]], handler: Handler) -> str:
+        """A server-named, exclusive queue bound to ``bindings`` whose messages go to
+        ``handler`` unacked-free (requests: one lost with the process is timed out by its
+        caller). It lives as long as this connection, so requests to a process that is
+        not running are unroutable instead of piling up."""
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await handler(_delivery(message))
+
+        with aio_errors("declare a request queue"):
+            channel = await self._robust.channel()
+            await channel.set_qos(prefetch_count=4)
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            for exchange, key in bindings:
+                await queue.bind(exchange, key)
+            await queue.consume(on_message, no_ack=True)
+        return queue.name
+
     async def queue_counts(self, name: str) -> tuple[int, int] | None:
         """(ready messages, consumers) of ``name``; None when it does not exist."""
         channel = await self._scratch()

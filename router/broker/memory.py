@@ -207,6 +207,13 @@ class MemoryConnection:
         queue.consumers.append(_Consumer(handler, 0, auto_ack=True))
         return name
 
+    async def serve(self, bindings: Iterable[tuple[str, str]], handler: Handler) -> str:
+        name = f"amq.gen-{next(self.broker._names)}"
+        queue = self.broker.queues[name] = _Queue(name)
+        queue.bindings.extend(bindings)
+        queue.consumers.append(_Consumer(handler, 0, auto_ack=True))
+        return name
+
     async def queue_counts(self, name: str) -> tuple[int, int] | None:
         queue = self.broker.queues.get(name)
         return None if queue is None else (len(queue.ready), len(queue.consumers))

@@ -93,6 +93,19 @@ class RpcClient:
         raw = await self.call_raw(request.routing_key, request.body(), timeout)
         return parse_reply(raw, expected, request.routing_key)
 
+    async def ask_adapter(
+        self, request: Request, expected: type[R], adapter: str, timeout: float = 60.0
+    ) -> R:
+        """:meth:`request` to an adapter: its silence names the adapter, not the router."""
+        try:
+            raw = await self.call_raw(request.routing_key, request.body(), timeout)
+        except RouterUnavailable:
+            raise RouterUnavailable(
+                f"adapter {adapter!r} did not answer within {timeout:g}s; is "
+                f"'crmsync adapter' running for {adapter}? (see 'crmsync status')"
+            ) from None
+        return parse_reply(raw, expected, request.routing_key)
+
     async def notify(self, request: Request) -> None:
         """Fire and forget (heartbeats)."""
         await self._publish(

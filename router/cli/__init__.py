@@ -16,7 +16,7 @@ import sys
 import typer
 
 from router import logs
-from router.cli import conflicts, dlq, identity, policy, run, status, topology
+from router.cli import conflicts, dlq, identity, migrate, policy, run, status, topology
 from router.cli.common import err
 from router.errors import CrmsyncError
 
@@ -30,6 +30,8 @@ app = typer.Typer(
 app.command()(run.router)
 app.command()(status.status)
 app.command()(run.demo)
+app.command()(migrate.migrate)
+app.command()(migrate.reconcile)
 app.add_typer(topology.app, name="topology")
 app.add_typer(run.adapter_app, name="adapter")
 app.add_typer(dlq.app, name="dlq")

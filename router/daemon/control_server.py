@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from router import control
+from router import control_migration as cm
 from router.broker.base import BrokerPublisher
 from router.daemon.identity_ops import IdentityOps
+from router.daemon.migration_ops import MigrationOps
 from router.daemon.operations import Operations
 from router.errors import CrmsyncError, PublishFailed
 from router.logs import kv
@@ -28,6 +30,7 @@ Action = Callable[[Any], Awaitable[control.Reply | None]]
 class ControlServer:
     def __init__(self, operations: Operations, publisher: BrokerPublisher) -> None:
         self._publisher = publisher
+        migrations = MigrationOps(operations.ctx, publisher)
         identity = IdentityOps(operations.ctx, publisher)
         self._actions: dict[type[control.Request], Action] = {
             control.Register: operations.register,
@@ -39,6 +42,12 @@ class ControlServer:
             control.ShowConflict: operations.show_conflict,
             control.ConflictHistory: operations.conflict_history,
             control.ResolveConflict: operations.resolve,
+            cm.OpenMigration: migrations.open,
+            cm.Checkpoint: migrations.checkpoint,
+            cm.MigrationProgress: migrations.progress,
+            cm.FinishMigration: migrations.finish,
+            cm.Redeliver: migrations.redeliver,
+            cm.DescribePair: migrations.pair,
             control.ListIdentities: identity.list,
             control.ResolveIdentity: identity.resolve,
         }

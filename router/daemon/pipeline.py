@@ -18,14 +18,16 @@ from sqlalchemy.engine import Connection
 
 from router import topology, watermark_store
 from router.conflicts import Conflict
+from router.daemon import migration
 from router.daemon.context import RouterContext
 from router.daemon.identity_step import IdentityStep
-from router.decide import Verdict, decide
+from router.decide import Decision, Verdict, decide
 from router.errors import DecodeError
 from router.events import ChangeEvent, decode, encode
 from router.identity import IdentityOutcome, IdentityWrites
 from router.logs import kv
 from router.messages import Delivery, Outgoing
+from router.migration_store import Item
 from router.record import RecordState
 from router.tracebacks import bounded, one_line
 from router.watermarks import BatchMarks
@@ -121,6 +123,7 @@ class BatchOutcome:
     conflicts: dict[str, Conflict] = field(default_factory=dict)  # opened, joined, settled
     outbox_ids: list[str] = field(default_factory=list)  # of ``deliveries``, once committed
     marks: BatchMarks | None = None  # the actors' counters this batch raised
+    migration_items: list[Item] = field(default_factory=list)  # outcomes of migrated records
     # By the event's original id: what identity matching did (router.identity).
     identity: dict[str, IdentityOutcome] = field(default_factory=dict)
     identity_writes: IdentityWrites = field(default_factory=IdentityWrites)
@@ -134,6 +137,7 @@ class BatchOutcome:
         self.verdicts.update(other.verdicts)
         self.conflicts.update(other.conflicts)
         self.outbox_ids += other.outbox_ids
+        self.migration_items += other.migration_items
         self.identity.update(other.identity)
         self.identity_writes.absorb(other.identity_writes)
 
@@ -170,6 +174,7 @@ def decide_batch(
         step.look_up(events, states, conn)
     parked = store.load_conflicts((s.parked for s in states.values() if s.parked), conn)
     changed: dict[str, RecordState] = {}
+    migrating: list[tuple[Inbound, Decision, Outgoing | None, ChangeEvent]] = []
     marks = out.marks = ctx.marks.batch()
     reread = False
     for item in fresh:
@@ -191,6 +196,8 @@ def decide_batch(
                 out.identity[event.event_id] = routed.outcome
             if routed.event is None:
                 out.verdicts[routed.verdict or "parked"] += 1
+                if item.delivery.batch is not None:
+                    migration.parked_identity(out, item, routed.outcome)
                 continue
             if routed.outcome is not None:
                 out.verdicts["linked"] += 1
@@ -215,10 +222,14 @@ def decide_batch(
             out.refused.append(internal_error(item.delivery, event, e))
             continue
         out.verdicts[decision.verdict.value] += 1
+        if item.delivery.batch is not None:
+            migrating.append((item, decision, outgoing, event))
         if decision.conflict is not None:
             out.conflicts[decision.conflict.id] = parked[decision.conflict.id] = decision.conflict
             _log_conflict(event, decision.verdict, decision.conflict)
-        if decision.verdict is Verdict.CLOCK_REUSE:
+        # A migration event is the version the source holds, not a new one: where its
+        # CRM normalised a delivered value, the content differs under the same clock.
+        if decision.verdict is Verdict.CLOCK_REUSE and item.delivery.batch is None:
             detail = f"clock {event.clock} equals the stored clock, content differs"
             out.refused.append(Inbound(item.delivery, event, "clock-reuse", detail))
             continue
@@ -237,6 +248,8 @@ def decide_batch(
         if outgoing is not None:
             out.deliveries.append(outgoing)
     out.states = list(changed.values())
+    if migrating:
+        migration.route(out, migrating, states, ctx.subscribers, conn)
     if step is not None:
         step.add_headers(out.deliveries, conn)
         out.identity_writes = step.writes

@@ -28,12 +28,12 @@ import prometheus_client as prom
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from router import topology, watermark_store
+from router import migration_store, topology, watermark_store
 from router.batching import Batcher
 from router.broker.aio import connect
 from router.broker.base import BrokerConnection, BrokerPublisher
 from router.config import BrokerConfig, RouterConfig, parse_duration
-from router.daemon import leader
+from router.daemon import leader, migration
 from router.daemon.context import RouterContext
 from router.daemon.control_server import ControlServer
 from router.daemon.housekeeping import housekeeping as run_housekeeping
@@ -248,12 +248,18 @@ class Router:
         await self._recover()
 
     async def _commit(self, batch: list[Delivery]) -> BatchOutcome:
+        parts = migration.split(batch)
+        if parts.invalid:
+            await self.ctx.db(
+                self.store.retrying, lambda c: migration_store.record(c, parts.invalid)
+            )
         judged = judge(
-            batch,
+            parts.deliveries,
             self.ctx.registry,
             self.config.security.adapter_users,
             self.config.router.max_event_bytes,
         )
+        judged += [Inbound(d, reason=e.reason, detail=e.detail) for d, e in parts.bad]
         confirmed, self._confirmed = self._confirmed, []
         try:
             out = await store_isolating(judged, confirmed, self._decide_and_store, RETRYABLE)
@@ -283,6 +289,7 @@ class Router:
             )
             if out.marks is not None:
                 watermark_store.save(conn, out.marks.raised, marks.highs)
+            migration.record(conn, out)
             return out
 
         out = await store.retrying_async(work, self._off_loop)

@@ -1,0 +1,102 @@
+"""Requests an operator command sends to one adapter over ``crmsync.control``.
+
+Routing key ``adapter.<name>.<verb>``; each adapter answers on its own exclusive queue,
+so a request to an adapter that is not running times out with a line saying so. The
+models are shared by the adapter (:mod:`adapters.control_server`) and the commands
+(``crmsync migrate``, ``crmsync reconcile``), as :mod:`router.control` is for the router.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import Field
+
+from router.batches import InvalidRow
+from router.control import AdapterName, Reply, Request, pack
+from router.events import ENTITY_RE
+
+Entity = Annotated[str, Field(pattern=ENTITY_RE)]
+PREFIX = "adapter"
+
+
+class AdapterRequest(Request):
+    """A request to the adapter ``name`` (in the routing key, not the body)."""
+
+    name: AdapterName
+
+    @property
+    def routing_key(self) -> str:
+        return f"{PREFIX}.{self.name}.{self.KEY}"
+
+    def body(self) -> bytes:
+        return pack(self.model_dump(mode="json", exclude={"name"}))
+
+
+class Export(AdapterRequest):
+    """Publish one page of ``entity`` (keyset after ``after``, by source id) as a
+    migration batch for ``target``; the reply comes once the broker confirmed it."""
+
+    KEY: ClassVar[str] = "export"
+    migration_id: Annotated[str, Field(min_length=1, max_length=64)]
+    entity: Entity
+    target: AdapterName
+    after: str | None = None
+    limit: Annotated[int, Field(ge=1, le=5000)] = 500
+    rate: Annotated[float, Field(gt=0)] | None = None
+
+
+class Exported(Reply):
+    rows: int  # source rows read (valid or not)
+    published: int  # records sent in the batch
+    invalid: list[InvalidRow] = Field(default_factory=list)
+    last: str | None = None  # keyset to continue after
+    done: bool = False
+
+
+class Digest(AdapterRequest):
+    """Content hashes of ``fields`` for a page of linked records, by record id."""
+
+    KEY: ClassVar[str] = "digest"
+    entity: Entity
+    fields: list[str]
+    after: str | None = None
+    limit: Annotated[int, Field(ge=1, le=10000)] = 2000
+
+
+class Digested(Reply):
+    items: list[list[str | None]]  # [record_id, source_record_id, hash | None, state]
+    last: str | None = None
+    done: bool = False
+
+
+class MigrationLog(AdapterRequest):
+    """What this adapter wrote for a migration, as the target (counts and failures)."""
+
+    KEY: ClassVar[str] = "migration-log"
+    migration_id: Annotated[str, Field(min_length=1, max_length=64)]
+    after: str | None = None  # page of failures after this record id
+    limit: Annotated[int, Field(ge=1, le=10000)] = 1000
+
+
+class MigrationLogged(Reply):
+    counts: dict[str, dict[str, int]]  # entity -> outcome -> records
+    failed: list[list[str]] = Field(default_factory=list)  # [entity, record_id, reason]
+
+
+class Republish(AdapterRequest):
+    """Publish these records' current rows as new local edits (reconcile --prefer)."""
+
+    KEY: ClassVar[str] = "republish"
+    entity: Entity
+    record_ids: Annotated[list[str], Field(max_length=5000)]
+
+
+class Republished(Reply):
+    published: int
+    missing: list[str] = Field(default_factory=list)
+
+
+REQUESTS: dict[str, type[AdapterRequest]] = {
+    m.KEY: m for m in (Export, Digest, MigrationLog, Republish)
+}
