@@ -9,6 +9,8 @@ deliveries it caused are committed together. Only entities with match keys
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,10 +23,11 @@ from sqlalchemy.engine import Connection, Engine
 from router.database import Blob, Timestamp, insert_many
 from router.identity import Alias, IdentityWrites, Member, ParkedIdentity, key_values
 from router.record import RecordState
-from router.schema import metadata, pack, unpack
+from router.schema import meta, metadata, pack, record_state, records, unpack
 
 T = TypeVar("T")
 CHUNK = 500  # ids per IN (...): under every driver's bind-parameter limit
+INDEX_META = "match_index"  # crmsync_meta: a digest of the keys the index was built for
 
 aliases = sa.Table(
     "crmsync_alias",
@@ -182,6 +185,37 @@ class IdentityStore:
         with self.engine.connect() as conn:
             query = sa.select(sa.func.count()).select_from(parked)
             return int(conn.execute(query).scalar_one())
+
+    def sync_match_index(self, page: int = 1000) -> list[str]:
+        """Index the records stored before their entity's match keys were configured (or
+        changed): when the keys differ from those the index was built for, rebuild it
+        for the entities concerned, one page of records at a time (bounded memory).
+        Returns the entities rebuilt. Cheap when nothing changed: one read."""
+        wanted = {entity: list(keys) for entity, keys in sorted(self.match_keys.items())}
+        digest = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(meta.c.value).where(meta.c.key == INDEX_META)).first()
+            if row is not None and row.value == digest:
+                return []
+            rebuilt = sorted(wanted)
+            conn.execute(match_index.delete())
+            for entity in rebuilt:
+                after = ""
+                while True:
+                    query = (
+                        sa.select(records)
+                        .where(records.c.entity == entity, records.c.record_id > after)
+                        .order_by(records.c.record_id)
+                        .limit(page)
+                    )
+                    states = [record_state(r) for r in conn.execute(query)]
+                    if not states:
+                        break
+                    self._write_identity(conn, states, None)
+                    after = states[-1].record_id
+            conn.execute(meta.delete().where(meta.c.key == INDEX_META))
+            conn.execute(meta.insert().values(key=INDEX_META, value=digest))
+        return rebuilt
 
     @contextmanager
     def _conn(self, conn: Connection | None) -> Iterator[Connection]:

@@ -10,6 +10,7 @@ import typer
 
 from router import control
 from router.cli.common import ConfigOpt, JsonOpt, broker_config, delivery_text, out, print_json
+from router.errors import CrmsyncError
 
 app = typer.Typer(
     help="Records identity matching could not place ([entities.E] match keys).",
@@ -56,6 +57,8 @@ def resolve(
 
     from router.broker.rpc import call_router
 
+    if (link is not None) + new + discard != 1:
+        raise CrmsyncError("say exactly one of --link RECORD_ID, --new, --discard")
     request = control.request(
         control.ResolveIdentity,
         event_id=event_id,

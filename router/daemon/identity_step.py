@@ -160,6 +160,7 @@ class IdentityStep:
         reason = AMBIGUOUS if found.kind == "ambiguous" else DUPLICATE
         outcome = IdentityOutcome(_kind(reason), found.record_id, found.candidates, found.key)
         self._park(event, body, reason, found.candidates)
+        _log("record parked by identity matching", event, found.key, found.record_id, reason)
         return Routed(None, VERDICTS[reason], outcome)
 
     def _candidates(
@@ -193,7 +194,6 @@ class IdentityStep:
         self.parked[event.record_id] = item
         self.writes.parked = [p for p in self.writes.parked if p.record_id != event.record_id]
         self.writes.parked.append(item)
-        _log("record parked by identity matching", event, None, None, reason=reason)
 
     def _park_again(self, event: ChangeEvent, body: bytes, held: ParkedIdentity) -> Routed:
         record_id = held.candidates[0] if held.reason == DUPLICATE else None
@@ -236,9 +236,13 @@ class IdentityStep:
         for alias in self.writes.aliases:
             by_record.setdefault(alias.record_id, []).append(alias)
         for item in deliveries:
-            found = by_record.get(str(item.headers.get(topology.RECORD_KEY_HEADER)))
-            if found:
-                item.headers[ALIASES_HEADER] = {a.source: a.alias_id for a in found}
+            name_aliases(item, by_record.get(str(item.headers.get(topology.RECORD_KEY_HEADER))))
+
+
+def name_aliases(item: Outgoing, aliases: Sequence[Alias] | None) -> None:
+    """Put the record's aliases on its delivery, per adapter (the newest of each)."""
+    if aliases:
+        item.headers[ALIASES_HEADER] = {a.source: a.alias_id for a in aliases}
 
 
 def _kind(reason: str) -> Literal["ambiguous", "duplicate"]:
@@ -252,12 +256,14 @@ def _log(
     record_id: str | None,
     reason: str = "",
 ) -> None:
-    # Ids and key names only: the key's value is customer data.
-    log.info(
+    # Ids and key names only: the key's value is customer data. A parked record waits
+    # for an operator: a warning.
+    log.log(
+        logging.WARNING if reason else logging.INFO,
         message,
         extra=kv(
             event_id=event.event_id,
-            alias_id=event.record_id,
+            event_record_id=event.record_id,
             record_id=record_id or "",
             entity=event.entity,
             adapter=event.source,

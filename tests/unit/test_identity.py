@@ -264,3 +264,21 @@ def test_a_bad_match_is_one_line_naming_the_key(tmp_path: Path, body: str, expec
         load_router(path)
     message = str(caught.value)
     assert "\n" not in message and expected in message, message
+
+
+def test_records_stored_before_the_keys_were_configured_are_indexed_at_start(
+    tmp_path: Path,
+) -> None:
+    hub = Hub(tmp_path, match_keys=())
+    try:
+        ann = new_id()
+        hub.batch(hub.event("legacy", ann, "L-1", email="Ann@x.io"))
+        hub.batch(hub.event("legacy", new_id(), "L-2", email="bo@x.io"))
+        assert hub.store.sync_match_index() == []  # no keys: nothing to index
+        hub.store.match_keys = {"contact": ("email",)}
+        assert hub.store.sync_match_index(page=1) == ["contact"]  # one record per page
+        assert hub.store.sync_match_index() == []  # built for these keys already
+        out = hub.batch(hub.event("sales", new_id(), "S-1", email="ann@x.io"))
+        assert [o.record_id for o in out.identity.values()] == [ann]
+    finally:
+        hub.store.close()

@@ -112,6 +112,13 @@ async def test_an_ambiguous_event_is_listed_then_linked_and_delivered(hub: Hub) 
     assert decode(sent.body).record_id == one
     assert sent.headers[topology.ALIASES_HEADER] == {"mktg": two, "sales": newcomer}
     assert await hub.parked() == []
+    # A version the hub makes (an edit, a conflict's resolution) names them too: a CRM
+    # that never applied a delivery of the record must not write it as a second row.
+    edit = control.EditRecord(record_id=one, set={"first_name": "Zed"})
+    await hub.rpc.request(edit, control.VersionMade, timeout=5)
+    await eventually(lambda: len(hub.delivered("sales")) == before + 2, what="edit sent")
+    sent = hub.delivered("sales")[-1]
+    assert sent.headers[topology.ALIASES_HEADER] == {"mktg": two, "sales": newcomer}
 
 
 async def test_discard_drops_the_parked_event(hub: Hub) -> None:
