@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.migration_rig import people
-from tests.integration.migration_setup import content, emails, pg_rig
+from tests.integration.migration_setup import content, emails, pg_rig, report_of
 
 pytestmark = pytest.mark.integration
 
@@ -57,3 +57,40 @@ def test_migrate_sqlite_to_postgresql_then_again_changes_nothing(
         assert human.returncode == 0, human.stderr
         assert "nothing to migrate" in human.stdout
         assert rig.target.count() == N
+
+
+def test_invalid_source_rows_are_reported_by_id_and_reason_and_never_written(
+    amqp: str, tmp_path: Path
+) -> None:
+    rows = people(300)
+    bad = {r["id"]: f"john.smith{n}@@acme" for n, r in enumerate(rows[10:250:60])}
+    for r in rows:
+        if r["id"] in bad:
+            r["email"] = bad[r["id"]]
+    written = tmp_path / "report.json"
+    with pg_rig(tmp_path, amqp, rows, valid=len(rows) - len(bad)) as rig:
+        code, report, stderr = rig.migrate("--batch-size", "100", "--report", str(written))
+        assert code == 1, stderr
+        counts = report["entities"]["contact"]
+        assert counts["invalid"] == len(bad)
+        assert counts["source"] == len(rows)
+        assert counts["created"] == len(rows) - len(bad)
+        assert counts["failed"] == counts["mismatched"] == 0
+        assert report["verified"] is True
+
+        full = report_of(written)
+        listed = {i["source_record_id"]: i for i in full["records"]["invalid"]}
+        assert set(listed) == set(bad)
+        for sid, item in listed.items():
+            assert item["reason"], item
+            assert "email" in item["reason"], item
+            # the reason names the field, never the customer's value
+            assert bad[sid] not in item["reason"]
+            assert "john.smith" not in item["reason"]
+        assert bad[next(iter(bad))] not in written.read_text()
+
+        target = rig.target.rows()
+        assert len(target) == len(rows) - len(bad)
+        good = [r for r in rows if r["id"] not in bad]
+        assert content(target) == content(good)
+        assert not [e for e in emails(target) if "@@" in e]
