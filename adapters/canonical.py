@@ -42,7 +42,8 @@ class Contact(_Canonical):
             return value
         value = value.strip()
         if not _EMAIL_RE.match(value):
-            raise ValueError(f"not an email address: {value!r}")
+            # The reason reaches reports and logs: it names the field, never the value.
+            raise ValueError("not an email address")
         return value
 
 

@@ -22,9 +22,11 @@ from router import adapter_control as ac
 from router import control_migration as cm
 from router.broker.rpc import RpcClient
 from router.compare import Digest, Tally, merge, tally
+from router.errors import RouterUnavailable
 
 WINDOW_PAGES = 4  # pages the export may run ahead of the router
 POLL = 0.5  # seconds between looks at the router's and the target's progress
+ASK_AGAIN = 5.0  # seconds before an unanswered look at the target's progress is asked again
 UNMIGRATABLE = ("invalid", "duplicates", "ambiguous")
 ROUTER_FAILED = ("parked", "refused")
 LISTED = ("invalid", "duplicates", "ambiguous", "parked", "refused")
@@ -113,8 +115,12 @@ class Hub:
     async def router(self, request: Any, expected: Any) -> Any:
         return await self.rpc.request(request, expected, timeout=self.timeout)
 
-    async def adapter(self, request: ac.AdapterRequest, expected: Any) -> Any:
-        return await self.rpc.ask_adapter(request, expected, request.name, timeout=self.timeout)
+    async def adapter(
+        self, request: ac.AdapterRequest, expected: Any, timeout: float | None = None
+    ) -> Any:
+        return await self.rpc.ask_adapter(
+            request, expected, request.name, timeout=timeout or self.timeout
+        )
 
     async def digests(
         self, adapter: str, entity: str, fields: list[str], page: int = 2000
@@ -139,10 +145,27 @@ class Hub:
         return reply.counts
 
     async def target_counts(self, target: str, migration_id: str) -> dict[str, dict[str, int]]:
-        reply: ac.MigrationLogged = await self.adapter(
-            ac.MigrationLog(name=target, migration_id=migration_id, limit=1), ac.MigrationLogged
-        )
-        return reply.counts
+        """The target's logged outcomes. A request to an adapter that is not running is
+        dropped, not queued, so one sent while the target restarts (``kill -9``, a
+        deploy) would otherwise hold the whole command for the full timeout: this
+        read-only look is asked again every few seconds, and fails only after the
+        timeout of silence."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            wait = min(ASK_AGAIN, max(deadline - time.monotonic(), 0.1))
+            try:
+                reply: ac.MigrationLogged = await self.adapter(
+                    ac.MigrationLog(name=target, migration_id=migration_id, limit=1),
+                    ac.MigrationLogged,
+                    timeout=wait,
+                )
+                return reply.counts
+            except RouterUnavailable:
+                if time.monotonic() >= deadline:
+                    raise RouterUnavailable(
+                        f"adapter {target!r} did not answer for {self.timeout:g}s; is "
+                        f"'crmsync adapter' running for {target}? (see 'crmsync status')"
+                    ) from None
 
 
 async def export(hub: Hub, plan: Plan, opened: cm.MigrationOpened, say: Say) -> dict[str, int]:
