@@ -183,7 +183,8 @@ class SyncEngine:
 
     def _capture_rows(
         self, tx: Connection, entity: str, rows: Sequence[SourceRow], tally: _Tally
-    ) -> None:
+    ) -> dict[str, links.Link]:
+        """The links of ``rows`` as they were before (a migration's export reuses them)."""
         known = links.by_source(tx, entity, [r.source_record_id for r in rows])
         soft_deletes = self.adapter.soft_deletes(entity)
         for row in rows:
@@ -209,6 +210,7 @@ class SyncEngine:
                 # long for the wire, a counter that would overflow): skip it, not the page.
                 tally.invalid += 1
                 self.bad_rows.report(row, why(e))
+        return known
 
     def scan_hard_deletes(self) -> int:
         """Hard deletes found by comparing one chunk of links with the table's ids, for

@@ -218,8 +218,14 @@ def by_records(conn: Connection, record_ids: Sequence[str]) -> dict[str, Link]:
 
 def insert_many(conn: Connection, new: Sequence[Link]) -> None:
     """Links of records this adapter never knew (a bulk insert's), in one executemany."""
-    if new:
-        conn.execute(link_table.insert(), [{"record_id": n.record_id, **_values(n)} for n in new])
+    if not new:
+        return
+    rows = [{"record_id": n.record_id, **_values(n)} for n in new]
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        conn.execute(link_table.insert(), rows)  # see adapters.sql.multirow_is_slow
+    else:
+        # RETURNING: multi-row VALUES statements instead of one per row (sql.insert_many)
+        conn.execute(link_table.insert().returning(link_table.c.record_id), rows).all()
 
 
 def save(conn: Connection, link: Link) -> None:

@@ -46,6 +46,7 @@ class CapturedPage:
     valid: list[str]  # source ids of the rows to announce
     invalid: list[InvalidRow]
     last: str | None
+    events: list[bytes] | None = None  # ready to send (None: announce after publishing)
 
 
 class MigrationWork:
@@ -69,17 +70,27 @@ class MigrationWork:
                     invalid.append(InvalidRow(source_record_id=row.source_record_id, reason=why(e)))
                     continue
                 valid.append(row)
-            engine._capture_rows(tx, entity, valid, _Tally())
+            tally = _Tally()
+            known = engine._capture_rows(tx, entity, valid, tally)
         last = rows[-1].source_record_id if rows else None
-        return CapturedPage(len(rows), [r.source_record_id for r in valid], invalid, last)
+        sids = [r.source_record_id for r in valid]
+        # Nothing changed since capture last looked (the usual case): the links read for
+        # capture are the versions to announce, with no second read.
+        events = self._events(entity, sids, known) if tally.changes == 0 else None
+        return CapturedPage(len(rows), sids, invalid, last, events)
 
     def announce(self, entity: str, source_record_ids: list[str]) -> list[bytes]:
         """The version each link holds, as migration events (after the page's own live
         changes were published: a pending link is announced next time)."""
-        actor, source = self.engine.actor, self.adapter.name
-        out: list[bytes] = []
         with self.adapter.transaction() as tx:
             known = links.by_source(tx, entity, source_record_ids)
+        return self._events(entity, source_record_ids, known)
+
+    def _events(
+        self, entity: str, source_record_ids: list[str], known: dict[str, links.Link]
+    ) -> list[bytes]:
+        actor, source = self.engine.actor, self.adapter.name
+        out: list[bytes] = []
         for sid in source_record_ids:
             link = known.get(sid)
             if link is None or not link.published or link.deleted:
@@ -138,11 +149,8 @@ class MigrationWork:
                 if e.event_id not in outcomes:
                     outcomes[e.event_id] = self._apply_one(tx, e, linked)
             done = [outcomes[e.event_id] for e in events]
-            log(
-                tx,
-                migration_id,
-                [(e.entity, e.record_id, o, "") for e, o in zip(events, done, strict=True)],
-            )
+            entries = [(e.entity, e.record_id, o, "") for e, o in zip(events, done, strict=True)]
+            log(tx, migration_id, entries, new={e.record_id for g in fresh.values() for e in g})
         return done
 
     def _create_many(self, tx: Connection, entity: str, group: Sequence[ChangeEvent]) -> None:
@@ -305,13 +313,15 @@ def log(
     migration_id: str,
     entries: Sequence[tuple[str, str, str, str]],
     replace: bool = False,
+    new: set[str] | None = None,
 ) -> None:
     """Log (entity, record_id, outcome, detail): the first outcome of a record stays,
-    unless ``replace`` (a failure found later replaces what was logged)."""
+    unless ``replace`` (a failure found later replaces what was logged). ``new``: records
+    that had no link until now, so cannot be in the log yet (no need to look)."""
     t = links.migration_log
     if not entries:
         return
-    ids = [e[1] for e in entries]
+    ids = [e[1] for e in entries if not new or e[1] not in new]
     if replace:
         tx.execute(t.delete().where(t.c.migration_id == migration_id, t.c.record_id.in_(ids)))
         have: set[str] = set()

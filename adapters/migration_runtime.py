@@ -139,8 +139,10 @@ class MigrationSide:
         page = await db(work.capture_page, req.entity, req.after, req.limit)
         # The page's live changes go first, so every valid row is announced from a link
         # the broker confirmed.
-        await self.runtime.publish_pending()
-        events = await db(work.announce, req.entity, page.valid)
+        events = page.events
+        if events is None:
+            await self.runtime.publish_pending()
+            events = await db(work.announce, req.entity, page.valid)
         if events or page.invalid:
             meta = BatchMeta(
                 migration_id=req.migration_id,

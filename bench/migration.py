@@ -128,7 +128,7 @@ def run(rows: int, batch_size: int) -> dict[str, Any]:
                 started = time.monotonic()
                 command = rig.spawn(
                     "migrate", "--from", "old", "--to", "new", "--json",
-                    "--batch-size", str(batch_size),
+                    "--batch-size", str(batch_size), "--report", str(workdir / "report.json"),
                 )  # fmt: skip
                 peaks.pids["migrate"] = command.pid
                 stdout, stderr = command.communicate(timeout=7200)
@@ -137,6 +137,7 @@ def run(rows: int, batch_size: int) -> dict[str, Any]:
                 if command.returncode != 0:
                     raise SystemExit(f"migrate exited {command.returncode}: {stderr[-2000:]}")
                 report = json.loads(stdout)
+                phases = json.loads((workdir / "report.json").read_text())["phase_seconds"]
                 in_target = rig.target.count()
             finally:
                 rig.stop()
@@ -148,6 +149,7 @@ def run(rows: int, batch_size: int) -> dict[str, Any]:
         "initial_capture_s": round(capture, 1),
         "hub_s": round(took, 1),
         "hub_per_s": round(rows / took),
+        "hub_phases_s": phases,
         "direct_s": round(copy_took, 1),
         "direct_per_s": round(copied / copy_took),
         "ratio": round((rows / took) / (copied / copy_took), 3),

@@ -70,6 +70,7 @@ class Report:
     entities: dict[str, EntityReport] = field(default_factory=dict)
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     elapsed: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
     @property
     def verified(self) -> bool:
@@ -101,6 +102,7 @@ class Report:
         return {
             **self.summary(),
             "elapsed_seconds": round(self.elapsed, 1),
+            "phase_seconds": {k: round(v, 1) for k, v in self.phases.items()},
             "records": self.records,
         }
 
@@ -175,6 +177,7 @@ async def export(hub: Hub, plan: Plan, opened: cm.MigrationOpened, say: Say) -> 
     for entity in opened.entities:
         cursor = opened.cursors.get(entity) or {}
         after, count, done = cursor.get("after"), int(cursor.get("exported", 0)), cursor.get("done")
+        pages = 0
         while not done:
             reply: ac.Exported = await hub.adapter(
                 ac.Export(
@@ -196,7 +199,9 @@ async def export(hub: Hub, plan: Plan, opened: cm.MigrationOpened, say: Say) -> 
             )
             rate = count / max(time.monotonic() - started, 1e-3)
             say(f"{entity}: {count} records exported from {plan.source} ({rate:.0f}/s)")
-            await _keep_window(hub, opened.id, entity, count, plan.batch_size * WINDOW_PAGES)
+            pages += 1
+            if pages % WINDOW_PAGES == 0:  # a look costs a count: not after every page
+                await _keep_window(hub, opened.id, entity, count, plan.batch_size * WINDOW_PAGES)
         exported[entity] = count
     return exported
 
@@ -273,9 +278,11 @@ async def run(hub: Hub, plan: Plan, say: Say) -> Report:
         f"({', '.join(opened.entities)})"
     )
     exported = await export(hub, plan, opened, say)
+    exported_at = time.monotonic()
     totals = {e: int((opened.cursors.get(e) or {}).get("exported", 0)) for e in opened.entities}
     totals.update(exported)
     routed, written = await wait_written(hub, plan, opened.id, totals, say)
+    written_at = time.monotonic()
     listed = await _listed(hub, opened.id, LISTED)
     report = Report(opened.id, plan.source, plan.target, opened.resumed)
     failures = await hub.adapter(
@@ -322,4 +329,9 @@ async def run(hub: Hub, plan: Plan, say: Say) -> Report:
         )
     await hub.router(cm.FinishMigration(id=opened.id), cm.Done)
     report.elapsed = time.monotonic() - started
+    report.phases = {
+        "export": exported_at - started,
+        "written": written_at - exported_at,
+        "verify": report.elapsed - (written_at - started),
+    }
     return report
