@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from adapters.cleansing import DEFAULT, Cleansing
 from adapters.cursor import Horizon
 from router.events import Scalar
 
@@ -58,6 +59,8 @@ class Adapter(abc.ABC):
     """One CRM. Methods are synchronous; the runtime calls them from one worker thread."""
 
     name: str
+    # How this CRM's rows are cleansed on capture and on read-back (``[canonical]``).
+    cleansing: Cleansing = DEFAULT
 
     @abc.abstractmethod
     def entities(self) -> dict[str, list[str]]:
@@ -106,6 +109,30 @@ class Adapter(abc.ABC):
         ``expected_version``; return it read back. Raises :class:`VersionMismatch`,
         :class:`~router.errors.TransientWriteError` or
         :class:`~router.errors.PermanentWriteError`."""
+
+    def insert_many(
+        self, tx: Connection, entity: str, items: Sequence[tuple[str, dict[str, Scalar]]]
+    ) -> list[SourceRow]:
+        """Insert one new row per ``(record_id, fields)``; the rows read back, in input
+        order. One batch of a migration: override it with the CRM's bulk write. Raises
+        what :meth:`write_record` raises; on an error nothing of the batch may remain
+        once ``tx`` rolls back."""
+        return [
+            self.write_record(tx, entity, None, record_id, fields, None)
+            for record_id, fields in items
+        ]
+
+    def read_records(
+        self, tx: Connection, entity: str, source_record_ids: Sequence[str]
+    ) -> dict[str, SourceRow]:
+        """The rows of these ids that exist, by id (a page of records to hash and
+        compare). Override it to read them in a few queries."""
+        found: dict[str, SourceRow] = {}
+        for sid in source_record_ids:
+            row = self.read_record(tx, entity, sid)
+            if row is not None:
+                found[sid] = row
+        return found
 
     @abc.abstractmethod
     def delete_record(
