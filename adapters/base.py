@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from adapters.cleansing import DEFAULT, Cleansing
 from adapters.cursor import Horizon
 from router.events import Scalar
 
@@ -58,6 +59,8 @@ class Adapter(abc.ABC):
     """One CRM. Methods are synchronous; the runtime calls them from one worker thread."""
 
     name: str
+    # How this CRM's rows are cleansed on capture and on read-back (``[canonical]``).
+    cleansing: Cleansing = DEFAULT
 
     @abc.abstractmethod
     def entities(self) -> dict[str, list[str]]:
@@ -107,6 +110,30 @@ class Adapter(abc.ABC):
         :class:`~router.errors.TransientWriteError` or
         :class:`~router.errors.PermanentWriteError`."""
 
+    def insert_many(
+        self, tx: Connection, entity: str, items: Sequence[tuple[str, dict[str, Scalar]]]
+    ) -> list[SourceRow]:
+        """Insert one new row per ``(record_id, fields)``; the rows read back, in input
+        order. One batch of a migration: override it with the CRM's bulk write. Raises
+        what :meth:`write_record` raises; on an error nothing of the batch may remain
+        once ``tx`` rolls back."""
+        return [
+            self.write_record(tx, entity, None, record_id, fields, None)
+            for record_id, fields in items
+        ]
+
+    def read_records(
+        self, tx: Connection, entity: str, source_record_ids: Sequence[str]
+    ) -> dict[str, SourceRow]:
+        """The rows of these ids that exist, by id (a page of records to hash and
+        compare). Override it to read them in a few queries."""
+        found: dict[str, SourceRow] = {}
+        for sid in source_record_ids:
+            row = self.read_record(tx, entity, sid)
+            if row is not None:
+                found[sid] = row
+        return found
+
     @abc.abstractmethod
     def delete_record(
         self, tx: Connection, entity: str, source_record_id: str, expected_version: str | None
@@ -137,24 +164,6 @@ class Adapter(abc.ABC):
     def list_all(self, tx: Connection, entity: str) -> Iterator[SourceRow]:
         """Every row, for bulk migration."""
         raise NotImplementedError(f"{type(self).__name__} cannot list all records")
-
-    def insert_many(
-        self, tx: Connection, entity: str, items: Sequence[tuple[str, dict[str, Scalar]]]
-    ) -> list[SourceRow]:
-        """Insert new rows, ``(record_id, fields)`` each; the rows read back, in order.
-        The default inserts one by one; a database adapter does it in one statement."""
-        return [self.write_record(tx, entity, None, rid, fields, None) for rid, fields in items]
-
-    def read_records(
-        self, tx: Connection, entity: str, source_record_ids: Sequence[str]
-    ) -> dict[str, SourceRow]:
-        """These rows as stored now, by id (missing ones absent)."""
-        found = {}
-        for sid in source_record_ids:
-            row = self.read_record(tx, entity, sid)
-            if row is not None:
-                found[sid] = row
-        return found
 
     def read_page(
         self, tx: Connection, entity: str, after: str | None, limit: int

@@ -92,6 +92,7 @@ class SyncEngine:
         hard_delete_chunk: int = 10000,
     ) -> None:
         self.adapter = adapter
+        self.cleansing = adapter.cleansing
         self.actor = actor
         self.overlap = overlap
         self.page_size = page_size
@@ -189,7 +190,7 @@ class SyncEngine:
         soft_deletes = self.adapter.soft_deletes(entity)
         for row in rows:
             try:
-                fields = validate(entity, row.fields)
+                fields = validate(entity, row.fields, self.cleansing)
                 link = known.get(row.source_record_id)
                 content = Content(fields, row.deleted, row.version)
                 decision = capture_row(content, link, actor=self.actor, soft_deletes=soft_deletes)
@@ -317,10 +318,9 @@ class SyncEngine:
             raise VersionMismatch(current)
         return current
 
-    @staticmethod
-    def _same_content(entity: str, row: SourceRow, link: links.Link) -> bool:
+    def _same_content(self, entity: str, row: SourceRow, link: links.Link) -> bool:
         try:
-            fields = validate(entity, row.fields)
+            fields = validate(entity, row.fields, self.cleansing)
         except InvalidRecord:
             return False  # edited into something the model refuses: not the link's
         return content_hash(fields, row.deleted) == link.content_hash
@@ -363,12 +363,11 @@ class SyncEngine:
         )
         return owed
 
-    @staticmethod
-    def _validate_written(event: ChangeEvent, row: SourceRow) -> dict[str, Scalar]:
+    def _validate_written(self, event: ChangeEvent, row: SourceRow) -> dict[str, Scalar]:
         """Canonical values of a row we are about to record as a version. A value that
         breaks the model cannot be fixed by retrying: the write goes to the DLQ."""
         try:
-            return validate(event.entity, row.fields)
+            return validate(event.entity, row.fields, self.cleansing)
         except InvalidRecord as e:
             raise PermanentWriteError(
                 f"record {event.record_id} would hold an invalid value: {e}"

@@ -23,7 +23,8 @@ from adapters.engine import SyncEngine
 from adapters.links import OutboxEntry, highest_counter
 from adapters.migration_runtime import MigrationSide
 from adapters.polling import CapturePass, HealthTracker
-from adapters.sink import Sink, unlimited
+from adapters.ratelimit import WriteLimiter
+from adapters.sink import Sink
 from adapters.statefile import StateFile
 from adapters.supervision import until_one_ends
 from router import __version__, control, topology
@@ -83,7 +84,7 @@ class AdapterRuntime:
             "dead-lettered": 0,
         }
         self.health = HealthTracker()
-        self.sink = Sink(self, config.retry.tiers(), unlimited())
+        self.sink = Sink(self, config.retry.tiers(), WriteLimiter(config.sink.max_rate))
         self.migration = MigrationSide(self)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:

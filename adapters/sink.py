@@ -45,18 +45,6 @@ class Limiter(Protocol):
     def set_rate(self, rate: float | None, until: float | None) -> None: ...
 
 
-class _Unlimited:
-    async def acquire(self, n: int) -> None:
-        return None
-
-    def set_rate(self, rate: float | None, until: float | None) -> None:
-        return None
-
-
-def unlimited() -> Limiter:
-    return _Unlimited()
-
-
 class Sink:
     def __init__(
         self, runtime: AdapterRuntime, tiers: list[tuple[str, float]], limiter: Limiter

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from adapters import journal, links, sqlclock
 from adapters.base import Adapter, SourceRow, VersionMismatch
+from adapters.cleansing import Cleansing
 from adapters.cursor import Horizon
 from router.config import AdapterConfig, EntityMapping
 from router.database import make_engine
@@ -99,6 +100,15 @@ def _python_type(column: sa.Column[Any]) -> type | None:
         return None
 
 
+def _is_int(text: str) -> bool:
+    """An id an integer key can have (any other cannot name a row of that table)."""
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _classify(err: sa.exc.DBAPIError) -> Exception:
     """Library errors become write errors the SDK can route (retry vs dead-letter)."""
     if isinstance(err, (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError)):
@@ -110,6 +120,7 @@ class SqlAdapter(Adapter):
     def __init__(self, config: AdapterConfig, where: str = "adapter config") -> None:
         self.name = config.name
         self.config = config
+        self.cleansing = Cleansing.from_config(config.canonical)
         self.engine = make_engine(config.database.url)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _lenient_text)
@@ -257,48 +268,74 @@ class SqlAdapter(Adapter):
     def insert_many(
         self, tx: Connection, entity: str, items: Sequence[tuple[str, dict[str, Scalar]]]
     ) -> list[SourceRow]:
-        """One INSERT for the lot (``executemany``, which SQLAlchemy sends as multi-row
-        VALUES where the driver allows), the database stamping ``updated_at``; then one
-        SELECT per 500 rows to read them back, in the order given."""
+        """One ``executemany`` INSERT for the batch and one read-back per 500 rows. The
+        stamp and the id are what :meth:`write_record` gives one row; generated integer
+        ids come back in input order through ``RETURNING ... sort_by_parameter_order``,
+        or one INSERT per row where the dialect cannot promise that order."""
         if not items:
             return []
         t = self.tables[entity]
         fixed: dict[sa.Column[Any], Any] = {t.updated_at: t.now(tx.dialect.name)}
         if t.deleted is not None:
             fixed[t.deleted] = False
-        params = []
-        for record_id, fields in items:
-            row = {t.fields[n].key: value for n, value in fields.items()}
-            if not t.int_ids:
-                row[t.id.key] = record_id  # as write_record: a retried insert finds its row
-            params.append(row)
         query = t.table.insert().values(fixed)
-        if t.int_ids or not multirow_is_slow(tx):
-            # RETURNING makes SQLAlchemy send multi-row INSERT ... VALUES statements
-            # ("insertmanyvalues"): 2x faster than the driver's executemany on SQLite,
-            # 1.3x on MariaDB; the ids come back in parameter order.
-            query = query.returning(t.id, sort_by_parameter_order=True)
-            ids = [str(r[0]) for r in self._execute_many(tx, query, params)]
-        else:
-            self._execute_many(tx, query, params)
-            ids = [record_id for record_id, _ in items]
-        back = self.read_records(tx, entity, ids)
-        missing = [sid for sid in ids if sid not in back]
+        # executemany parameters are keyed by column key (the reflected name), not passed
+        # as keyword arguments, so any identifier works here too.
+        params = [{t.fields[n].key: v for n, v in fields.items()} for _, fields in items]
+        if not t.int_ids:
+            for (record_id, _), row in zip(items, params, strict=True):
+                row[t.id.key] = record_id  # a text id: the global id, as write_record does
+        # One executemany needs one set of columns: rows that carry other fields (a column
+        # left out keeps its default, never a null) go in a statement of their own.
+        groups: dict[frozenset[str], list[int]] = {}
+        for i, row in enumerate(params):
+            groups.setdefault(frozenset(row), []).append(i)
+        keys = [record_id for record_id, _ in items]
+        for positions in groups.values():
+            batch = [params[i] for i in positions]
+            for i, key in zip(positions, self._insert(tx, t, query, batch), strict=True):
+                keys[i] = key
+        back = self.read_records(tx, entity, keys)
+        missing = [key for key in keys if key not in back]
         if missing:
-            raise TransientWriteError(f"{len(missing)} rows vanished right after a bulk insert")
-        return [back[sid] for sid in ids]
+            raise TransientWriteError(f"{len(missing)} row(s) vanished right after the insert")
+        return [back[key] for key in keys]
+
+    def _insert(
+        self, tx: Connection, t: _Table, query: sa.Insert, rows: list[dict[str, Any]]
+    ) -> list[str]:
+        """Insert ``rows`` (one set of columns); their ids in input order."""
+        if not t.int_ids:
+            if multirow_is_slow(tx):
+                self._execute(tx, query, rows)
+            else:
+                # RETURNING makes SQLAlchemy send multi-row INSERT ... VALUES statements
+                # ("insertmanyvalues"): 2x the driver's executemany on SQLite, 1.3x on
+                # MariaDB here.
+                self._execute(tx, query.returning(t.id), rows).all()
+            return [str(row[t.id.key]) for row in rows]
+        if tx.dialect.insert_executemany_returning_sort_by_parameter_order:
+            returning = query.returning(t.id, sort_by_parameter_order=True)
+            return [str(r[0]) for r in self._execute(tx, returning, rows)]
+        keys = []
+        for row in rows:
+            key = self._execute(tx, query, row).inserted_primary_key
+            assert key is not None  # an INSERT of one row always reports its key
+            keys.append(str(key[0]))
+        return keys
 
     def read_records(
         self, tx: Connection, entity: str, source_record_ids: Sequence[str]
     ) -> dict[str, SourceRow]:
         t = self.tables[entity]
         found: dict[str, SourceRow] = {}
-        for start in range(0, len(source_record_ids), 500):  # bind-parameter limits
-            keys = [t.key(sid) for sid in source_record_ids[start : start + 500]]
+        ids = [sid for sid in source_record_ids if not t.int_ids or _is_int(sid)]
+        for start in range(0, len(ids), 500):  # bind-parameter limits
+            keys = [t.key(sid) for sid in ids[start : start + 500]]
             for r in tx.execute(t.select().where(t.id.in_(keys))):
                 row = t.row(r)
                 found[row.source_record_id] = row
-        return found
+        return {sid: found[sid] for sid in source_record_ids if sid in found}
 
     def delete_record(
         self, tx: Connection, entity: str, source_record_id: str, expected_version: str | None
@@ -362,18 +399,9 @@ class SqlAdapter(Adapter):
         return [t.row(r) for r in tx.execute(query.order_by(t.id).limit(limit))]
 
     @staticmethod
-    def _execute_many(
-        tx: Connection, query: sa.Executable, params: list[dict[str, Any]]
-    ) -> sa.CursorResult[Any]:
+    def _execute(tx: Connection, query: sa.Executable, params: Any = None) -> sa.CursorResult[Any]:
         try:
             return tx.execute(query, params)
-        except sa.exc.DBAPIError as e:
-            raise _classify(e) from e
-
-    @staticmethod
-    def _execute(tx: Connection, query: sa.Executable) -> sa.CursorResult[Any]:
-        try:
-            return tx.execute(query)
         except sa.exc.DBAPIError as e:
             raise _classify(e) from e
 

@@ -210,6 +210,35 @@ class CaptureConfig(Strict):
     hard_delete_chunk: Annotated[int, Field(ge=1, le=1_000_000)] = 10000
 
 
+class CanonicalConfig(Strict):
+    """``[canonical]``: how the adapter cleanses values (adapters.cleansing)."""
+
+    # ISO 3166 alpha-2; phone numbers without +country are read in this region and all
+    # become E.164. Absent: phone numbers are only trimmed.
+    default_country: str | None = None
+    # "" and whitespace-only strings become null.
+    empty_as_null: bool = True
+
+    @field_validator("default_country")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import phonenumbers  # only adapters that configure a country pay for the import
+
+        if value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError('not an ISO 3166 alpha-2 country code (e.g. "DE", "US", "GB")')
+        return value
+
+
+class SinkConfig(Strict):
+    """``[sink]``: writes into this CRM."""
+
+    # Records per second written into the CRM, whatever writes them (live sync and
+    # migrations alike); absent: unlimited. A migration's --rate may lower it for a while.
+    max_rate: Annotated[float, Field(gt=0)] | None = None
+
+
 class AdapterStateConfig(Strict):
     path: Path = Path("state/adapter.state.db")
 
@@ -249,6 +278,8 @@ class AdapterConfig(Strict):
     capture: CaptureConfig = CaptureConfig()
     state: AdapterStateConfig = AdapterStateConfig()
     retry: RetryConfig = RetryConfig()
+    canonical: CanonicalConfig = CanonicalConfig()
+    sink: SinkConfig = SinkConfig()
     heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
     entities: dict[Annotated[str, Field(pattern=ENTITY_RE)], EntityMapping]
 

@@ -287,3 +287,40 @@ def test_broker_heartbeat_is_whole_seconds_within_amqps_range() -> None:
     for bad in ("0s", "500ms", "11m"):
         with pytest.raises(ValueError, match=r"broker\.heartbeat must be between 1s and 600s"):
             BrokerConfig(heartbeat=bad)
+
+
+# -- [canonical] and [sink] (issue 11) ----------------------------------------------------------
+
+
+def test_canonical_and_sink_default_to_no_country_empties_as_null_and_no_cap(
+    tmp_path: Path,
+) -> None:
+    config = load_adapter(write(tmp_path, MINIMAL_ADAPTER))
+    assert config.canonical.default_country is None
+    assert config.canonical.empty_as_null is True
+    assert config.sink.max_rate is None
+
+
+def test_canonical_and_sink_are_read(tmp_path: Path) -> None:
+    text = MINIMAL_ADAPTER + (
+        '[canonical]\ndefault_country = "DE"\nempty_as_null = false\n[sink]\nmax_rate = 2.5\n'
+    )
+    config = load_adapter(write(tmp_path, text))
+    assert (config.canonical.default_country, config.canonical.empty_as_null) == ("DE", False)
+    assert config.sink.max_rate == 2.5
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ('[canonical]\ndefault_country = "Germany"\n', "key 'canonical.default_country'"),
+        ('[canonical]\ndefault_country = "XX"\n', "ISO 3166 alpha-2"),
+        ("[canonical]\ndefault_region = 1\n", "unknown key 'canonical.default_region'"),
+        ('[canonical]\nempty_as_null = "maybe"\n', "key 'canonical.empty_as_null'"),
+        ("[sink]\nmax_rate = 0\n", "key 'sink.max_rate'"),
+        ("[sink]\nmax_rate = -3\n", "greater than 0"),
+        ("[sink]\nrate = 5\n", "unknown key 'sink.rate'"),
+    ],
+)
+def test_bad_canonical_and_sink_keys_are_named(tmp_path: Path, section: str, expected: str) -> None:
+    assert expected in config_error(load_adapter, write(tmp_path, MINIMAL_ADAPTER + section))

@@ -231,7 +231,7 @@ def test_unknown_entity_passes_through_scalars() -> None:
         "open": True,
         "none": None,
         "price": "9.90",
-        "at": "2024-01-02T03:04:05",
+        "at": "2024-01-02T03:04:05+00:00",  # a naive stamp is UTC
         "email": "not-an-email",
     }
 
