@@ -99,7 +99,7 @@ def test_invalid_source_rows_are_reported_by_id_and_reason_and_never_written(
 
 
 KILLED = 1000
-SLOW = ("--batch-size", "50", "--rate", "150")  # ~7 s of writes: time to kill mid-way
+SLOW = ("--batch-size", "50", "--rate", "250")  # ~4 s of writes: time to kill mid-way
 
 
 def _assert_complete(rig: Rig, report: dict[str, Any]) -> None:
