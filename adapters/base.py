@@ -138,6 +138,13 @@ class Adapter(abc.ABC):
         """Every row, for bulk migration."""
         raise NotImplementedError(f"{type(self).__name__} cannot list all records")
 
+    def insert_many(
+        self, tx: Connection, entity: str, items: Sequence[tuple[str, dict[str, Scalar]]]
+    ) -> list[SourceRow]:
+        """Insert new rows, ``(record_id, fields)`` each; the rows read back, in order.
+        The default inserts one by one; a database adapter does it in one statement."""
+        return [self.write_record(tx, entity, None, rid, fields, None) for rid, fields in items]
+
     def read_records(
         self, tx: Connection, entity: str, source_record_ids: Sequence[str]
     ) -> dict[str, SourceRow]:

@@ -79,6 +79,13 @@ class HardDeletes:
         entries = journal.of_source(tx, entity, source_record_id)
         return Drained(len(entries), self._handle(tx, entity, entries))
 
+    def settle_many(self, tx: Connection, entity: str, source_record_ids: Sequence[str]) -> int:
+        """:meth:`settle` for the rows of a bulk insert: local changes published."""
+        if not self.adapter.journals_deletes(entity) or not source_record_ids:
+            return 0
+        entries = journal.of_sources(tx, entity, source_record_ids)
+        return self._handle(tx, entity, entries) if entries else 0
+
     def _handle(self, tx: Connection, entity: str, entries: Sequence[journal.Deleted]) -> int:
         sids = list(dict.fromkeys(e.source_record_id for e in entries))
         known = links.by_source(tx, entity, sids)

@@ -12,7 +12,7 @@ confirms back through :meth:`SyncEngine.mark_published`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,7 @@ from router.events import ChangeEvent, Scalar
 from router.logs import kv
 
 MAX_WRITE_RETRIES = 3
+Aliases = Mapping[str, str] | None
 
 
 @dataclass
@@ -224,20 +225,26 @@ class SyncEngine:
             links.mark_published(tx, confirmed)
 
     # -- deliveries ---------------------------------------------------------------------
-    def apply_many(self, events: Sequence[ChangeEvent]) -> list[ApplyResult]:
-        """Apply a batch in one transaction (one commit for the lot)."""
+    def apply_many(
+        self, events: Sequence[ChangeEvent], aliases: Sequence[Aliases] | None = None
+    ) -> list[ApplyResult]:
+        """Apply a batch in one transaction (one commit for the lot); ``aliases``: each
+        delivery's ``x-crmsync-aliases`` header (adapter -> the record id it aliases)."""
+        named = aliases or [None] * len(events)
         with self.adapter.transaction() as tx:
-            return [self._apply(tx, event) for event in events]
+            return [self._apply(tx, e, a) for e, a in zip(events, named, strict=True)]
 
-    def apply(self, event: ChangeEvent) -> ApplyResult:
+    def apply(self, event: ChangeEvent, aliases: Aliases = None) -> ApplyResult:
         with self.adapter.transaction() as tx:
-            return self._apply(tx, event)
+            return self._apply(tx, event, aliases)
 
-    def _apply(self, tx: Connection, event: ChangeEvent) -> ApplyResult:
+    def _apply(self, tx: Connection, event: ChangeEvent, aliases: Aliases = None) -> ApplyResult:
         mapped = self.mapped.get(event.entity)
         if mapped is None:
             return ApplyResult("not-mapped")
         link = links.by_record(tx, event.record_id)
+        if link is None and aliases:
+            link = self._rekey(tx, event, aliases.get(self.adapter.name))
         action = delivery_action(event.vclock, link.clock if link else None)
         if action is not DeliveryAction.APPLY:
             return ApplyResult(action.value)
@@ -262,6 +269,15 @@ class SyncEngine:
             owed = self._record_applied(tx, event, link, back)
             return ApplyResult("applied", pending=owed > 0)
         raise TransientWriteError(f"record {event.record_id} kept changing under the write")
+
+    def _rekey(self, tx: Connection, event: ChangeEvent, alias: str | None) -> links.Link | None:
+        link = links.follow_alias(tx, alias, event.record_id) if alias else None
+        if link is not None:
+            self.log.info(
+                "link re-keyed to the record the router matched it to",
+                extra=kv(record_id=event.record_id, alias_id=alias, adapter=self.adapter.name),
+            )
+        return link
 
     def _write(
         self, tx: Connection, event: ChangeEvent, link: links.Link | None, fields: dict[str, Scalar]

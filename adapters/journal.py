@@ -134,6 +134,21 @@ def of_source(conn: Connection, entity: str, source_record_id: str) -> list[Dele
     return [Deleted(int(seq), sid) for seq, sid in rows]
 
 
+def of_sources(conn: Connection, entity: str, source_record_ids: Sequence[str]) -> list[Deleted]:
+    """:func:`of_source` for many ids at once (a bulk insert's rows)."""
+    c = journal_table.c
+    found: list[Deleted] = []
+    for start in range(0, len(source_record_ids), 500):  # bind-parameter limits
+        chunk = list(source_record_ids[start : start + 500])
+        rows = conn.execute(
+            sa.select(c.seq, c.source_record_id).where(
+                c.entity == entity, c.source_record_id.in_(chunk)
+            )
+        )
+        found += [Deleted(int(seq), sid) for seq, sid in rows]
+    return found
+
+
 def forget(conn: Connection, entries: Sequence[Deleted]) -> None:
     """Remove handled entries (in the transaction that recorded their delete events)."""
     seqs = [e.seq for e in entries]

@@ -207,6 +207,21 @@ def live_chunk(conn: Connection, entity: str, after: str | None, limit: int) -> 
     return [sid for (sid,) in rows]
 
 
+def by_records(conn: Connection, record_ids: Sequence[str]) -> dict[str, Link]:
+    found: dict[str, Link] = {}
+    for start in range(0, len(record_ids), 500):  # stay under bind-parameter limits
+        chunk = list(record_ids[start : start + 500])
+        rows = conn.execute(sa.select(link_table).where(link_table.c.record_id.in_(chunk)))
+        found.update((r.record_id, _row_to_link(r)) for r in rows)
+    return found
+
+
+def insert_many(conn: Connection, new: Sequence[Link]) -> None:
+    """Links of records this adapter never knew (a bulk insert's), in one executemany."""
+    if new:
+        conn.execute(link_table.insert(), [{"record_id": n.record_id, **_values(n)} for n in new])
+
+
 def save(conn: Connection, link: Link) -> None:
     values = _values(link)
     updated = conn.execute(
@@ -214,6 +229,19 @@ def save(conn: Connection, link: Link) -> None:
     )
     if updated.rowcount == 0:
         conn.execute(link_table.insert().values(record_id=link.record_id, **values))
+
+
+def follow_alias(conn: Connection, alias: str, record_id: str) -> Link | None:
+    """The router linked the record our row was published under (``alias``) to
+    ``record_id`` (identity matching, docs/identity.md): the link of ``alias`` becomes
+    ``record_id``'s, everything else it holds kept, in the caller's transaction, so the
+    delivery updates that row instead of writing the customer a second time. None: no
+    link of ``alias`` here."""
+    c = link_table.c
+    moved = conn.execute(
+        link_table.update().where(c.record_id == alias).values(record_id=record_id)
+    )
+    return by_record(conn, record_id) if moved.rowcount else None
 
 
 def pending(conn: Connection, limit: int = 1000) -> list[OutboxEntry]:

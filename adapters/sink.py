@@ -102,7 +102,8 @@ class Sink:
             return
         await self.limiter.acquire(len(events))
         try:
-            results = await runtime.db(runtime.engine.apply_many, [e for _, e in events])
+            named = [topology.aliases_header(m.headers) for m, _ in events]
+            results = await runtime.db(runtime.engine.apply_many, [e for _, e in events], named)
         except TransientWriteError as e:
             # The database is away (locked, down, timing out): every write of the batch
             # would wait for the same thing. Park them all in the retry tier at once.
@@ -121,7 +122,8 @@ class Sink:
     async def _apply_one(self, message: Delivery, event: ChangeEvent) -> None:
         runtime = self.runtime
         try:
-            result = await runtime.db(runtime.engine.apply, event)
+            aliases = topology.aliases_header(message.headers)
+            result = await runtime.db(runtime.engine.apply, event, aliases)
         except Exception as e:
             # Unknown errors count as transient until the retry tiers are used up.
             await self.fail(message, event, e)

@@ -248,6 +248,51 @@ class SqlAdapter(Adapter):
             raise TransientWriteError(f"row {source_record_id} vanished right after the write")
         return back
 
+    def insert_many(
+        self, tx: Connection, entity: str, items: Sequence[tuple[str, dict[str, Scalar]]]
+    ) -> list[SourceRow]:
+        """One INSERT for the lot (``executemany``, which SQLAlchemy sends as multi-row
+        VALUES where the driver allows), the database stamping ``updated_at``; then one
+        SELECT per 500 rows to read them back, in the order given."""
+        if not items:
+            return []
+        t = self.tables[entity]
+        fixed: dict[sa.Column[Any], Any] = {t.updated_at: t.now(tx.dialect.name)}
+        if t.deleted is not None:
+            fixed[t.deleted] = False
+        params = []
+        for record_id, fields in items:
+            row = {t.fields[n].key: value for n, value in fields.items()}
+            if not t.int_ids:
+                row[t.id.key] = record_id  # as write_record: a retried insert finds its row
+            params.append(row)
+        query = t.table.insert().values(fixed)
+        if t.int_ids:
+            # Ids handed out by the database, matched to their rows by parameter order.
+            query = query.returning(t.id, sort_by_parameter_order=True)
+            result = self._execute_many(tx, query, params)
+            ids = [str(r[0]) for r in result]
+        else:
+            self._execute_many(tx, query, params)
+            ids = [record_id for record_id, _ in items]
+        back = self.read_records(tx, entity, ids)
+        missing = [sid for sid in ids if sid not in back]
+        if missing:
+            raise TransientWriteError(f"{len(missing)} rows vanished right after a bulk insert")
+        return [back[sid] for sid in ids]
+
+    def read_records(
+        self, tx: Connection, entity: str, source_record_ids: Sequence[str]
+    ) -> dict[str, SourceRow]:
+        t = self.tables[entity]
+        found: dict[str, SourceRow] = {}
+        for start in range(0, len(source_record_ids), 500):  # bind-parameter limits
+            keys = [t.key(sid) for sid in source_record_ids[start : start + 500]]
+            for r in tx.execute(t.select().where(t.id.in_(keys))):
+                row = t.row(r)
+                found[row.source_record_id] = row
+        return found
+
     def delete_record(
         self, tx: Connection, entity: str, source_record_id: str, expected_version: str | None
     ) -> SourceRow | None:
@@ -308,6 +353,15 @@ class SqlAdapter(Adapter):
         if after is not None:
             query = query.where(t.id > t.key(after))
         return [t.row(r) for r in tx.execute(query.order_by(t.id).limit(limit))]
+
+    @staticmethod
+    def _execute_many(
+        tx: Connection, query: sa.Executable, params: list[dict[str, Any]]
+    ) -> sa.CursorResult[Any]:
+        try:
+            return tx.execute(query, params)
+        except sa.exc.DBAPIError as e:
+            raise _classify(e) from e
 
     @staticmethod
     def _execute(tx: Connection, query: sa.Executable) -> sa.CursorResult[Any]:

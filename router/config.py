@@ -155,6 +155,21 @@ class ConflictConfig(Strict):
         )
 
 
+class EntityConfig(Strict):
+    """``[entities.<entity>]``: how the router recognises one customer across CRMs."""
+
+    # Field names tried in order (router.identity): the first whose value matches an
+    # existing record decides. Empty would silently match nothing: refused.
+    match: Annotated[list[Annotated[str, Field(pattern=ENTITY_RE)]], Field(min_length=1)]
+
+    @field_validator("match")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("match names a field twice")
+        return value
+
+
 class MetricsConfig(Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 0  # 0: no metrics endpoint
 
@@ -172,6 +187,11 @@ class RouterConfig(Strict):
     router: RouterTuning = RouterTuning()
     metrics: MetricsConfig = MetricsConfig()
     conflicts: dict[Annotated[str, Field(pattern=ENTITY_RE)], ConflictConfig] = {}
+    entities: dict[Annotated[str, Field(pattern=ENTITY_RE)], EntityConfig] = {}
+
+    def match_keys(self) -> dict[str, tuple[str, ...]]:
+        """entity -> its identity match keys, in order (entities without keys are absent)."""
+        return {entity: tuple(e.match) for entity, e in self.entities.items()}
 
     def rules(self, entity: str) -> Rules:
         """The entity's conflict rules; an entity without a table uses ``lww``."""

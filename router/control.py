@@ -13,7 +13,14 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from router.errors import CrmsyncError
 from router.events import ENTITY_RE, INT_MAX, NAME_RE, Scalar
@@ -144,6 +151,30 @@ class ResolveConflict(Request):
     by: str | None = None  # the operator's login, for the audit record
 
 
+class ListIdentities(Request):
+    KEY: ClassVar[str] = "op.identity.list"
+    entity: str | None = None
+    limit: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+
+class ResolveIdentity(Request):
+    """An operator's decision on an event identity matching parked: exactly one of
+    ``link`` (it is that record: an alias), ``new`` (a record of its own), ``discard``."""
+
+    KEY: ClassVar[str] = "op.identity.resolve"
+    event_id: NonEmpty
+    link: NonEmpty | None = None
+    new: bool = False
+    discard: bool = False
+    by: str | None = None  # the operator's login, for the log
+
+    @model_validator(mode="after")
+    def _one_decision(self) -> ResolveIdentity:
+        if (self.link is not None) + self.new + self.discard != 1:
+            raise ValueError("say exactly one of --link RECORD_ID, --new, --discard")
+        return self
+
+
 REQUESTS: dict[str, type[Request]] = {
     model.KEY: model
     for model in (
@@ -156,6 +187,8 @@ REQUESTS: dict[str, type[Request]] = {
         ShowConflict,
         ConflictHistory,
         ResolveConflict,
+        ListIdentities,
+        ResolveIdentity,
     )
 }
 
@@ -272,6 +305,18 @@ class ConflictShown(Reply):
     conflict: dict[str, Any]
 
 
+class Identities(Reply):
+    identities: list[dict[str, Any]]  # ParkedIdentity.summary(): ids, never values
+
+
+class IdentityResolved(Reply):
+    event_id: str
+    decision: str  # link | new | discard
+    record_id: str | None = None  # the record it now belongs to (None: discarded)
+    verdict: str | None = None  # what the router's decision on it was
+    pending: bool = False  # stored; its deliveries are owed in the outbox
+
+
 R = TypeVar("R", bound=Reply)
 
 
@@ -288,3 +333,8 @@ def parse_reply(raw: Any, expected: type[R], key: str) -> R:
             f"the router's answer to {key} is not what this crmsync expects "
             f"({_explain(e, key)}); are router and client the same version?"
         ) from None
+
+
+# The migration and reconcile requests live in their own module; importing it here keeps
+# REQUESTS complete for every process, whatever it imported first.
+from router import control_migration as _migration  # noqa: E402, F401

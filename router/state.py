@@ -26,6 +26,8 @@ from router.clock import HUB, actor_epoch, make_actor
 from router.conflicts import Conflict
 from router.database import insert_many, make_engine
 from router.errors import StateError
+from router.identity import IdentityWrites
+from router.identity_store import IdentityStore
 from router.messages import Outgoing
 from router.record import RecordState
 from router.registry import Registration
@@ -39,7 +41,7 @@ class VersionConflict(StateError):
     """Another router changed a record between our read and our write; retry the batch."""
 
 
-class RouterStore:
+class RouterStore(IdentityStore):
     """Synchronous store; the daemon calls it from its event loop, one call at a time."""
 
     def __init__(self, url: str) -> None:
@@ -126,14 +128,6 @@ class RouterStore:
                 return result
         raise AssertionError("unreachable")
 
-    @contextmanager
-    def _conn(self, conn: Connection | None) -> Iterator[Connection]:
-        if conn is not None:
-            yield conn
-        else:
-            with self.engine.begin() as own:
-                yield own
-
     def seen(self, event_ids: Sequence[str], conn: Connection | None = None) -> set[str]:
         if not event_ids:
             return set()
@@ -162,11 +156,13 @@ class RouterStore:
         published: Sequence[str],
         conn: Connection | None = None,
         changed_conflicts: Sequence[Conflict] = (),
+        identity: IdentityWrites | None = None,
     ) -> list[str]:
         """Store one batch atomically; returns the outbox ids of ``deliveries``.
 
         ``published`` are outbox ids confirmed by the broker since the last batch;
-        ``changed_conflicts`` are conflicts opened, joined or settled by the batch.
+        ``changed_conflicts`` are conflicts opened, joined or settled by the batch;
+        ``identity`` what its identity matching decided (the match index follows ``states``).
         Raises :class:`VersionConflict` when another router got there first (a record
         changed or created, or an event processed, since we read); the caller retries.
         """
@@ -177,6 +173,7 @@ class RouterStore:
                     insert_many(c, inbox, [{"event_id": e, "processed_at": now} for e in processed])
                 self._write_states(c, states, now)
                 self._write_conflicts(c, changed_conflicts)
+                self._write_identity(c, states, identity)
             except sa.exc.IntegrityError as e:
                 raise VersionConflict("another router stored part of this batch first") from e
             if published:
@@ -347,7 +344,10 @@ class RouterStore:
                 ).scalar_one(),
                 "inbox": conn.execute(sa.select(sa.func.count()).select_from(inbox)).scalar_one(),
                 "outbox": conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one(),
-            } | {"conflicts_open": self.open_conflict_count()}
+            } | {
+                "conflicts_open": self.open_conflict_count(),
+                "identities_parked": self.parked_identity_count(),
+            }
 
     # -- registry -------------------------------------------------------------------
     def registrations(self) -> dict[str, Registration]:

@@ -8,9 +8,9 @@ never a crash loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 CHANGES: Final = "crmsync.changes"
 DELIVERIES: Final = "crmsync.deliveries"
@@ -21,6 +21,8 @@ INVALID: Final = "crmsync.router.invalid"
 ROUTER_CONTROL: Final = "crmsync.router.control"
 
 RECORD_KEY_HEADER: Final = "x-record-key"
+# adapter -> the record id its row was known under, on a delivery of a record it aliases
+ALIASES_HEADER: Final = "x-crmsync-aliases"
 REASON_HEADER: Final = "x-crmsync-reason"
 DETAIL_HEADER: Final = "x-crmsync-detail"
 
@@ -178,3 +180,12 @@ def adapter_queues(adapter: str, retry_tiers: Iterable[tuple[str, float]] = ()) 
             )
         )
     return specs
+
+
+def aliases_header(headers: Mapping[str, Any]) -> dict[str, str] | None:
+    """A delivery's ``x-crmsync-aliases`` (adapter -> alias record id); None when absent
+    or not a map of strings (an adapter ignores what it cannot read)."""
+    raw = headers.get(ALIASES_HEADER)
+    if not isinstance(raw, Mapping):
+        return None
+    return {str(k): str(v) for k, v in raw.items() if isinstance(v, str)} or None

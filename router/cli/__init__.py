@@ -16,7 +16,7 @@ import sys
 import typer
 
 from router import logs
-from router.cli import conflicts, dlq, migrate, policy, run, status, topology
+from router.cli import conflicts, dlq, identity, migrate, policy, run, status, topology
 from router.cli.common import err
 from router.errors import CrmsyncError
 
@@ -37,6 +37,7 @@ app.add_typer(run.adapter_app, name="adapter")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(conflicts.app, name="conflicts")
 app.add_typer(policy.app, name="policy")
+app.add_typer(identity.app, name="identity")
 
 
 def main() -> None:

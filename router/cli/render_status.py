@@ -42,6 +42,12 @@ def render_status(data: dict[str, Any], out: Console) -> None:
             out.print(
                 f"[bold red]{parked} conflict(s) parked for an operator[/]: crmsync conflicts list"
             )
+        identities = r["store"].get("identities_parked", 0)
+        if identities:
+            out.print(
+                f"[bold red]{identities} record(s) parked by identity matching[/]: "
+                "crmsync identity list"
+            )
     else:
         out.print("[bold red]router not answering[/] (is 'crmsync router' running?)")
     table = Table("adapter", "actor", "entities", "alive", "last heartbeat", "capture")

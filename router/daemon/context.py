@@ -70,6 +70,7 @@ class RouterContext:
         inexact: Iterable[str] = (),
     ) -> None:
         self._store = store
+        store.match_keys = self.config.match_keys()
         self.marks = Watermarks(highs or {}, inexact=inexact)
         self.know_hub_actor(store.hub_actor)
         self.set_registry(registry)
@@ -106,6 +107,10 @@ class RouterContext:
         if cached is None:
             cached = view.subscribers[entity] = subscribers(view.adapters, entity)
         return cached
+
+    def match_keys(self, entity: str) -> tuple[str, ...]:
+        """The entity's identity match keys in order (empty: no matching)."""
+        return self.store.match_keys.get(entity, ())
 
     def rules_for(self, entity: str) -> Rules:
         rules = self._rules.get(entity)

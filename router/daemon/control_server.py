@@ -15,6 +15,7 @@ from typing import Any
 from router import control
 from router import control_migration as cm
 from router.broker.base import BrokerPublisher
+from router.daemon.identity_ops import IdentityOps
 from router.daemon.migration_ops import MigrationOps
 from router.daemon.operations import Operations
 from router.errors import CrmsyncError, PublishFailed
@@ -30,6 +31,7 @@ class ControlServer:
     def __init__(self, operations: Operations, publisher: BrokerPublisher) -> None:
         self._publisher = publisher
         migrations = MigrationOps(operations.ctx, publisher)
+        identity = IdentityOps(operations.ctx, publisher)
         self._actions: dict[type[control.Request], Action] = {
             control.Register: operations.register,
             control.Heartbeat: operations.heartbeat,
@@ -46,6 +48,8 @@ class ControlServer:
             cm.FinishMigration: migrations.finish,
             cm.Redeliver: migrations.redeliver,
             cm.DescribePair: migrations.pair,
+            control.ListIdentities: identity.list,
+            control.ResolveIdentity: identity.resolve,
         }
         missing = set(control.REQUESTS.values()) - set(self._actions)
         assert not missing, f"control requests without an action: {missing}"

@@ -18,10 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from router import migration_store, topology
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from router import identity_store, migration_store, topology
 from router.batches import BATCH_HEADER, MIGRATION, BatchMeta, is_batch, pack_batch, unpack_batch
 from router.errors import DecodeError
 from router.events import ChangeEvent, encode
+from router.identity import IdentityOutcome
 from router.logs import kv
 from router.messages import Delivery, Outgoing
 from router.migration_store import LINKED, ROUTED, Item
@@ -121,23 +125,24 @@ class _ToTarget:
 
 def route(
     out: BatchOutcome,
-    decided: Sequence[tuple[Inbound, Decision, Outgoing | None]],
+    decided: Sequence[tuple[Inbound, Decision, Outgoing | None, ChangeEvent]],
     states: Mapping[str, RecordState],
     subscribers: Any,
-    linked: Mapping[str, str],
+    conn: Connection,
 ) -> None:
     """Address each migration event's record to its target, and record its outcome.
 
     ``decided``: every migration event that reached a decision, with the delivery it
-    caused; ``linked``: event id -> record id for events matched to a record the target
-    held (identity matching). Refused and parked ones are recorded as such.
+    caused and the event as decided (identity matching may have moved it to the record
+    its key matched). A record is *linked* when identity matching joined the source's
+    record and one the target published (now, or before this migration counted it).
     """
+    linked = _linked(out, decided, conn)
     replaced: dict[int, Outgoing | None] = {}
     batches: dict[tuple[str, str, str], _ToTarget] = {}
-    for item, decision, outgoing in decided:
+    for item, decision, outgoing, event in decided:
         meta = item.delivery.batch
-        event = item.event
-        if not isinstance(meta, BatchMeta) or event is None:
+        if not isinstance(meta, BatchMeta):
             continue
         state = decision.state or states.get(event.record_id)
         record_id = state.record_id if state else event.record_id
@@ -168,7 +173,7 @@ def route(
             group = batches[key] = _ToTarget(meta)
         group.events.append(body)
         outcome = ROUTED
-        if event.event_id in linked:
+        if record_id in linked:
             outcome = LINKED
             group.linked.append(record_id)
         out.migration_items.append(Item(meta.migration_id, meta.entity, sid, record_id, outcome))
@@ -199,6 +204,51 @@ def route(
         )
 
 
+def _linked(
+    out: BatchOutcome,
+    decided: Sequence[tuple[Inbound, Decision, Outgoing | None, ChangeEvent]],
+    conn: Connection,
+) -> set[str]:
+    """Records of these migration events that identity matching joined (see route)."""
+    now = {o.record_id for o in out.identity.values() if o.kind == "linked" and o.record_id}
+    pairs: dict[tuple[str, str, str], set[str]] = {}
+    for item, _, _, event in decided:
+        meta = item.delivery.batch
+        if isinstance(meta, BatchMeta):
+            pairs.setdefault((meta.migration_id, meta.source, meta.target), set()).add(
+                event.record_id
+            )
+    found: set[str] = set()
+    a = identity_store.aliases
+    for (migration_id, source, target), record_ids in pairs.items():
+        ids = list(record_ids)
+        for start in range(0, len(ids), 500):
+            query = sa.select(a.c.record_id).where(
+                a.c.record_id.in_(ids[start : start + 500]),
+                a.c.source.in_([source, target]),
+                sa.or_(a.c.migration.is_(None), a.c.migration == migration_id),
+            )
+            found.update(r[0] for r in conn.execute(query))
+    return found | now
+
+
+def parked_identity(out: BatchOutcome, item: Inbound, outcome: IdentityOutcome | None) -> None:
+    """A migration event identity matching parked: ambiguous, or a duplicate in the source."""
+    meta, event = item.delivery.batch, item.event
+    if not isinstance(meta, BatchMeta) or event is None:
+        return
+    kind = "duplicates" if outcome is not None and outcome.kind == "duplicate" else "ambiguous"
+    if outcome is not None and outcome.kind == "duplicate":
+        detail = f"same {outcome.key or 'match key'} as record {outcome.record_id}"
+    elif outcome is not None:
+        detail = f"{outcome.key or 'match key'} matches {len(outcome.candidates)} records"
+    else:
+        detail = "parked by identity matching"
+    out.migration_items.append(
+        Item(meta.migration_id, meta.entity, event.source_record_id, event.record_id, kind, detail)
+    )
+
+
 def refused_items(refused: Sequence[Inbound]) -> list[Item]:
     """Migration events the router refused, as outcomes (reason, never values)."""
     found: list[Item] = []
@@ -219,5 +269,19 @@ def refused_items(refused: Sequence[Inbound]) -> list[Item]:
     return found
 
 
-def record(conn: Any, out: BatchOutcome) -> None:
+def record(conn: Connection, out: BatchOutcome) -> None:
+    """Store the batch's migration outcomes; aliases counted as linked are marked with
+    their migration, so a later migration counts them unchanged."""
     migration_store.record(conn, [*out.migration_items, *refused_items(out.refused)])
+    linked: dict[str, list[str]] = {}
+    for item in out.migration_items:
+        if item.outcome == LINKED and item.record_id:
+            linked.setdefault(item.migration_id, []).append(item.record_id)
+    a = identity_store.aliases
+    for migration_id, ids in linked.items():
+        for start in range(0, len(ids), 500):
+            conn.execute(
+                a.update()
+                .where(a.c.record_id.in_(ids[start : start + 500]), a.c.migration.is_(None))
+                .values(migration=migration_id)
+            )

@@ -21,6 +21,7 @@ from router.conflicts import Conflict, summary
 from router.conflicts import detail as conflict_detail
 from router.daemon import leader
 from router.daemon.context import RouterContext
+from router.daemon.identity_step import name_aliases
 from router.daemon.pipeline import delivery
 from router.decide import edit_version, resolve_parked
 from router.errors import CrmsyncError
@@ -182,6 +183,8 @@ class Operations:
             if not targets:
                 raise CrmsyncError(f"no adapter subscribes to {stored.entity}")
             message = delivery(event, targets)
+            if stored.entity in store.match_keys:  # a CRM may know the record by an alias
+                name_aliases(message, store.aliases_of([record_id], conn).get(record_id))
             [outbox_id] = store.commit_batch(
                 [], [state], [message], [], conn, [conflict] if conflict else []
             )

@@ -20,9 +20,11 @@ from router import topology, watermark_store
 from router.conflicts import Conflict
 from router.daemon import migration
 from router.daemon.context import RouterContext
+from router.daemon.identity_step import IdentityStep
 from router.decide import Decision, Verdict, decide
 from router.errors import DecodeError
 from router.events import ChangeEvent, decode, encode
+from router.identity import IdentityOutcome, IdentityWrites
 from router.logs import kv
 from router.messages import Delivery, Outgoing
 from router.migration_store import Item
@@ -122,6 +124,9 @@ class BatchOutcome:
     outbox_ids: list[str] = field(default_factory=list)  # of ``deliveries``, once committed
     marks: BatchMarks | None = None  # the actors' counters this batch raised
     migration_items: list[Item] = field(default_factory=list)  # outcomes of migrated records
+    # By the event's original id: what identity matching did (router.identity).
+    identity: dict[str, IdentityOutcome] = field(default_factory=dict)
+    identity_writes: IdentityWrites = field(default_factory=IdentityWrites)
 
     def absorb(self, other: BatchOutcome) -> None:
         """Add a part of the batch committed on its own (see router.daemon.isolation)."""
@@ -133,14 +138,22 @@ class BatchOutcome:
         self.conflicts.update(other.conflicts)
         self.outbox_ids += other.outbox_ids
         self.migration_items += other.migration_items
+        self.identity.update(other.identity)
+        self.identity_writes.absorb(other.identity_writes)
 
     def messages(self) -> list[Outgoing]:
         """Everything to publish: the deliveries, then each refusal to the invalid queue."""
         return [*self.deliveries, *(refusal(r) for r in self.refused)]
 
 
-def decide_batch(ctx: RouterContext, judged: Sequence[Inbound], conn: Connection) -> BatchOutcome:
-    """Runs inside the batch's transaction: dedup and decide."""
+def decide_batch(
+    ctx: RouterContext,
+    judged: Sequence[Inbound],
+    conn: Connection,
+    unmatched: Container[str] = frozenset(),
+) -> BatchOutcome:
+    """Runs inside the batch's transaction: dedup, identity matching, decide.
+    ``unmatched``: record ids an operator declared new (never matched)."""
     store = ctx.store
     out = BatchOutcome(refused=[i for i in judged if i.reason is not None])
     inbound = [i for i in judged if i.event is not None and not i.repeat]
@@ -153,10 +166,15 @@ def decide_batch(ctx: RouterContext, judged: Sequence[Inbound], conn: Connection
     if already:
         out.verdicts["duplicate"] += len(already)
     fresh = [i for i in inbound if i.event and i.event.event_id not in already]
-    states = store.load((i.event.record_id for i in fresh if i.event), conn)
+    events = [i.event for i in fresh if i.event]
+    step = IdentityStep.prepare(store, events, conn, unmatched)
+    ids = step.record_ids(events) if step else {e.record_id for e in events}
+    states = store.load(ids, conn)
+    if step is not None:
+        step.look_up(events, states, conn)
     parked = store.load_conflicts((s.parked for s in states.values() if s.parked), conn)
     changed: dict[str, RecordState] = {}
-    migrating: list[tuple[Inbound, Decision, Outgoing | None]] = []
+    migrating: list[tuple[Inbound, Decision, Outgoing | None, ChangeEvent]] = []
     marks = out.marks = ctx.marks.batch()
     reread = False
     for item in fresh:
@@ -172,6 +190,18 @@ def decide_batch(ctx: RouterContext, judged: Sequence[Inbound], conn: Connection
         if refused is not None:
             out.refused.append(Inbound(item.delivery, event, *refused))
             continue
+        if step is not None:
+            routed = step.route(event, item.delivery.body, states)
+            if routed.outcome is not None:
+                out.identity[event.event_id] = routed.outcome
+            if routed.event is None:
+                out.verdicts[routed.verdict or "parked"] += 1
+                if item.delivery.batch is not None:
+                    migration.parked_identity(out, item, routed.outcome)
+                continue
+            if routed.outcome is not None:
+                out.verdicts["linked"] += 1
+            event = routed.event
         stored = states.get(event.record_id)
         try:
             decision = decide(
@@ -185,14 +215,15 @@ def decide_batch(ctx: RouterContext, judged: Sequence[Inbound], conn: Connection
             outgoing = None
             if decision.delivery is not None and decision.targets:
                 # Nothing overlaid: the producer's own (validated) bytes are this version.
-                body = item.delivery.body if decision.delivery is event else None
+                own = decision.delivery is event and event is item.event
+                body = item.delivery.body if own else None
                 outgoing = delivery(decision.delivery, decision.targets, body)
         except Exception as e:  # judging one event failed: only that event is refused
             out.refused.append(internal_error(item.delivery, event, e))
             continue
         out.verdicts[decision.verdict.value] += 1
         if item.delivery.batch is not None:
-            migrating.append((item, decision, outgoing))
+            migrating.append((item, decision, outgoing, event))
         if decision.conflict is not None:
             out.conflicts[decision.conflict.id] = parked[decision.conflict.id] = decision.conflict
             _log_conflict(event, decision.verdict, decision.conflict)
@@ -212,11 +243,16 @@ def decide_batch(ctx: RouterContext, judged: Sequence[Inbound], conn: Connection
             # and a resolution's holds the hub's next one.
             marks.observe(event.clock)
             marks.observe(decision.state.clock)
+            if step is not None:
+                step.stored(event, decision.state)
         if outgoing is not None:
             out.deliveries.append(outgoing)
     out.states = list(changed.values())
     if migrating:
-        migration.route(out, migrating, states, ctx.subscribers, linked={})
+        migration.route(out, migrating, states, ctx.subscribers, conn)
+    if step is not None:
+        step.add_headers(out.deliveries, conn)
+        out.identity_writes = step.writes
     return out
 
 

@@ -111,6 +111,9 @@ class Router:
             await ctx.db(leader.announce, store.engine, leader.instance_name())
             highs, inexact = await ctx.db(watermark_store.opened, store)
             ctx.open(store, await ctx.db(store.registrations), highs, inexact)
+            rebuilt = await ctx.db(store.sync_match_index)
+            if rebuilt:
+                log.info("identity match index rebuilt", extra=kv(entities=",".join(rebuilt)))
             if self._new_hub_epoch:
                 actor = await ctx.db(store.bump_hub_epoch)
                 ctx.know_hub_actor(actor)
@@ -282,6 +285,7 @@ class Router:
                 confirmed,
                 conn,
                 list(out.conflicts.values()),
+                out.identity_writes,
             )
             if out.marks is not None:
                 watermark_store.save(conn, out.marks.raised, marks.highs)

@@ -68,7 +68,13 @@ async def test_status_json_with_a_router_lists_adapters_and_queue_depths(
     data = json.loads(result.stdout)
     assert data["router"]["alive"] is True
     assert data["router"]["hub_actor"] == "hub"
-    assert data["router"]["store"] == {"records": 0, "inbox": 0, "outbox": 0, "conflicts_open": 0}
+    assert data["router"]["store"] == {
+        "records": 0,
+        "inbox": 0,
+        "outbox": 0,
+        "conflicts_open": 0,
+        "identities_parked": 0,
+    }
     adapters = {a["name"]: a for a in data["adapters"]}
     assert set(adapters) == {"legacy", "sales"}
     assert adapters["legacy"]["actor"] == "legacy"

@@ -227,7 +227,13 @@ def test_tables_are_created_idempotently_and_hub_epoch_persists(db: Db) -> None:
     second = db.store()  # create_all on existing tables, hub_actor row already there
     assert first.hub_actor == "hub"
     assert second.hub_actor == "hub"
-    assert first.counts() == {"records": 0, "inbox": 0, "outbox": 0, "conflicts_open": 0}
+    assert first.counts() == {
+        "records": 0,
+        "inbox": 0,
+        "outbox": 0,
+        "conflicts_open": 0,
+        "identities_parked": 0,
+    }
 
     state = sample_state()
     first.commit_batch([], [state], [], [])
@@ -301,7 +307,13 @@ def test_commit_batch_round_trips_records_inbox_and_outbox(db: Db) -> None:
     assert store.seen([*processed, new_id()]) == set(processed)
     assert store.seen([]) == set()
     assert store.pending_outbox() == list(zip(ids, deliveries, strict=True))
-    assert store.counts() == {"records": 2, "inbox": 2, "outbox": 3, "conflicts_open": 0}
+    assert store.counts() == {
+        "records": 2,
+        "inbox": 2,
+        "outbox": 3,
+        "conflicts_open": 0,
+        "identities_parked": 0,
+    }
 
     # the next batch deletes what the broker confirmed since the last one
     later = outgoing(4)
@@ -313,7 +325,13 @@ def test_commit_batch_round_trips_records_inbox_and_outbox(db: Db) -> None:
     assert store.pending_outbox() == [(later_id, later)]
     store.delete_outbox([later_id, ids[0]])  # an id already gone is harmless
     assert store.pending_outbox() == []
-    assert store.counts() == {"records": 2, "inbox": 2, "outbox": 0, "conflicts_open": 0}
+    assert store.counts() == {
+        "records": 2,
+        "inbox": 2,
+        "outbox": 0,
+        "conflicts_open": 0,
+        "identities_parked": 0,
+    }
 
 
 def test_prune_inbox_removes_only_old_entries(db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -552,7 +570,13 @@ def test_large_batch_in_one_commit(db: Db) -> None:
     assert store.pending_outbox() == []
     assert {s.version for s in store.load(s.record_id for s in states).values()} == {2}
     assert store.seen([*processed, *more]) == {*processed, *more}
-    assert store.counts() == {"records": n, "inbox": 2 * n, "outbox": 0, "conflicts_open": 0}
+    assert store.counts() == {
+        "records": n,
+        "inbox": 2 * n,
+        "outbox": 0,
+        "conflicts_open": 0,
+        "identities_parked": 0,
+    }
 
 
 def test_large_record_and_delivery_round_trip(db: Db) -> None:

@@ -28,6 +28,9 @@ def test_a_typed_request_round_trips_through_its_routing_key_and_body() -> None:
         control.ConflictHistory(record_id="r1"),
         control.ResolveConflict(id="c1", take="sales", fields={"email": "mktg"}, by="ops"),
         control.Heartbeat(name="mktg", actor="mktg", at=1.5),
+        control.ListIdentities(entity="contact", limit=10),
+        control.ResolveIdentity(event_id="e1", link="r1", by="ops"),
+        control.ResolveIdentity(event_id="e1", new=True),
     ],
 )
 def test_every_request_parses_back_to_itself(model: control.Request) -> None:
@@ -35,7 +38,8 @@ def test_every_request_parses_back_to_itself(model: control.Request) -> None:
 
 
 def test_every_request_model_has_a_distinct_key() -> None:
-    assert len(control.REQUESTS) == 9
+    assert len(control.REQUESTS) == 17
+    assert {"op.migration.open", "op.migration.checkpoint", "op.redeliver"} <= set(control.REQUESTS)
     assert all(key == model.KEY for key, model in control.REQUESTS.items())
 
 
