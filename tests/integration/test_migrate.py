@@ -99,7 +99,7 @@ def test_invalid_source_rows_are_reported_by_id_and_reason_and_never_written(
 
 
 KILLED = 1000
-SLOW = ("--batch-size", "50", "--rate", "150")  # ~7 s of writes: time to kill mid-way
+SLOW = ("--batch-size", "50", "--rate", "250")  # ~4 s of writes: time to kill mid-way
 
 
 def _assert_complete(rig: Rig, report: dict[str, Any]) -> None:
@@ -236,12 +236,28 @@ def test_live_sync_goes_on_both_ways_after_the_migration(amqp: str, tmp_path: Pa
 
 
 def test_rate_caps_the_writes_into_the_target(amqp: str, tmp_path: Path) -> None:
-    with pg_rig(tmp_path, amqp, N) as rig:
-        started = time.monotonic()
-        code, report, stderr = rig.migrate("--rate", "200", "--batch-size", "50")
-        took = time.monotonic() - started
+    # Uncapped, this box writes a few hundred records a second into the target (the
+    # export paces it): --rate 200 over 600 records would take about as long without
+    # the cap as with it. A cap well below that makes the assertion one a broken
+    # --rate fails: 300 records at 60/s are >= 4 s of writes (less a burst of one
+    # second's budget); uncapped, ~1.3 s.
+    rows, rate = 300, 60
+    with pg_rig(tmp_path, amqp, rows) as rig:
+        proc = rig.spawn(
+            "migrate", "--from", "old", "--to", "new", "--json", "--rate", str(rate),
+            "--batch-size", "30",
+        )  # fmt: skip
+        first = last = None
+        while proc.poll() is None:
+            n, now = rig.target.count(), time.monotonic()
+            if n and first is None:
+                first = now
+            if n == rows and last is None:
+                last = now
+            time.sleep(0.1)
+        code, report, stderr = _finish(proc)
         assert code == 0, stderr
-        assert report["entities"]["contact"]["created"] == N
-        assert rig.target.count() == N
-        # 600 records at 200/s: 3 s of writes at least (less a first burst).
-        assert took >= 2.5, f"{N} records at --rate 200 took only {took:.1f}s"
+        assert report["entities"]["contact"]["created"] == rows
+        assert first is not None and last is not None
+        took = last - first
+        assert took >= 3.0, f"{rows} records at --rate {rate} were written in {took:.1f}s"
