@@ -122,11 +122,19 @@ class MigrationSide:
         if isinstance(request, ac.MigrationLog):
             counts, failed = await db(self._summary, request)
             return ac.MigrationLogged(counts=counts, failed=failed)
+        if isinstance(request, ac.Count):
+            return ac.Counted(rows=await db(self._count, request.entity))
         if isinstance(request, ac.Republish):
             published, missing = await db(work.republish, request.entity, request.record_ids)
             await self.runtime.publish_pending()
             return ac.Republished(published=published, missing=missing)
         raise control.BadRequest(f"no action for {request.KEY}")
+
+    def _count(self, entity: str) -> int | None:
+        if entity not in self.runtime.engine.mapped:
+            raise control.BadRequest(f"adapter {self.name} does not map {entity}")
+        with self.runtime.adapter.transaction() as tx:
+            return self.runtime.adapter.count_rows(tx, entity)
 
     def _summary(self, request: ac.MigrationLog) -> Any:
         with self.runtime.adapter.transaction() as tx:

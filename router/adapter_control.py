@@ -97,6 +97,17 @@ class Republished(Reply):
     missing: list[str] = Field(default_factory=list)
 
 
+class Count(AdapterRequest):
+    """How many live records of ``entity`` the CRM holds (a progress bar's total)."""
+
+    KEY: ClassVar[str] = "count"
+    entity: Entity
+
+
+class Counted(Reply):
+    rows: int | None = None  # None: this CRM cannot tell cheaply
+
+
 REQUESTS: dict[str, type[AdapterRequest]] = {
-    m.KEY: m for m in (Export, Digest, MigrationLog, Republish)
+    m.KEY: m for m in (Export, Digest, MigrationLog, Republish, Count)
 }
