@@ -217,26 +217,30 @@ class MigrationSide:
             await message.ack()
         await runtime.sink.after_writes()
 
-    async def apply_single_message(self, message: Delivery) -> None:
-        """A migration event back from a retry tier (or a DLQ replay)."""
-        migration_id = str(message.headers.get(MIGRATION_HEADER))
+    async def _one(self, message: Delivery) -> ChangeEvent | None:
+        """A single delivery's event once the write budget allows it (None: undecodable,
+        sent to the DLQ)."""
         try:
             event = decode(message.body)
         except DecodeError as e:
             await self.runtime.sink.fail(message, None, e, kind="undecodable")
-            return
+            return None
         await self.runtime.sink.limiter.acquire(1)
-        await self._apply_alone(message, event, migration_id)
-        await self.runtime.sink.after_writes()
+        return event
+
+    async def apply_single_message(self, message: Delivery) -> None:
+        """A migration event back from a retry tier (or a DLQ replay)."""
+        event = await self._one(message)
+        if event is not None:
+            migration_id = str(message.headers.get(MIGRATION_HEADER))
+            await self._apply_alone(message, event, migration_id)
+            await self.runtime.sink.after_writes()
 
     async def apply_repair(self, message: Delivery) -> None:
         """A reconcile repair: the hub's version written over drift."""
-        try:
-            event = decode(message.body)
-        except DecodeError as e:
-            await self.runtime.sink.fail(message, None, e, kind="undecodable")
+        event = await self._one(message)
+        if event is None:
             return
-        await self.runtime.sink.limiter.acquire(1)
         try:
             outcome = await self.runtime.db(self.work.repair, event)
         except Exception as e:
