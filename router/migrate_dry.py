@@ -20,6 +20,7 @@ from router.migrate import Hub, Plan, Say
 from router.migrate_plan import OUTCOMES, Planned, Seen, plan_page
 
 PROBLEMS = ("invalid", "ambiguous", "duplicates")
+HASHES = 5000  # record ids per request to the target
 
 
 @dataclass
@@ -107,12 +108,17 @@ async def _plan_entity(
         by_sid = {r.source_record_id: v for r, v in zip(valid, verdicts, strict=True)}
         ids = sorted({t for v in verdicts for t in v.target_ids})
         hashes: dict[str, str | None] = {}
-        if ids:
+        for start in range(0, len(ids), HASHES):  # a record's aliases may add ids
             hashed: ac.Hashed = await hub.adapter(
-                ac.Hashes(name=plan.target, entity=entity, fields=fields, record_ids=ids),
+                ac.Hashes(
+                    name=plan.target,
+                    entity=entity,
+                    fields=fields,
+                    record_ids=ids[start : start + HASHES],
+                ),
                 ac.Hashed,
             )
-            hashes = hashed.hashes
+            hashes.update(hashed.hashes)
         report.add(entity, plan_page(page.rows, by_sid, hashes, seen))
         say(f"{entity}: {report.entities[entity]['source']} records planned")
         if page.done or page.last is None:

@@ -117,7 +117,7 @@ def _known(record_id: str, aliases: Sequence[Alias], source: str, target: str) -
 class Planned:
     source_record_id: str
     outcome: Outcome
-    record_id: str | None = None
+    record_id: str | None = None  # the hub record it would be (unplaced rows: their own)
     reason: str = ""  # ids and key names only, never a value
 
 
@@ -151,7 +151,10 @@ def plan_page(
         if v.kind == "ambiguous":
             out.append(
                 Planned(
-                    sid, "ambiguous", None, f"{v.key or 'match key'} matches {v.candidates} records"
+                    sid,
+                    "ambiguous",
+                    row.record_id,
+                    f"{v.key or 'match key'} matches {v.candidates} records",
                 )
             )
         elif v.kind == "duplicate":
@@ -159,7 +162,7 @@ def plan_page(
                 Planned(
                     sid,
                     "duplicates",
-                    v.record_id,
+                    row.record_id,
                     f"same {v.key or 'match key'} as record {v.record_id}",
                 )
             )
@@ -185,12 +188,12 @@ def _unseen(row: PlanRow, v: Verdict, target_holds: bool, seen: Seen) -> Planned
     for key, value in row.keys:
         first = seen.keys.get((key, value))
         if first is not None:
-            return Planned(sid, "duplicates", None, f"same {key} as source row {first}")
+            return Planned(sid, "duplicates", row.record_id, f"same {key} as source row {first}")
     if v.kind == "alias":
         assert v.record_id is not None
         first = seen.linked.get(v.record_id)
         if first is not None:
-            return Planned(sid, "duplicates", v.record_id, f"same {v.key} as source row {first}")
+            return Planned(sid, "duplicates", row.record_id, f"same {v.key} as source row {first}")
         seen.linked[v.record_id] = sid
     for pair in row.keys:
         seen.keys[pair] = sid

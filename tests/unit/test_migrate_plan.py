@@ -146,6 +146,7 @@ def test_each_outcome_as_the_real_run_counts_it() -> None:
     assert planned[7].record_id == "h7"
     assert planned[8].reason == "email matches 3 records"
     assert planned[9].reason == "same email as record r1"
+    assert planned[9].record_id == "p9"  # its own id: it is placed nowhere
 
 
 def test_a_row_with_the_key_of_an_earlier_unseen_row_is_a_duplicate_across_pages() -> None:
@@ -168,7 +169,8 @@ def test_two_unseen_rows_linking_to_one_record_leave_the_second_a_duplicate() ->
     verdict = Verdict(kind="alias", record_id="h1", target_ids=["h1"], key="email")
     rows = [row("a", None, email="k@x.io"), row("b", None, email="K2@x.io")]
     planned = plan_page(rows, {"a": verdict, "b": verdict}, {}, Seen())
-    assert [(p.outcome, p.record_id) for p in planned] == [("create", "h1"), ("duplicates", "h1")]
+    assert [(p.outcome, p.record_id) for p in planned] == [("create", "h1"), ("duplicates", None)]
+    assert planned[1].reason == "same email as source row a"
 
 
 def test_a_reason_never_holds_a_key_value() -> None:
