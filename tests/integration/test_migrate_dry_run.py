@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.integration.migration_rig import Crm, Rig, people
-from tests.integration.migration_setup import emails, pg_rig, poll, report_of
+from tests.integration.migration_setup import emails, one_line, pg_rig, poll, report_of
 
 pytestmark = pytest.mark.integration
 
@@ -143,6 +143,10 @@ def test_dry_run_plans_every_outcome_changes_nothing_and_the_run_agrees(
         assert human.returncode == 1, human.stderr
         assert "nothing was changed" in human.stdout
         assert "would not migrate: 2 invalid, 1 duplicates" in human.stdout
+
+        refused = rig.command("migrate", "--from", "old", "--to", "new", "--dry-run", "--resume")
+        assert refused.returncode != 0
+        assert "takes no --resume" in one_line(refused.stderr)
 
         assert everything(rig) == before  # both CRMs, both adapters' links, the hub
         assert before["router"]["crmsync_migrations"] == 0
