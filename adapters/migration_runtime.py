@@ -123,6 +123,8 @@ class MigrationSide:
         if isinstance(request, ac.MigrationLog):
             counts, failed = await db(self._summary, request)
             return ac.MigrationLogged(counts=counts, failed=failed)
+        if isinstance(request, ac.Count):
+            return ac.Counted(rows=await db(self._count, request.entity))
         if isinstance(request, ac.Republish):
             published, missing = await db(work.republish, request.entity, request.record_ids)
             await self.runtime.publish_pending()
@@ -149,6 +151,12 @@ class MigrationSide:
             req.limit,
         )
         return ac.PlannedRows(rows=rows, last=last, done=read < req.limit)
+
+    def _count(self, entity: str) -> int | None:
+        if entity not in self.runtime.engine.mapped:
+            raise control.BadRequest(f"adapter {self.name} does not map {entity}")
+        with self.runtime.adapter.transaction() as tx:
+            return self.runtime.adapter.count_rows(tx, entity)
 
     def _summary(self, request: ac.MigrationLog) -> Any:
         with self.runtime.adapter.transaction() as tx:

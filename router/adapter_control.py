@@ -142,6 +142,17 @@ class Hashed(Reply):
     hashes: dict[str, str | None]
 
 
+class Count(AdapterRequest):
+    """How many live records of ``entity`` the CRM holds (a progress bar's total)."""
+
+    KEY: ClassVar[str] = "count"
+    entity: Entity
+
+
+class Counted(Reply):
+    rows: int | None = None  # None: this CRM cannot tell cheaply
+
+
 REQUESTS: dict[str, type[AdapterRequest]] = {
-    m.KEY: m for m in (Export, Digest, MigrationLog, Republish, PlanRows, Hashes)
+    m.KEY: m for m in (Export, Digest, MigrationLog, Republish, Count, PlanRows, Hashes)
 }

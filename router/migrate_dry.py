@@ -16,7 +16,7 @@ from typing import Any
 from router import adapter_control as ac
 from router import control_migration as cm
 from router.errors import CrmsyncError
-from router.migrate import Hub, Plan, Say
+from router.migrate import Hub, Meter, Plan, Say, _no_meter
 from router.migrate_plan import OUTCOMES, Planned, Seen, plan_page
 
 PROBLEMS = ("invalid", "ambiguous", "duplicates")
@@ -58,7 +58,9 @@ class DryRunReport:
                 self.records.setdefault(p.outcome, []).append(item)
 
 
-async def dry_run(hub: Hub, plan: Plan, say: Say, keep_records: bool = False) -> DryRunReport:
+async def dry_run(
+    hub: Hub, plan: Plan, say: Say, keep_records: bool = False, meter: Meter = _no_meter
+) -> DryRunReport:
     pair: cm.Pair = await hub.router(cm.DescribePair(a=plan.source, b=plan.target), cm.Pair)
     entities = list(plan.entities) or sorted(pair.fields)
     for entity in entities:
@@ -69,14 +71,22 @@ async def dry_run(hub: Hub, plan: Plan, say: Say, keep_records: bool = False) ->
     report = DryRunReport(plan.source, plan.target, records={} if keep_records else None)
     for entity in entities:
         report.entities[entity] = dict.fromkeys(("source", *OUTCOMES), 0)
-        await _plan_entity(hub, plan, entity, pair, report, say)
+        await _plan_entity(hub, plan, entity, pair, report, say, meter)
     return report
 
 
 async def _plan_entity(
-    hub: Hub, plan: Plan, entity: str, pair: cm.Pair, report: DryRunReport, say: Say
+    hub: Hub,
+    plan: Plan,
+    entity: str,
+    pair: cm.Pair,
+    report: DryRunReport,
+    say: Say,
+    meter: Meter,
 ) -> None:
     fields, keys = pair.fields[entity], pair.keys.get(entity, [])
+    counted: ac.Counted = await hub.adapter(ac.Count(name=plan.source, entity=entity), ac.Counted)
+    meter(entity, 0, counted.rows)
     seen = Seen()
     after: str | None = None
     while True:
@@ -120,7 +130,9 @@ async def _plan_entity(
             )
             hashes.update(hashed.hashes)
         report.add(entity, plan_page(page.rows, by_sid, hashes, seen))
-        say(f"{entity}: {report.entities[entity]['source']} records planned")
+        planned = report.entities[entity]["source"]
+        meter(entity, planned, counted.rows)
+        say(f"{entity}: {planned} records planned")
         if page.done or page.last is None:
             return
         after = page.last
