@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from adapters import migration_plan
 from adapters.migration import MigrationWork, summary
 from router import adapter_control as ac
 from router import control, topology
@@ -128,7 +129,28 @@ class MigrationSide:
             published, missing = await db(work.republish, request.entity, request.record_ids)
             await self.runtime.publish_pending()
             return ac.Republished(published=published, missing=missing)
+        if isinstance(request, ac.PlanRows | ac.Hashes):
+            return await self._plan(request)
         raise control.BadRequest(f"no action for {request.KEY}")
+
+    async def _plan(self, req: ac.PlanRows | ac.Hashes) -> control.Reply:
+        """The dry run's reads: nothing captured, written or published."""
+        if req.entity not in self.runtime.engine.mapped:
+            raise control.BadRequest(f"adapter {self.name} does not map {req.entity}")
+        adapter, db = self.runtime.adapter, self.runtime.db
+        if isinstance(req, ac.Hashes):
+            found = await db(migration_plan.hashes, adapter, req.entity, req.fields, req.record_ids)
+            return ac.Hashed(hashes=found)
+        rows, last, read = await db(
+            migration_plan.plan_rows,
+            adapter,
+            req.entity,
+            req.fields,
+            req.keys,
+            req.after,
+            req.limit,
+        )
+        return ac.PlannedRows(rows=rows, last=last, done=read < req.limit)
 
     def _count(self, entity: str) -> int | None:
         if entity not in self.runtime.engine.mapped:

@@ -124,6 +124,9 @@ def migrate(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Records per batch.", min=1, max=5000)] = 500,
     resume: Annotated[bool, typer.Option(help="Continue the unfinished migration.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the plan; change nothing in either CRM or the hub.")
+    ] = False,
     report: Annotated[
         Path | None, typer.Option(help="Write the report with per-record lists here (JSON).")
     ] = None,
@@ -135,13 +138,12 @@ def migrate(
     from router.migrate import Plan, run
 
     plan = Plan(source, target, list(entity or []), batch_size, rate, resume)
+    if dry_run:
+        _dry_run(plan, report, as_json, config)
+        return
     with _progress(as_json) as shown:
         result = _run(config, lambda hub: run(hub, plan, shown.say, shown.meter))
-    if report is not None:
-        try:
-            report.write_text(json.dumps(result.full(), indent=2) + "\n")
-        except OSError as e:
-            raise CrmsyncError(f"cannot write the report to {report}: {e.strerror}") from None
+    _write(report, result.full())
     if as_json:
         print_json(result.summary())
     else:
@@ -150,6 +152,34 @@ def migrate(
         render_report(out, result, report)
     if not result.clean:
         raise typer.Exit(EXIT_ERROR)
+
+
+def _dry_run(plan: Any, report: Path | None, as_json: bool, config: Path | None) -> None:
+    from router.migrate_dry import dry_run
+
+    if plan.resume:
+        raise CrmsyncError("--dry-run plans a whole migration: it takes no --resume")
+    with _progress(as_json) as shown:
+        keep = report is not None
+        result = _run(config, lambda hub: dry_run(hub, plan, shown.say, keep, shown.meter))
+    _write(report, result.full())
+    if as_json:
+        print_json(result.summary())
+    else:
+        from router.cli.render_migrate import render_plan
+
+        render_plan(out, result, report)
+    if not result.clean:
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _write(report: Path | None, data: dict[str, Any]) -> None:
+    if report is None:
+        return
+    try:
+        report.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as e:
+        raise CrmsyncError(f"cannot write the report to {report}: {e.strerror}") from None
 
 
 def reconcile(
