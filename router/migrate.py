@@ -217,15 +217,24 @@ async def export(
             meter(entity, count, total)
             pages += 1
             if pages % WINDOW_PAGES == 0:  # a look costs a count: not after every page
-                await _keep_window(hub, opened.id, entity, count, plan.batch_size * WINDOW_PAGES)
+                window = plan.batch_size * WINDOW_PAGES
+                await _keep_window(hub, plan, opened.id, entity, count, window)
         exported[entity] = count
     return exported
 
 
-async def _keep_window(hub: Hub, migration_id: str, entity: str, sent: int, window: int) -> None:
+async def _keep_window(
+    hub: Hub, plan: Plan, migration_id: str, entity: str, sent: int, window: int
+) -> None:
+    """Until at most ``window`` exported records are neither settled by the router nor
+    written by the target: what waits in queues and prefetch buffers stays bounded
+    (memory flat however large the migration), and the export runs at the target's
+    pace instead of piling batches into its sink."""
     while True:
-        judged = sum((await hub.counts(migration_id)).get(entity, {}).values())
-        if sent - judged <= window:
+        mine = (await hub.counts(migration_id)).get(entity, {})
+        settled = sum(n for k, n in mine.items() if k not in ("routed", "linked"))
+        written = sum((await hub.target_counts(plan.target, migration_id)).get(entity, {}).values())
+        if sent - settled - written <= window:
             return
         await asyncio.sleep(POLL / 5)
 
