@@ -121,6 +121,11 @@ class Suspects:
             self._now[found.record_id] = found.seen_as
         return self._last.get(found.record_id) == found.seen_as
 
+    def forget(self, record_id: str) -> None:
+        """Repaired: should it still differ next round (the repair not written yet), it
+        is a new suspect then, not drift counted (and repaired) twice."""
+        self._now.pop(record_id, None)
+
     def round_done(self) -> None:
         self._last, self._now = self._now, {}
 

@@ -208,7 +208,7 @@ class AntiEntropy:
                 if self.config.repair and found.kind in ae.REPAIRABLE:
                     pending.append(found)
                     if len(pending) >= REPAIR_CHUNK:
-                        tally.repaired += await self._repair(adapter, entity, pending)
+                        tally.repaired += await self._repair(adapter, entity, pending, suspects)
                         pending = []
                 else:
                     log.warning(
@@ -220,13 +220,15 @@ class AntiEntropy:
                             kind=found.kind,
                         ),
                     )
-            tally.repaired += await self._repair(adapter, entity, pending)
+            tally.repaired += await self._repair(adapter, entity, pending, suspects)
         finally:
             suspects.round_done()
             AE_COMPARED.labels(adapter).inc(tally.compared % self.page)
         return tally
 
-    async def _repair(self, adapter: str, entity: str, found: list[ae.Found]) -> int:
+    async def _repair(
+        self, adapter: str, entity: str, found: list[ae.Found], suspects: ae.Suspects
+    ) -> int:
         """Send the hub's current version of each; a record the hub changed since it was
         compared is left alone (that new version is on its way to the adapter anyway)."""
         if not found:
@@ -237,6 +239,7 @@ class AntiEntropy:
             state = states.get(f.record_id)
             if state is not None and state.version == f.hub_version:
                 by_kind.setdefault(f.kind, []).append(state)
+                suspects.forget(f.record_id)
         sent = 0
         for kind, group in sorted(by_kind.items()):
             ready = sendable(group, entity)

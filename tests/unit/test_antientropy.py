@@ -251,6 +251,13 @@ async def test_confirmed_drift_is_repaired_through_the_repair_path(store: Router
     assert value(AE_REPAIRED, "crm") == repaired + 3
     assert value(AE_COMPARED, "crm") == compared + 40
 
+    # Not written yet by the next round: suspected afresh, not counted or sent twice.
+    third = (await task.round())["crm"]["contact"]
+    assert (third.suspected, third.drift, len(publisher.sent)) == (3, {}, 3)
+    fake.rows.update({rid(i): person(i) for i in (3, 5, 7)})  # the repairs landed
+    fourth = (await task.round())["crm"]["contact"]
+    assert (fourth.suspected, fourth.drift, len(publisher.sent)) == (0, {}, 3)
+
 
 async def test_a_hub_record_that_changed_since_it_was_compared_is_not_repaired(
     store: RouterStore,
