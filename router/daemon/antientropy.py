@@ -33,7 +33,13 @@ from router.daemon.stats import (
     AE_REPAIRED,
     AE_ROUND_SECONDS,
 )
-from router.errors import RouterUnavailable
+from router.errors import (
+    BrokerUnavailable,
+    CrmsyncError,
+    PublishFailed,
+    RouterUnavailable,
+    StateError,
+)
 from router.logs import kv
 from router.migrate import Hub
 from router.record import RecordState
@@ -166,6 +172,13 @@ class AntiEntropy:
                     )
             except RouterUnavailable:
                 self._say_silent(name, "did not answer")
+                continue
+            except (BrokerUnavailable, PublishFailed, StateError):
+                raise  # not this adapter's: the round ends
+            except CrmsyncError as e:  # its refusal (one line): the other adapters go on
+                log.warning(
+                    "anti-entropy could not compare adapter", extra=kv(adapter=name, error=str(e))
+                )
                 continue
             self._silent.discard(name)
         return out

@@ -17,6 +17,7 @@ from router.batches import REPAIR_HEADER
 from router.broker.base import BrokerConnection, BrokerPublisher
 from router.compare import INVALID, Digest
 from router.config import RouterConfig, load_router
+from router.control import Refused
 from router.daemon.antientropy import AntiEntropy, Pacer
 from router.daemon.context import RouterContext
 from router.daemon.stats import AE_COMPARED, AE_DRIFT, AE_REPAIRED
@@ -143,6 +144,7 @@ class FakeAdapter:
     def __init__(self, rows: dict[str, dict[str, str | None] | None]) -> None:
         self.rows = rows
         self.down = False
+        self.refuses = False
         self.asked = 0
 
     async def digests(
@@ -151,6 +153,8 @@ class FakeAdapter:
         self.asked += 1
         if self.down:
             raise RouterUnavailable(f"adapter {adapter!r} did not answer within 30s")
+        if self.refuses:
+            raise Refused("unknown entity 'contact'")
         for record_id in sorted(self.rows):
             picked = self.rows[record_id]
             yield theirs(record_id, None if picked is None else {f: picked.get(f) for f in fields})
@@ -324,3 +328,16 @@ async def test_pacer_sleeps_only_when_ahead_of_the_rate() -> None:
     assert clock.slept == 0
     await pacer.done(300)
     assert clock.slept == pytest.approx(2.0)
+
+
+async def test_an_adapter_that_refuses_is_logged_and_the_round_goes_on(
+    store: RouterStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    task, fake, _publisher, _ = rig(store, 3)
+    fake.refuses = True
+    caplog.set_level(logging.WARNING, logger="crmsync.router")
+    assert await task.round() == {}
+    [line] = [
+        r for r in caplog.records if r.getMessage() == "anti-entropy could not compare adapter"
+    ]
+    assert line.__dict__["kv"] == {"adapter": "crm", "error": "unknown entity 'contact'"}
