@@ -230,7 +230,8 @@ class MigrationSide:
             return
         await self.runtime.sink.limiter.acquire(1)
         try:
-            outcome = await self.runtime.db(self.work.repair, event)
+            named = topology.aliases_header(message.headers)
+            outcome = await self.runtime.db(self.work.repair, event, named)
         except Exception as e:
             await self.runtime.sink.fail(message, event, e)
             return

@@ -253,11 +253,18 @@ class AntiEntropy:
             if state is not None and state.version == f.hub_version:
                 by_kind.setdefault(f.kind, []).append(state)
                 suspects.forget(f.record_id)
+        named = await self.ctx.db(self.ctx.store.aliases_of, [f.record_id for f in found])
         sent = 0
         for kind, group in sorted(by_kind.items()):
             ready = sendable(group, entity)
             sent += await send_repairs(
-                self._publisher, ready, [adapter], cause="antientropy", entity=entity, kind=kind
+                self._publisher,
+                ready,
+                [adapter],
+                named,
+                cause="antientropy",
+                entity=entity,
+                kind=kind,
             )
         AE_REPAIRED.labels(adapter).inc(sent)
         return sent

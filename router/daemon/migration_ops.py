@@ -158,5 +158,8 @@ class MigrationOps:
         states = await self.ctx.db(self.ctx.store.load, req.record_ids)
         ready = repairs.sendable(states.values(), req.entity)
         missing = sorted(set(req.record_ids) - {s.record_id for s in ready})
-        sent = await repairs.send_repairs(self._publisher, ready, req.targets, cause="reconcile")
+        named = await self.ctx.db(self.ctx.store.aliases_of, [s.record_id for s in ready])
+        sent = await repairs.send_repairs(
+            self._publisher, ready, req.targets, named, cause="reconcile"
+        )
         return cm.Redelivered(sent=sent, missing=missing)

@@ -24,6 +24,7 @@ from router.daemon.stats import AE_COMPARED, AE_DRIFT, AE_REPAIRED
 from router.errors import ConfigError, RouterUnavailable
 from router.events import Scalar, decode
 from router.hashing import content_hash
+from router.identity import Alias, IdentityWrites
 from router.messages import Outgoing
 from router.migrate import Hub
 from router.record import RecordState
@@ -341,3 +342,17 @@ async def test_an_adapter_that_refuses_is_logged_and_the_round_goes_on(
         r for r in caplog.records if r.getMessage() == "anti-entropy could not compare adapter"
     ]
     assert line.__dict__["kv"] == {"adapter": "crm", "error": "unknown entity 'contact'"}
+
+
+async def test_a_repair_names_the_records_aliases(store: RouterStore) -> None:
+    """A CRM whose row is still linked under the id identity matching aliased must
+    re-key it (adapters.migration.MigrationWork.repair), not get the customer twice."""
+    task, fake, publisher, _ = rig(store, 3)
+    alias = Alias("00000000-0000-4000-8000-00000000a11a", rid(1), "contact", "crm", "s1", 0.0)
+    store.commit_batch([], [], [], [], identity=IdentityWrites(aliases=[alias]))
+    del fake.rows[rid(1)]  # the adapter knows the row as the alias only
+    await task.round()
+    await task.round()
+    [message] = publisher.sent
+    assert decode(message.body).record_id == rid(1)
+    assert message.headers[topology.ALIASES_HEADER] == {"crm": alias.alias_id}
