@@ -43,7 +43,7 @@ from router.errors import (
 from router.logs import kv
 from router.migrate import Hub
 from router.record import RecordState
-from router.schema import record_state, records
+from router.schema import meta, record_state, records
 from router.state import RouterStore
 
 log = logging.getLogger("crmsync.router")
@@ -53,6 +53,8 @@ Sleep = Callable[[float], Awaitable[None]]
 MAX_PAGE = 1000  # records per digest request and per store read
 REPAIR_CHUNK = 200  # confirmed drift repaired at once
 ASK_TIMEOUT = 30.0  # seconds an adapter has to answer one digest page
+SETTLE = 30.0  # seconds after start before a round that is already due
+LAST_ROUND_KEY = "antientropy_last_round"  # crmsync_meta
 
 
 def hub_page(store: RouterStore, entity: str, after: str | None, limit: int) -> list[RecordState]:
@@ -63,6 +65,27 @@ def hub_page(store: RouterStore, entity: str, after: str | None, limit: int) -> 
     with store.engine.connect() as conn:
         rows = conn.execute(query.order_by(records.c.record_id).limit(limit))
         return [record_state(r) for r in rows]
+
+
+def last_round(store: RouterStore) -> float | None:
+    """When the last round ended (kept in the store: a router restarted more often than
+    ``every`` must still run rounds, and a standby that takes over knows it too)."""
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(meta.c.value).where(meta.c.key == LAST_ROUND_KEY)).first()
+    return float(row.value) if row is not None else None
+
+
+def save_last_round(store: RouterStore, when: float) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(meta.delete().where(meta.c.key == LAST_ROUND_KEY))
+        conn.execute(meta.insert().values(key=LAST_ROUND_KEY, value=repr(when)))
+
+
+def first_delay(interval: float, last: float | None, now: float) -> float:
+    """Seconds to the first round: when the last one says the next is due, but never
+    at once (a router that just started has its backlog to catch up on first)."""
+    due = interval if last is None else last + interval - now
+    return min(interval, max(due, min(interval, SETTLE)))
 
 
 class Pacer:
@@ -102,9 +125,10 @@ class AntiEntropy:
         self.page = max(1, min(MAX_PAGE, int(self.config.rate)))
 
     async def run(self, interval: float) -> None:
-        """Rounds until cancelled; the first one an interval after the router started
-        (a router that just started has its backlog to catch up on first)."""
-        delay = interval
+        """Rounds until cancelled, ``interval`` apart from start to start; the first
+        when the last round (any router's) says so (:func:`first_delay`)."""
+        store = self.ctx.store
+        delay = first_delay(interval, await self.ctx.db(last_round, store), time.time())
         try:
             while True:
                 await self._sleep(delay)
@@ -120,7 +144,9 @@ class AntiEntropy:
                     continue
                 took = self._clock() - started
                 AE_ROUND_SECONDS.set(took)
-                AE_LAST_ROUND.set(time.time())
+                ended = time.time()
+                AE_LAST_ROUND.set(ended)
+                await self.ctx.db(save_last_round, store, ended)
                 # ``every`` is from start to start; a longer round: the next one at once.
                 delay = max(0.0, interval - took)
         finally:

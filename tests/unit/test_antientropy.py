@@ -4,7 +4,9 @@ comparison (router/antientropy.py) and one adapter's round over fakes
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import cast
@@ -18,7 +20,13 @@ from router.broker.base import BrokerConnection, BrokerPublisher
 from router.compare import INVALID, Digest
 from router.config import RouterConfig, load_router
 from router.control import Refused
-from router.daemon.antientropy import AntiEntropy, Pacer
+from router.daemon.antientropy import (
+    AntiEntropy,
+    Pacer,
+    first_delay,
+    last_round,
+    save_last_round,
+)
 from router.daemon.context import RouterContext
 from router.daemon.stats import AE_COMPARED, AE_DRIFT, AE_REPAIRED
 from router.errors import ConfigError, RouterUnavailable
@@ -356,3 +364,34 @@ async def test_a_repair_names_the_records_aliases(store: RouterStore) -> None:
     [message] = publisher.sent
     assert decode(message.body).record_id == rid(1)
     assert message.headers[topology.ALIASES_HEADER] == {"crm": alias.alias_id}
+
+
+def test_the_last_round_is_kept_so_restarts_do_not_starve_rounds(store: RouterStore) -> None:
+    assert last_round(store) is None
+    save_last_round(store, 1000.5)
+    save_last_round(store, 2000.25)
+    assert last_round(store) == 2000.25
+    hour = 3600.0
+    assert first_delay(hour, None, 5000) == hour  # never ran: a full interval first
+    assert first_delay(hour, 5000 - 600, 5000) == hour - 600  # due in 50 minutes
+    assert first_delay(hour, 5000 - 7200, 5000) == 30  # overdue: once the router settled
+    assert first_delay(2.0, 0.0, 5000) == 2.0  # short intervals: never before one interval
+
+
+async def test_run_waits_as_the_store_says_and_records_each_round(store: RouterStore) -> None:
+    task, _fake, _publisher, _clock = rig(store, 2)
+    save_last_round(store, time.time() - 3590)  # due in ~10 s: after the 30 s settle
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        if len(delays) == 2:
+            raise asyncio.CancelledError
+
+    task._sleep = sleep
+    before = last_round(store)
+    with pytest.raises(asyncio.CancelledError):
+        await task.run(3600.0)
+    assert delays[0] == pytest.approx(30.0) and delays[1] == pytest.approx(3600.0)
+    after = last_round(store)
+    assert before is not None and after is not None and after > before
