@@ -128,7 +128,12 @@ class AntiEntropy:
         """Rounds until cancelled, ``interval`` apart from start to start; the first
         when the last round (any router's) says so (:func:`first_delay`)."""
         store = self.ctx.store
-        delay = first_delay(interval, await self.ctx.db(last_round, store), time.time())
+        try:
+            last = await self.ctx.db(last_round, store)
+        except Exception as e:  # the store is away: count from now
+            log.warning("anti-entropy cannot read its last round", extra=kv(error=str(e)))
+            last = None
+        delay = first_delay(interval, last, time.time())
         try:
             while True:
                 await self._sleep(delay)
@@ -136,17 +141,17 @@ class AntiEntropy:
                 delay = interval
                 try:
                     await self.round()
+                    took = self._clock() - started
+                    ended = time.time()
+                    AE_ROUND_SECONDS.set(took)
+                    AE_LAST_ROUND.set(ended)
+                    await self.ctx.db(save_last_round, store, ended)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("anti-entropy round failed")
                     await self._drop_connection()
                     continue
-                took = self._clock() - started
-                AE_ROUND_SECONDS.set(took)
-                ended = time.time()
-                AE_LAST_ROUND.set(ended)
-                await self.ctx.db(save_last_round, store, ended)
                 # ``every`` is from start to start; a longer round: the next one at once.
                 delay = max(0.0, interval - took)
         finally:

@@ -395,3 +395,27 @@ async def test_run_waits_as_the_store_says_and_records_each_round(store: RouterS
     assert delays[0] == pytest.approx(30.0) and delays[1] == pytest.approx(3600.0)
     after = last_round(store)
     assert before is not None and after is not None and after > before
+
+
+async def test_a_failing_round_is_logged_and_the_next_one_comes_on_time(
+    store: RouterStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    task, _fake, _publisher, _clock = rig(store, 2)
+    delays: list[float] = []
+
+    async def broken(*_args: object) -> None:
+        raise RuntimeError("state store on fire")
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        if len(delays) == 3:
+            raise asyncio.CancelledError
+
+    task._sleep = sleep
+    task.round = broken  # type: ignore[method-assign,assignment]
+    caplog.set_level(logging.ERROR, logger="crmsync.router")
+    with pytest.raises(asyncio.CancelledError):
+        await task.run(60.0)
+    assert delays == [60.0, 60.0, 60.0]  # never ran: a full interval first
+    failed = [r for r in caplog.records if r.getMessage() == "anti-entropy round failed"]
+    assert len(failed) == 2 and last_round(store) is None
