@@ -165,6 +165,11 @@ class Adapter(abc.ABC):
         """Every row, for bulk migration."""
         raise NotImplementedError(f"{type(self).__name__} cannot list all records")
 
+    def count_rows(self, tx: Connection, entity: str) -> int | None:
+        """How many live (not deleted) rows ``entity`` has, where the CRM can tell cheaply:
+        the total of a migration's progress bar. None: unknown (no bar, only a count)."""
+        return None
+
     def read_page(
         self, tx: Connection, entity: str, after: str | None, limit: int
     ) -> list[SourceRow]:

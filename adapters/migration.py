@@ -35,6 +35,7 @@ from adapters.rules import (
     versions_after_delivery,
 )
 from router.batches import InvalidRow
+from router.clock import Order, compare
 from router.events import ChangeEvent, encode, new_event_id, utcnow
 
 INVALID = "invalid"
@@ -202,10 +203,33 @@ class MigrationWork:
                 same = after is not None and after.content_hash == before.content_hash
                 outcome = "unchanged" if same else "updated"
         elif result.action == "skip-stale":
-            outcome = "unchanged"
+            outcome = "updated" if self._undrift(tx, event, before) else "unchanged"
         else:  # a local change goes first: the hub's resolution follows
             outcome = "updated"
         return "linked" if event.record_id in linked and outcome != "created" else outcome
+
+    def _undrift(self, tx: Connection, event: ChangeEvent, link: links.Link | None) -> bool:
+        """A migration makes the target equal the hub: where the row holds other content
+        than its link under the same version token (changed behind capture's back; a
+        user's edit moves the token and is left to capture), write the hub's version,
+        which is the link's own clock. True when it did."""
+        if link is None or link.source_record_id is None or link.deleted:
+            return False
+        if compare(event.vclock, link.clock) is not Order.EQUAL or event.op != "upsert":
+            return False
+        sid = link.source_record_id
+        row = self.adapter.read_record(tx, event.entity, sid, for_update=True)
+        if row is None or row.version != link.version:
+            return False
+        if self.engine._same_content(event.entity, row, link):
+            return False
+        mapped = self.engine.mapped.get(event.entity, [])
+        fields = {k: v for k, v in event.fields.items() if k in mapped}
+        back = self.adapter.write_record(
+            tx, event.entity, sid, event.record_id, fields, row.version
+        )
+        self.engine._record_applied(tx, event, link, back)
+        return True
 
     def repair(self, event: ChangeEvent, aliases: Aliases = None) -> str:
         """Write the hub's version over whatever the row holds now, even under a clock

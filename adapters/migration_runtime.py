@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from adapters import migration_plan
 from adapters.migration import MigrationWork, summary
 from router import adapter_control as ac
 from router import control, topology
@@ -122,11 +123,40 @@ class MigrationSide:
         if isinstance(request, ac.MigrationLog):
             counts, failed = await db(self._summary, request)
             return ac.MigrationLogged(counts=counts, failed=failed)
+        if isinstance(request, ac.Count):
+            return ac.Counted(rows=await db(self._count, request.entity))
         if isinstance(request, ac.Republish):
             published, missing = await db(work.republish, request.entity, request.record_ids)
             await self.runtime.publish_pending()
             return ac.Republished(published=published, missing=missing)
+        if isinstance(request, ac.PlanRows | ac.Hashes):
+            return await self._plan(request)
         raise control.BadRequest(f"no action for {request.KEY}")
+
+    async def _plan(self, req: ac.PlanRows | ac.Hashes) -> control.Reply:
+        """The dry run's reads: nothing captured, written or published."""
+        if req.entity not in self.runtime.engine.mapped:
+            raise control.BadRequest(f"adapter {self.name} does not map {req.entity}")
+        adapter, db = self.runtime.adapter, self.runtime.db
+        if isinstance(req, ac.Hashes):
+            found = await db(migration_plan.hashes, adapter, req.entity, req.fields, req.record_ids)
+            return ac.Hashed(hashes=found)
+        rows, last, read = await db(
+            migration_plan.plan_rows,
+            adapter,
+            req.entity,
+            req.fields,
+            req.keys,
+            req.after,
+            req.limit,
+        )
+        return ac.PlannedRows(rows=rows, last=last, done=read < req.limit)
+
+    def _count(self, entity: str) -> int | None:
+        if entity not in self.runtime.engine.mapped:
+            raise control.BadRequest(f"adapter {self.name} does not map {entity}")
+        with self.runtime.adapter.transaction() as tx:
+            return self.runtime.adapter.count_rows(tx, entity)
 
     def _summary(self, request: ac.MigrationLog) -> Any:
         with self.runtime.adapter.transaction() as tx:
@@ -209,26 +239,30 @@ class MigrationSide:
             await message.ack()
         await runtime.sink.after_writes()
 
-    async def apply_single_message(self, message: Delivery) -> None:
-        """A migration event back from a retry tier (or a DLQ replay)."""
-        migration_id = str(message.headers.get(MIGRATION_HEADER))
+    async def _one(self, message: Delivery) -> ChangeEvent | None:
+        """A single delivery's event once the write budget allows it (None: undecodable,
+        sent to the DLQ)."""
         try:
             event = decode(message.body)
         except DecodeError as e:
             await self.runtime.sink.fail(message, None, e, kind="undecodable")
-            return
+            return None
         await self.runtime.sink.limiter.acquire(1)
-        await self._apply_alone(message, event, migration_id)
-        await self.runtime.sink.after_writes()
+        return event
+
+    async def apply_single_message(self, message: Delivery) -> None:
+        """A migration event back from a retry tier (or a DLQ replay)."""
+        event = await self._one(message)
+        if event is not None:
+            migration_id = str(message.headers.get(MIGRATION_HEADER))
+            await self._apply_alone(message, event, migration_id)
+            await self.runtime.sink.after_writes()
 
     async def apply_repair(self, message: Delivery) -> None:
         """A reconcile repair: the hub's version written over drift."""
-        try:
-            event = decode(message.body)
-        except DecodeError as e:
-            await self.runtime.sink.fail(message, None, e, kind="undecodable")
+        event = await self._one(message)
+        if event is None:
             return
-        await self.runtime.sink.limiter.acquire(1)
         try:
             named = topology.aliases_header(message.headers)
             outcome = await self.runtime.db(self.work.repair, event, named)

@@ -22,62 +22,11 @@ from adapters import journal, links, sqlclock
 from adapters.base import Adapter, SourceRow, VersionMismatch
 from adapters.cleansing import Cleansing
 from adapters.cursor import Horizon
-from router.config import AdapterConfig, EntityMapping
+from adapters.sql_table import Table as _Table
+from router.config import AdapterConfig
 from router.database import make_engine
 from router.errors import ConfigError, PermanentWriteError, TransientWriteError
 from router.events import Scalar
-
-
-class _Table:
-    """One mapped entity: the reflected table and its configured columns."""
-
-    def __init__(self, entity: str, mapping: EntityMapping, table: sa.Table, where: str) -> None:
-        self.entity = entity
-        self.mapping = mapping
-        self.table = table
-        missing = [
-            col
-            for col in [mapping.id, mapping.updated_at, *mapping.fields.values()]
-            + ([mapping.deleted] if mapping.deleted else [])
-            if col not in table.c
-        ]
-        if missing:
-            raise ConfigError(
-                f"{where}: table {mapping.table!r} has no column(s) {', '.join(missing)} "
-                f"(entities.{entity})"
-            )
-        self.id = table.c[mapping.id]
-        self.updated_at = table.c[mapping.updated_at]
-        self.deleted = table.c[mapping.deleted] if mapping.deleted else None
-        self.fields = {name: table.c[col] for name, col in mapping.fields.items()}
-        self.token = sa.cast(self.updated_at, sa.String).label("crmsync_version")
-        self.int_ids = _python_type(self.id) is int
-        self.clock_kind = sqlclock.kind_of(self.updated_at)
-        self.integer_clock = _python_type(self.updated_at) is int
-
-    def key(self, source_record_id: str) -> Any:
-        return int(source_record_id) if self.int_ids else source_record_id
-
-    def select(self) -> sa.Select[Any]:
-        cols = [self.id, self.updated_at, self.token, *self.fields.values()]
-        if self.deleted is not None:
-            cols.append(self.deleted)
-        return sa.select(*cols)
-
-    def row(self, r: sa.Row[Any]) -> SourceRow:
-        m = r._mapping
-        return SourceRow(
-            entity=self.entity,
-            source_record_id=str(m[self.id]),
-            fields={name: m[col] for name, col in self.fields.items()},
-            deleted=bool(m[self.deleted]) if self.deleted is not None else False,
-            version=m["crmsync_version"],
-            position=m[self.updated_at],
-        )
-
-    def now(self, dialect: str) -> sa.ColumnElement[Any]:
-        """The database's clock as a value for ``updated_at`` (stamped server-side)."""
-        return sqlclock.now_expr(dialect, self.clock_kind, self.integer_clock)
 
 
 def _lenient_text(dbapi_connection: Any, _record: Any) -> None:
@@ -91,13 +40,6 @@ def multirow_is_slow(tx: Connection) -> bool:
     """psycopg 3 parses each long multi-row statement anew (~40% slower here than its
     own pipelined executemany); every other driver is faster with multi-row VALUES."""
     return tx.dialect.name == "postgresql" and tx.dialect.driver == "psycopg"
-
-
-def _python_type(column: sa.Column[Any]) -> type | None:
-    try:
-        return column.type.python_type
-    except NotImplementedError:
-        return None
 
 
 def _is_int(text: str) -> bool:
@@ -388,6 +330,13 @@ class SqlAdapter(Adapter):
         t = self.tables[entity]
         for r in tx.execute(t.select().order_by(t.id)):
             yield t.row(r)
+
+    def count_rows(self, tx: Connection, entity: str) -> int | None:
+        t = self.tables[entity]
+        query = sa.select(sa.func.count()).select_from(t.table)
+        if t.deleted is not None:
+            query = query.where(sa.or_(t.deleted.is_(None), t.deleted == sa.false()))
+        return int(tx.execute(query).scalar_one())
 
     def read_page(
         self, tx: Connection, entity: str, after: str | None, limit: int

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from router.batches import InvalidRow
 from router.control import AdapterName, Reply, Request, pack
@@ -97,6 +97,62 @@ class Republished(Reply):
     missing: list[str] = Field(default_factory=list)
 
 
+class PlanRows(AdapterRequest):
+    """``migrate --dry-run``: a page of ``entity`` by source id, read only (no capture,
+    nothing published): each row's record id, hash of ``fields``, validation error and
+    the values of the match ``keys``."""
+
+    KEY: ClassVar[str] = "plan-rows"
+    entity: Entity
+    fields: list[str]
+    keys: list[str] = Field(default_factory=list)
+    after: str | None = None
+    limit: Annotated[int, Field(ge=1, le=5000)] = 500
+
+
+class PlanRow(BaseModel):
+    """One source row as the dry run plans it. ``keys`` holds customer values (the
+    normalised match keys): they go to the router for matching and are never logged."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    source_record_id: str
+    record_id: str | None = None  # None: capture has not linked the row yet
+    hash: str | None = None  # None when invalid
+    error: str | None = None  # why the row breaks the canonical model (no value)
+    keys: list[tuple[str, str]] = Field(default_factory=list)  # (key, indexed value)
+
+
+class PlannedRows(Reply):
+    rows: list[PlanRow]
+    last: str | None = None
+    done: bool = False
+
+
+class Hashes(AdapterRequest):
+    """Content hashes of ``fields`` for these record ids (a target's side of a plan)."""
+
+    KEY: ClassVar[str] = "hashes"
+    entity: Entity
+    fields: list[str]
+    record_ids: Annotated[list[str], Field(max_length=10000)]
+
+
+class Hashed(Reply):
+    # record id -> hash; absent: no link; None: the linked row is gone; "invalid"
+    hashes: dict[str, str | None]
+
+
+class Count(AdapterRequest):
+    """How many live records of ``entity`` the CRM holds (a progress bar's total)."""
+
+    KEY: ClassVar[str] = "count"
+    entity: Entity
+
+
+class Counted(Reply):
+    rows: int | None = None  # None: this CRM cannot tell cheaply
+
+
 REQUESTS: dict[str, type[AdapterRequest]] = {
-    m.KEY: m for m in (Export, Digest, MigrationLog, Republish)
+    m.KEY: m for m in (Export, Digest, MigrationLog, Republish, Count, PlanRows, Hashes)
 }

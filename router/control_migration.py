@@ -6,9 +6,9 @@ control server parses them like every other request.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from router.control import REQUESTS, AdapterName, Reply, Request
 from router.events import ENTITY_RE
@@ -97,6 +97,47 @@ class DescribePair(Request):
 
 class Pair(Reply):
     fields: dict[str, list[str]]  # entity -> fields both map
+    keys: dict[str, list[str]] = Field(default_factory=dict)  # entity -> its match keys
+
+
+class MatchItem(BaseModel):
+    """A source row a dry run asks about. ``keys``: (key, indexed value) of its match
+    keys, customer values the router uses for matching only and never logs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source_record_id: str
+    record_id: str | None = None  # the source's link, if capture made one
+    keys: list[tuple[str, str]] = Field(default_factory=list)
+
+
+class PlanMatch(Request):
+    """What the hub would make of these rows of ``source`` (``migrate --dry-run``):
+    answered from the stored aliases, records, match index and members, storing nothing."""
+
+    KEY: ClassVar[str] = "op.migration.plan"
+    source: AdapterName
+    target: AdapterName
+    entity: Entity
+    items: Annotated[list[MatchItem], Field(max_length=5000)]
+
+
+class Verdict(BaseModel):
+    """``known``: the hub holds the record (``joined``: identity matching joined it with
+    a row of the source or target that no migration counted yet, so it would count as
+    linked); ``new``; ``alias`` of ``record_id`` by its key; ``ambiguous`` (between
+    ``candidates`` records); ``duplicate`` of ``record_id`` inside the source."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    kind: Literal["known", "new", "alias", "ambiguous", "duplicate"]
+    record_id: str | None = None
+    joined: bool = False
+    target_ids: list[str] = Field(default_factory=list)  # ids the target may hold it under
+    candidates: int = 0
+    key: str | None = None  # the key that decided (its name)
+
+
+class PlanMatched(Reply):
+    items: list[Verdict]  # in the order asked
 
 
 for _model in (
@@ -106,5 +147,6 @@ for _model in (
     FinishMigration,
     Redeliver,
     DescribePair,
+    PlanMatch,
 ):
     REQUESTS[_model.KEY] = _model

@@ -32,6 +32,12 @@ ROUTER_FAILED = ("parked", "refused")
 LISTED = ("invalid", "duplicates", "ambiguous", "parked", "refused")
 
 Say = Callable[[str], None]
+# (entity, records exported so far, the source's total or None): a progress bar's tick.
+Meter = Callable[[str, int, int | None], None]
+
+
+def _no_meter(_entity: str, _done: int, _total: int | None) -> None:
+    return None
 
 
 @dataclass
@@ -170,14 +176,21 @@ class Hub:
                     ) from None
 
 
-async def export(hub: Hub, plan: Plan, opened: cm.MigrationOpened, say: Say) -> dict[str, int]:
+async def export(
+    hub: Hub, plan: Plan, opened: cm.MigrationOpened, say: Say, meter: Meter = _no_meter
+) -> dict[str, int]:
     """Every page of every entity, from the checkpoint on; exported records per entity."""
     exported: dict[str, int] = {}
     started = time.monotonic()
     for entity in opened.entities:
         cursor = opened.cursors.get(entity) or {}
         after, count, done = cursor.get("after"), int(cursor.get("exported", 0)), cursor.get("done")
-        pages = 0
+        pages, resumed_at = 0, count
+        counted: ac.Counted = await hub.adapter(
+            ac.Count(name=plan.source, entity=entity), ac.Counted
+        )
+        total = counted.rows
+        meter(entity, count, total)
         while not done:
             reply: ac.Exported = await hub.adapter(
                 ac.Export(
@@ -197,8 +210,11 @@ async def export(hub: Hub, plan: Plan, opened: cm.MigrationOpened, say: Say) -> 
                 cm.Checkpoint(id=opened.id, entity=entity, after=after, exported=count, done=done),
                 cm.Done,
             )
-            rate = count / max(time.monotonic() - started, 1e-3)
-            say(f"{entity}: {count} records exported from {plan.source} ({rate:.0f}/s)")
+            rate = (count - resumed_at) / max(time.monotonic() - started, 1e-3)
+            left = f", about {(total - count) / rate:.0f}s left" if total and rate > 0 else ""
+            of = f" of {total}" if total is not None else ""
+            say(f"{entity}: {count}{of} records exported from {plan.source} ({rate:.0f}/s{left})")
+            meter(entity, count, total)
             pages += 1
             if pages % WINDOW_PAGES == 0:  # a look costs a count: not after every page
                 await _keep_window(hub, opened.id, entity, count, plan.batch_size * WINDOW_PAGES)
@@ -264,7 +280,7 @@ async def verify(hub: Hub, plan: Plan, entity: str, fields: list[str], skip: set
     return await tally(merge(a, b, skip=skip, only_a=True), keep_ids=10000)
 
 
-async def run(hub: Hub, plan: Plan, say: Say) -> Report:
+async def run(hub: Hub, plan: Plan, say: Say, meter: Meter = _no_meter) -> Report:
     started = time.monotonic()
     opened: cm.MigrationOpened = await hub.router(
         cm.OpenMigration(
@@ -277,7 +293,7 @@ async def run(hub: Hub, plan: Plan, say: Say) -> Report:
         f"{verb} migration {opened.id}: {plan.source} -> {plan.target} "
         f"({', '.join(opened.entities)})"
     )
-    exported = await export(hub, plan, opened, say)
+    exported = await export(hub, plan, opened, say, meter)
     exported_at = time.monotonic()
     totals = {e: int((opened.cursors.get(e) or {}).get("exported", 0)) for e in opened.entities}
     totals.update(exported)

@@ -21,29 +21,76 @@ T = TypeVar("T")
 LINE_EVERY = 5.0  # seconds between plain progress lines (logs, pipes)
 
 
+class _Shown:
+    """How a long command shows progress: on a terminal a bar per entity with its count,
+    rate and time left, the latest line beside it; elsewhere a line every few seconds."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        self._tasks: dict[str, Any] = {}
+        self._last = 0.0
+
+    def say(self, line: str) -> None:
+        now = time.monotonic()
+        first = line.startswith(("starting", "resuming"))
+        if self.quiet or (now - self._last < LINE_EVERY and not first):
+            return
+        self._last = now
+        if self.bar is not None:
+            self.bar.console.log(line)  # above the bars, which keep their place
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def meter(self, entity: str, done: int, total: int | None) -> None:
+        if self.bar is None:
+            return
+        task = self._tasks.get(entity)
+        if task is None:
+            task = self._tasks[entity] = self.bar.add_task(entity, total=total)
+        self.bar.update(task, completed=done, total=total)
+
+
 @contextmanager
-def _progress(quiet: bool) -> Iterator[Callable[[str], None]]:
-    """A spinner with the latest line on a terminal; otherwise a line every few seconds."""
-    if quiet:
-        yield lambda _line: None
+def _progress(quiet: bool) -> Iterator[_Shown]:
+    shown = _Shown(quiet)
+    if quiet or not sys.stderr.isatty():
+        yield shown
         return
-    if not sys.stderr.isatty():
-        last = [0.0]
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-        def say(line: str) -> None:
-            now = time.monotonic()
-            if now - last[0] >= LINE_EVERY:
-                last[0] = now
-                print(line, file=sys.stderr, flush=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        shown.bar = _RateBar(bar)
+        yield shown
 
-        yield say
-        return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as shown:
-        task = shown.add_task("starting", total=None)
-        yield lambda line: shown.update(task, description=line)
+class _RateBar:
+    """rich's Progress with a records/s field kept up to date from its own speed."""
+
+    def __init__(self, progress: Any) -> None:
+        self._progress = progress
+        self.console = progress.console
+
+    def add_task(self, description: str, total: int | None) -> Any:
+        return self._progress.add_task(description, total=total, rate="")
+
+    def update(self, task: Any, completed: int, total: int | None) -> None:
+        self._progress.update(task, completed=completed, total=total)
+        speed = next(t.speed for t in self._progress.tasks if t.id == task)
+        self._progress.update(task, rate=f"{speed:,.0f} rec/s" if speed else "")
 
 
 def _run(config: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -77,6 +124,9 @@ def migrate(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Records per batch.", min=1, max=5000)] = 500,
     resume: Annotated[bool, typer.Option(help="Continue the unfinished migration.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the plan; change nothing in either CRM or the hub.")
+    ] = False,
     report: Annotated[
         Path | None, typer.Option(help="Write the report with per-record lists here (JSON).")
     ] = None,
@@ -88,13 +138,12 @@ def migrate(
     from router.migrate import Plan, run
 
     plan = Plan(source, target, list(entity or []), batch_size, rate, resume)
-    with _progress(as_json) as say:
-        result = _run(config, lambda hub: run(hub, plan, say))
-    if report is not None:
-        try:
-            report.write_text(json.dumps(result.full(), indent=2) + "\n")
-        except OSError as e:
-            raise CrmsyncError(f"cannot write the report to {report}: {e.strerror}") from None
+    if dry_run:
+        _dry_run(plan, report, as_json, config)
+        return
+    with _progress(as_json) as shown:
+        result = _run(config, lambda hub: run(hub, plan, shown.say, shown.meter))
+    _write(report, result.full())
     if as_json:
         print_json(result.summary())
     else:
@@ -103,6 +152,34 @@ def migrate(
         render_report(out, result, report)
     if not result.clean:
         raise typer.Exit(EXIT_ERROR)
+
+
+def _dry_run(plan: Any, report: Path | None, as_json: bool, config: Path | None) -> None:
+    from router.migrate_dry import dry_run
+
+    if plan.resume:
+        raise CrmsyncError("--dry-run plans a whole migration: it takes no --resume")
+    with _progress(as_json) as shown:
+        keep = report is not None
+        result = _run(config, lambda hub: dry_run(hub, plan, shown.say, keep, shown.meter))
+    _write(report, result.full())
+    if as_json:
+        print_json(result.summary())
+    else:
+        from router.cli.render_migrate import render_plan
+
+        render_plan(out, result, report)
+    if not result.clean:
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _write(report: Path | None, data: dict[str, Any]) -> None:
+    if report is None:
+        return
+    try:
+        report.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as e:
+        raise CrmsyncError(f"cannot write the report to {report}: {e.strerror}") from None
 
 
 def reconcile(
@@ -126,9 +203,10 @@ def reconcile(
         raise CrmsyncError(f"--prefer names {prefer!r}, which is neither {a!r} nor {b!r}")
     if prefer is not None and not repair:
         raise CrmsyncError("--prefer only means something with --repair")
-    with _progress(as_json) as say:
+    with _progress(as_json) as shown:
         result = _run(
-            config, lambda hub: run_reconcile(hub, a, b, list(entity or []), repair, prefer, say)
+            config,
+            lambda hub: run_reconcile(hub, a, b, list(entity or []), repair, prefer, shown.say),
         )
     if as_json:
         print_json(result.as_dict())

@@ -10,6 +10,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from router.migrate import Report
+    from router.migrate_dry import DryRunReport
     from router.reconcile import Result
 
 COLUMNS = (
@@ -47,6 +48,27 @@ def render_report(console: Console, report: Report, written: Path | None) -> Non
         where = f"see {written}" if written else "add --report FILE for the per-record lists"
         console.print(f"to look at: {listed} ({where})")
     console.print(f"took {report.elapsed:.1f}s")
+
+
+def render_plan(console: Console, plan: DryRunReport, written: Path | None) -> None:
+    from router.migrate_plan import OUTCOMES
+
+    table = Table(title=f"dry run: {plan.source} -> {plan.target} (nothing was changed)")
+    table.add_column("entity")
+    for name in ("source", *OUTCOMES):
+        table.add_column(name, justify="right")
+    for entity, counts in plan.entities.items():
+        table.add_row(entity, *(str(counts[name]) for name in ("source", *OUTCOMES)))
+    console.print(table)
+    problems = {
+        k: sum(c[k] for c in plan.entities.values()) for k in ("invalid", "ambiguous", "duplicates")
+    }
+    listed = ", ".join(f"{n} {k}" for k, n in problems.items() if n)
+    if listed:
+        where = f"see {written}" if written else "add --report FILE for the per-record lists"
+        console.print(f"would not migrate: {listed} ({where})")
+    elif not any(c["create"] or c["link"] or c["update"] for c in plan.entities.values()):
+        console.print("nothing to migrate: every record is already in the target, identical")
 
 
 def render_reconcile(console: Console, result: Result) -> None:

@@ -18,6 +18,7 @@ from router.broker.base import BrokerPublisher
 from router.daemon.identity_ops import IdentityOps
 from router.daemon.migration_ops import MigrationOps
 from router.daemon.operations import Operations
+from router.daemon.plan_ops import PlanOps
 from router.errors import CrmsyncError, PublishFailed
 from router.logs import kv
 from router.messages import Delivery, Outgoing
@@ -48,6 +49,7 @@ class ControlServer:
             cm.FinishMigration: migrations.finish,
             cm.Redeliver: migrations.redeliver,
             cm.DescribePair: migrations.pair,
+            cm.PlanMatch: PlanOps(operations.ctx).match,
             control.ListIdentities: identity.list,
             control.ResolveIdentity: identity.resolve,
         }

@@ -109,7 +109,12 @@ class MigrationOps:
     async def pair(self, req: cm.DescribePair) -> cm.Pair:
         a = self._check_alive(req.a, "first")
         b = self._check_alive(req.b, "second")
-        return cm.Pair(fields={e: sorted(set(a[e]) & set(b[e])) for e in sorted(set(a) & set(b))})
+        common = sorted(set(a) & set(b))
+        keys = self.ctx.store.match_keys
+        return cm.Pair(
+            fields={e: sorted(set(a[e]) & set(b[e])) for e in common},
+            keys={e: list(keys[e]) for e in common if e in keys},
+        )
 
     async def checkpoint(self, req: cm.Checkpoint) -> cm.Done:
         cursor = {"after": req.after, "exported": req.exported, "done": req.done}

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -21,10 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from router.broker.aio import connect
-from router.config import BrokerConfig
 from router.demo import Fleet
-from router.status import run_status
+from tests.integration.spine import hub_status, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,15 +151,10 @@ class Rig:
         return any(a["name"] == name and a["alive"] for a in self.status()["adapters"])
 
     def status(self) -> dict[str, Any]:
-        return run_status(lambda: connect(BrokerConfig(url=self.url), "crmsync-test"), 2.0)
+        return hub_status(self.url)
 
     def wait(self, what: str, predicate: Callable[[], bool], timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            self.fleet.check()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(0.2)
+        wait_for(what, predicate, self.fleet, timeout)
 
     def stop(self) -> None:
         self.fleet.stop()

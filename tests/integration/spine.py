@@ -15,6 +15,27 @@ from router.demo.crms import CRMS, DemoDb
 from router.status import run_status
 
 
+def hub_status(url: str) -> dict[str, Any]:
+    """``crmsync status`` of the hub on ``url``, as its JSON says it."""
+    return run_status(lambda: connect(BrokerConfig(url=url), "crmsync-test"), 2.0)
+
+
+def wait_for(
+    what: str,
+    predicate: Callable[[], bool],
+    fleet: Fleet,
+    timeout: float = 90.0,
+    context: Callable[[], str] = lambda: "",
+) -> None:
+    """Until ``predicate()``; a process of ``fleet`` that died fails it at once."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        fleet.check()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; {context()}")
+        time.sleep(0.1)
+
+
 class Spine:
     def __init__(
         self, workdir: Path, url: str, retry: dict[str, tuple[str, ...]] | None = None
@@ -57,16 +78,13 @@ class Spine:
         self.wait_registered(list(adapters))
 
     def status(self) -> dict[str, Any]:
-        return run_status(lambda: connect(BrokerConfig(url=self.url), "crmsync-test"), 2.0)
+        return hub_status(self.url)
 
     def wait(self, what: str, predicate: Callable[[], bool], timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            self.fleet.check()
-            if time.monotonic() > deadline:
-                counts = {n: db.count() for n, db in self.dbs.items()}
-                raise AssertionError(f"timed out waiting for {what}; counts {counts}")
-            time.sleep(0.1)
+        def counts() -> str:
+            return f"counts { ({n: db.count() for n, db in self.dbs.items()}) }"
+
+        wait_for(what, predicate, self.fleet, timeout, counts)
 
     def wait_registered(self, names: list[str]) -> None:
         def ok() -> bool:

@@ -38,7 +38,7 @@ def test_every_request_parses_back_to_itself(model: control.Request) -> None:
 
 
 def test_every_request_model_has_a_distinct_key() -> None:
-    assert len(control.REQUESTS) == 17
+    assert len(control.REQUESTS) == 18
     assert {"op.migration.open", "op.migration.checkpoint", "op.redeliver"} <= set(control.REQUESTS)
     assert all(key == model.KEY for key, model in control.REQUESTS.items())
 
