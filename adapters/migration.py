@@ -27,7 +27,7 @@ from adapters.badrows import why
 from adapters.base import SourceRow
 from adapters.canonical import validate
 from adapters.capture import Content, Publish, capture_row
-from adapters.engine import SyncEngine, _Tally
+from adapters.engine import Aliases, SyncEngine, _Tally
 from adapters.rules import (
     DeliveryAction,
     content_hash,
@@ -231,14 +231,18 @@ class MigrationWork:
         self.engine._record_applied(tx, event, link, back)
         return True
 
-    def repair(self, event: ChangeEvent) -> str:
+    def repair(self, event: ChangeEvent, aliases: Aliases = None) -> str:
         """Write the hub's version over whatever the row holds now, even under a clock
         the link already has: drift is a change capture never saw (a value changed
         without its timestamp, a row deleted with triggers off), so the usual clock
-        check would call the delivery a duplicate and leave the drift in place."""
+        check would call the delivery a duplicate and leave the drift in place.
+        ``aliases`` (the delivery's ``x-crmsync-aliases``): a row still linked under
+        the id identity matching aliased is re-keyed and repaired, not written twice."""
         engine = self.engine
         with self.adapter.transaction() as tx:
             link = links.by_record(tx, event.record_id)
+            if link is None and aliases:
+                link = engine._rekey(tx, event, aliases.get(self.adapter.name))
             if link is None or link.source_record_id is None:
                 return engine._apply(tx, event).action
             sid = link.source_record_id

@@ -264,7 +264,8 @@ class MigrationSide:
         if event is None:
             return
         try:
-            outcome = await self.runtime.db(self.work.repair, event)
+            named = topology.aliases_header(message.headers)
+            outcome = await self.runtime.db(self.work.repair, event, named)
         except Exception as e:
             await self.runtime.sink.fail(message, event, e)
             return

@@ -12,20 +12,14 @@
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import msgpack
 
 from router.clock import Order, VectorClock, compare
 from router.events import Scalar
 
-
-def content_hash(fields: Mapping[str, Scalar], deleted: bool) -> str:
-    """Hash of the mapped content; the same content hashes the same whatever the key order."""
-    packed = msgpack.packb([sorted(fields.items()), deleted], use_bin_type=True)
-    return hashlib.sha256(packed).hexdigest()[:32]
+# Re-exported: defined in the router, whose anti-entropy must hash exactly as adapters do.
+from router.hashing import content_hash as content_hash
 
 
 class DeliveryAction(enum.Enum):

@@ -180,12 +180,34 @@ class SecurityConfig(Strict):
     adapter_users: dict[Annotated[str, Field(pattern=NAME_RE)], str] = {}
 
 
+class ReconcileConfig(Strict):
+    """``[reconcile]``: periodic anti-entropy (router.daemon.antientropy); off without ``every``."""
+
+    every: Duration | None = None  # time between the starts of two rounds
+    # Records compared per second and per adapter: each round reads every record of the
+    # hub and of each CRM, and a CRM's database (or API quota) must not feel it.
+    rate: Annotated[float, Field(gt=0, le=1_000_000)] = 1000
+    repair: bool = True  # false: only count and log the drift found
+
+    @field_validator("every")
+    @classmethod
+    def _not_too_often(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) < 1:
+            raise ValueError("reconcile.every must be at least 1s")
+        return value
+
+    def interval(self) -> float | None:
+        """Seconds between rounds; None when anti-entropy is off."""
+        return parse_duration(self.every) if self.every is not None else None
+
+
 class RouterConfig(Strict):
     broker: BrokerConfig = BrokerConfig()
     security: SecurityConfig = SecurityConfig()
     state: RouterStateConfig = RouterStateConfig()
     router: RouterTuning = RouterTuning()
     metrics: MetricsConfig = MetricsConfig()
+    reconcile: ReconcileConfig = ReconcileConfig()
     conflicts: dict[Annotated[str, Field(pattern=ENTITY_RE)], ConflictConfig] = {}
     entities: dict[Annotated[str, Field(pattern=ENTITY_RE)], EntityConfig] = {}
 

@@ -13,16 +13,13 @@ import logging
 import time
 
 from router import control_migration as cm
-from router import migration_store, topology
-from router.batches import REPAIR_HEADER
+from router import migration_store
 from router.broker.base import BrokerPublisher
 from router.config import parse_duration
+from router.daemon import repairs
 from router.daemon.context import RouterContext
-from router.daemon.migration import state_event
 from router.errors import CrmsyncError
-from router.events import encode
 from router.logs import kv
-from router.messages import Outgoing
 
 log = logging.getLogger("crmsync.router")
 
@@ -164,26 +161,10 @@ class MigrationOps:
             if name not in self.ctx.registry:
                 raise CrmsyncError(f"no adapter named {name!r} is registered")
         states = await self.ctx.db(self.ctx.store.load, req.record_ids)
-        sendable = [s for s in states.values() if s.parked is None and s.entity == req.entity]
-        missing = sorted(set(req.record_ids) - {s.record_id for s in sendable})
-        items = []
-        for state in sendable:
-            event = state_event(state).model_copy(update={"origin": "replay"})
-            first, *rest = req.targets
-            headers: dict[str, object] = {
-                topology.RECORD_KEY_HEADER: state.record_id,
-                REPAIR_HEADER: True,
-            }
-            if rest:
-                headers["BCC"] = rest
-            items.append(
-                Outgoing(topology.DELIVERIES, first, encode(event), event.event_id, headers)
-            )
-        if items:
-            await self._publisher.publish_many(items)
-        for state in sendable:
-            log.info(
-                "repair sent",
-                extra=kv(record_id=state.record_id, targets=",".join(req.targets)),
-            )
-        return cm.Redelivered(sent=len(items), missing=missing)
+        ready = repairs.sendable(states.values(), req.entity)
+        missing = sorted(set(req.record_ids) - {s.record_id for s in ready})
+        named = await self.ctx.db(self.ctx.store.aliases_of, [s.record_id for s in ready])
+        sent = await repairs.send_repairs(
+            self._publisher, ready, req.targets, named, cause="reconcile"
+        )
+        return cm.Redelivered(sent=sent, missing=missing)

@@ -33,7 +33,7 @@ from router.batching import Batcher
 from router.broker.aio import connect
 from router.broker.base import BrokerConnection, BrokerPublisher
 from router.config import BrokerConfig, RouterConfig, parse_duration
-from router.daemon import leader, migration
+from router.daemon import antientropy, leader, migration
 from router.daemon.context import RouterContext
 from router.daemon.control_server import ControlServer
 from router.daemon.housekeeping import housekeeping as run_housekeeping
@@ -161,10 +161,11 @@ class Router:
             housekeeping = asyncio.create_task(run_housekeeping(self.ctx, self._retention))
             watching = asyncio.create_task(leader.watch(lock, self.lost_lead))
             watching.add_done_callback(self._on_watch_done)
+            entropy = antientropy.start(self.ctx, self.publisher, self._connect)  # None: off
             try:
                 await self._batch_loop()
             finally:
-                for task in (housekeeping, watching, self._sweep):
+                for task in (housekeeping, watching, entropy, self._sweep):
                     if task is not None:
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):

@@ -15,6 +15,25 @@ OPEN_CONFLICTS = prom.Gauge(
     "crmsync_router_conflicts_open", "Conflicts parked for an operator (manual policy)"
 )
 
+# Anti-entropy (router.daemon.antientropy): drift counts only what was seen in two rounds.
+AE_COMPARED = prom.Counter(
+    "crmsync_antientropy_compared", "Records anti-entropy compared with the hub", ["adapter"]
+)
+AE_DRIFT = prom.Counter(
+    "crmsync_antientropy_drift",
+    "Records found drifted from the hub (kind: different, missing, deleted, invalid)",
+    ["adapter", "kind"],
+)
+AE_REPAIRED = prom.Counter(
+    "crmsync_antientropy_repaired", "Repairs anti-entropy sent to an adapter", ["adapter"]
+)
+AE_LAST_ROUND = prom.Gauge(
+    "crmsync_antientropy_last_round_timestamp_seconds", "When the last anti-entropy round ended"
+)
+AE_ROUND_SECONDS = prom.Gauge(
+    "crmsync_antientropy_last_round_duration_seconds", "How long the last anti-entropy round took"
+)
+
 
 @dataclass
 class Stats:

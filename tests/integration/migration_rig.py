@@ -104,6 +104,7 @@ class Rig:
         target_url: str | None = None,
         match: list[str] | None = None,
         target_initial: bool = True,
+        router_extra: str = "",
     ) -> None:
         self.workdir = workdir
         self.url = url
@@ -118,7 +119,7 @@ class Rig:
         )
         if match:
             router += f"[entities.contact]\nmatch = {json.dumps(match)}\n"
-        (workdir / "router.toml").write_text(router)
+        (workdir / "router.toml").write_text(router + router_extra)
 
     def _adapter_toml(self, name: str, db_url: str) -> None:
         (self.workdir / f"{name}.toml").write_text(

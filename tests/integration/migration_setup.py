@@ -31,14 +31,16 @@ def pg_rig(
     start_target: bool = True,
     valid: int | None = None,
     match: list[str] | None = None,
+    router_extra: str = "",
 ) -> Iterator[Rig]:
     """A rig whose source holds ``rows`` (or that many people), target on PostgreSQL.
 
     ``valid``: how many of the rows the hub accepts from the source's initial capture
-    (all of them, unless some break the canonical model or share a ``match`` key)."""
+    (all of them, unless some break the canonical model or share a ``match`` key);
+    ``router_extra``: TOML appended to the router's config (e.g. a ``[reconcile]`` table)."""
     batch = people(rows) if isinstance(rows, int) else rows
     with private_database("postgresql") as target_url:
-        rig = Rig(workdir, url, target_url=target_url, match=match)
+        rig = Rig(workdir, url, target_url=target_url, match=match, router_extra=router_extra)
         try:
             rig.source.insert(batch)
             rig.start_router()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 
 from adapters import links
+from adapters.migration import MigrationWork
 from router import topology
 from router.clock import VectorClock, merge
 from tests.unit.adapters.test_sql_engine_sqlite import (  # noqa: F401 (fixtures)
@@ -56,3 +57,25 @@ def test_without_our_alias_an_unknown_record_is_a_new_row(legacy: Crm) -> None: 
         assert links.by_record(tx, mine.record_id) is not None
     assert topology.aliases_header({topology.ALIASES_HEADER: "garbage"}) is None
     assert topology.aliases_header({}) is None
+
+
+def test_a_repair_naming_our_alias_rekeys_the_link_instead_of_a_second_row(legacy: Crm) -> None:  # noqa: F811
+    """Anti-entropy and reconcile repairs of a record this adapter only knows under its
+    alias (its link never re-keyed) update that row; without the alias it would be
+    written as a second customer."""
+    legacy.db.insert_contacts(1)
+    mine = only(legacy.capture_and_publish())
+    record_id = str(uuid.uuid4())
+    hubs = delivery(
+        record_id,
+        merge(mine.vclock, VectorClock({"sales": 1})).increment("hub"),
+        {**mine.fields, "first_name": "Repaired"},
+        source="hub",
+    )
+    outcome = MigrationWork(legacy.engine).repair(hubs, {"legacy": mine.record_id})
+    assert outcome in ("repaired", "applied")
+    rows = legacy.all_rows()
+    assert len(rows) == 1 and rows[0]["fname"] == "Repaired"
+    assert legacy.link(mine.record_id) is None
+    link = legacy.link(record_id)
+    assert link is not None and link.source_record_id == mine.source_record_id
