@@ -123,6 +123,11 @@ class MigrationSide:
         if isinstance(request, ac.MigrationLog):
             counts, failed = await db(self._summary, request)
             return ac.MigrationLogged(counts=counts, failed=failed)
+        if isinstance(request, ac.Limit):
+            limiter = self.runtime.sink.limiter
+            until = time.monotonic() + request.seconds if request.rate is not None else None
+            limiter.set_rate(request.rate, until)
+            return ac.Limited(rate=limiter.rate)
         if isinstance(request, ac.Count):
             return ac.Counted(rows=await db(self._count, request.entity))
         if isinstance(request, ac.Republish):

@@ -224,6 +224,23 @@ class AdapterRuntime:
                 )
             await asyncio.sleep(self.config.heartbeat_interval)
 
+    async def _skip_initial(self, cursors: dict[str, Any], save: Any) -> None:
+        """``[capture] initial = "none"``: a first start begins its cursor at the CRM's
+        clock now, so the rows it already holds are not published."""
+        for entity, position in cursors.items():
+            if position is not None:
+                continue
+            now = await self.db(self.engine.limit, entity)
+            if now is None:
+                self.log.warning(
+                    'capture.initial = "none" needs a typed updated_at column; this entity '
+                    "is captured from its first row",
+                    extra=kv(adapter=self.name, entity=entity),
+                )
+                continue
+            cursors[entity] = now
+            await save(entity, now)
+
     # -- capture ------------------------------------------------------------------------
     async def publish_pending(self) -> None:
         # Capture and the sink both owe publishes; one at a time so none goes out twice.
@@ -245,6 +262,9 @@ class AdapterRuntime:
 
         async def save(entity: str, position: Any) -> None:
             await self.db(state.set, f"cursor.{entity}", position)
+
+        if self.config.capture.initial == "none":
+            await self._skip_initial(cursors, save)
 
         capture = CapturePass(self.engine, self.db, self.publish_pending, save)
         polls = 0

@@ -44,6 +44,9 @@ class Limiter(Protocol):
 
     def set_rate(self, rate: float | None, until: float | None) -> None: ...
 
+    @property
+    def rate(self) -> float | None: ...
+
 
 class Sink:
     def __init__(

@@ -153,6 +153,19 @@ class Counted(Reply):
     rows: int | None = None  # None: this CRM cannot tell cheaply
 
 
+class Limit(AdapterRequest):
+    """A migration's write cap for this CRM (``--rate``), or None to lift it: set when a
+    run starts and lifted when it ends, so no run inherits another's cap."""
+
+    KEY: ClassVar[str] = "limit"
+    rate: Annotated[float, Field(gt=0)] | None = None
+    seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0  # lapses unless renewed
+
+
+class Limited(Reply):
+    rate: float | None = None  # the cap in force now (the adapter's own max_rate too)
+
+
 REQUESTS: dict[str, type[AdapterRequest]] = {
-    m.KEY: m for m in (Export, Digest, MigrationLog, Republish, Count, PlanRows, Hashes)
+    m.KEY: m for m in (Export, Digest, MigrationLog, Republish, Count, PlanRows, Hashes, Limit)
 }

@@ -230,6 +230,10 @@ class CaptureConfig(Strict):
     delete_journal: bool = True
     hard_delete_scan_every: Annotated[int, Field(ge=1)] = 1
     hard_delete_chunk: Annotated[int, Field(ge=1, le=1_000_000)] = 10000
+    # What the first start publishes: every row the CRM holds ("all": it joins with its
+    # data, matched by the router's identity keys), or nothing before that moment
+    # ("none": a CRM that must only receive; its existing rows are never shared).
+    initial: Literal["all", "none"] = "all"
 
 
 class CanonicalConfig(Strict):

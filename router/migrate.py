@@ -302,6 +302,8 @@ async def run(hub: Hub, plan: Plan, say: Say, meter: Meter = _no_meter) -> Repor
         f"{verb} migration {opened.id}: {plan.source} -> {plan.target} "
         f"({', '.join(opened.entities)})"
     )
+    # The target's cap is this run's --rate (or none: a killed run's lapses only later).
+    await hub.adapter(ac.Limit(name=plan.target, rate=plan.rate), ac.Limited)
     exported = await export(hub, plan, opened, say, meter)
     exported_at = time.monotonic()
     totals = {e: int((opened.cursors.get(e) or {}).get("exported", 0)) for e in opened.entities}
@@ -353,6 +355,7 @@ async def run(hub: Hub, plan: Plan, say: Say, meter: Meter = _no_meter) -> Repor
             {"entity": entity, "record_id": record_id, "reason": reason}
         )
     await hub.router(cm.FinishMigration(id=opened.id), cm.Done)
+    await hub.adapter(ac.Limit(name=plan.target, rate=None), ac.Limited)
     report.elapsed = time.monotonic() - started
     report.phases = {
         "export": exported_at - started,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router import adapter_control as ac
+from router import control
 from router import control_migration as cm
 from router.compare import Tally, merge, tally
 from router.migrate import Hub, Say
@@ -59,10 +60,20 @@ class Result:
         }
 
 
-async def compare(hub: Hub, a: str, b: str, entity: str, fields: list[str]) -> Tally:
-    return await tally(
-        merge(hub.digests(a, entity, fields), hub.digests(b, entity, fields)), keep_ids=100_000
+async def compare(
+    hub: Hub, a: str, b: str, entity: str, fields: list[str], skip: set[str] | None = None
+) -> Tally:
+    merged = merge(hub.digests(a, entity, fields), hub.digests(b, entity, fields), skip=skip)
+    return await tally(merged, keep_ids=100_000)
+
+
+async def unmigratable(hub: Hub, entity: str) -> set[str]:
+    """Records identity matching parked (ambiguous, a duplicate in its source): no CRM
+    should hold them until an operator decides, so they are not drift."""
+    parked: control.Identities = await hub.router(
+        control.ListIdentities(entity=entity, limit=100_000), control.Identities
     )
+    return {str(p["record_id"]) for p in parked.identities}
 
 
 async def _repair(hub: Hub, a: str, b: str, entity: str, drift: Tally, prefer: str | None) -> int:
@@ -109,7 +120,8 @@ async def run(
     for entity in wanted:
         say(f"{entity}: comparing {a} and {b}")
         fields = pair.fields[entity]
-        found = await compare(hub, a, b, entity, fields)
+        skip = await unmigratable(hub, entity)
+        found = await compare(hub, a, b, entity, fields, skip)
         deadline = time.monotonic() + SETTLE_TIMEOUT
         first = True
         while repair and found.drift and time.monotonic() < deadline:
@@ -121,7 +133,7 @@ async def run(
             result.repaired[entity] = result.repaired.get(entity, 0) + sent
             first = False
             await asyncio.sleep(1.0)
-            found = await compare(hub, a, b, entity, fields)
+            found = await compare(hub, a, b, entity, fields, skip)
         result.entities[entity] = found
     return result
 
