@@ -123,6 +123,9 @@ def run(rows: int, batch_size: int) -> dict[str, Any]:
                 rig.start_adapter("old")
                 capture = _wait_captured(rig, rows)
                 rig.start_adapter("new")
+                # What the initial capture (the live path) left as the peak, apart from
+                # what the migration adds to it.
+                before = {n: _peak_kib(p.pid) for n, p in rig.fleet.procs.items() if n != "new"}
                 for name, proc in rig.fleet.procs.items():
                     peaks.pids[name] = proc.pid
                 started = time.monotonic()
@@ -156,6 +159,7 @@ def run(rows: int, batch_size: int) -> dict[str, Any]:
         "verified": report["verified"],
         "in_target": in_target,
         "peak_rss_mib": {k: round(v / 1024, 1) for k, v in sorted(peaks.peak.items())},
+        "peak_rss_before_migrate_mib": {k: round(v / 1024, 1) for k, v in sorted(before.items())},
     }
 
 

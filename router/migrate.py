@@ -120,8 +120,24 @@ class Hub:
         self.rpc = rpc
         self.timeout = timeout
 
-    async def router(self, request: Any, expected: Any) -> Any:
-        return await self.rpc.request(request, expected, timeout=self.timeout)
+    async def router(self, request: Any, expected: Any, once: bool = False) -> Any:
+        """A request to the router. Every one a migration makes but the first (open) is
+        idempotent (a look, a checkpoint of the same cursor, finish), so one lost with
+        a router that died is asked again every few seconds, and fails only after the
+        timeout of silence: a restarted or standby router picks the run up at once."""
+        if once:
+            return await self.rpc.request(request, expected, timeout=self.timeout)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            wait = min(ASK_AGAIN, max(deadline - time.monotonic(), 0.1))
+            try:
+                return await self.rpc.request(request, expected, timeout=wait)
+            except RouterUnavailable:
+                if time.monotonic() >= deadline:
+                    raise RouterUnavailable(
+                        f"the router did not answer for {self.timeout:g}s; is 'crmsync "
+                        "router' running? (see 'crmsync status')"
+                    ) from None
 
     async def adapter(
         self, request: ac.AdapterRequest, expected: Any, timeout: float | None = None
@@ -296,6 +312,7 @@ async def run(hub: Hub, plan: Plan, say: Say, meter: Meter = _no_meter) -> Repor
             source=plan.source, target=plan.target, entities=plan.entities, resume=plan.resume
         ),
         cm.MigrationOpened,
+        once=True,  # asked twice, a new run would find itself unfinished
     )
     verb = "resuming" if opened.resumed else "starting"
     say(

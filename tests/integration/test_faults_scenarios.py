@@ -44,6 +44,10 @@ def test_fault_under_load_leaves_nothing_lost_doubled_or_stale(
         assert outcome.restarts == {"router": 2}
 
 
+# Its own RabbitMQ node, started and killed: ~40 s, the longest test of the suite. It is
+# the scenario bench/faults.py runs (and docs/reliability.md reports); here it runs with
+# the soak tests, `pytest -m slow`, not in every CI run.
+@pytest.mark.slow
 def test_own_broker_killed_under_flow_and_restarted(tmp_path: Path) -> None:
     outcome = run(SCENARIOS["broker-kill-9"], tmp_path, before=1.5, after=1.0)
     _judged(outcome)
