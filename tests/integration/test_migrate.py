@@ -200,27 +200,9 @@ def _source_row(rig: Rig, row_id: str) -> dict[str, Any]:
     return next(r for r in rig.source.rows() if r["id"] == row_id)
 
 
-def test_live_sync_goes_on_both_ways_after_the_migration(amqp: str, tmp_path: Path) -> None:
-    with pg_rig(tmp_path, amqp, 100) as rig:
-        code, _report, stderr = rig.migrate()
-        assert code == 0, stderr
-
-        rig.source.update("p0000003", first_name="EditedInOld")
-        poll(
-            "the source's edit in the target",
-            lambda: _target_row(rig, "person3@example.com")["first_name"] == "EditedInOld",
-        )
-
-        theirs = _target_row(rig, "person7@example.com")
-        rig.target.update(theirs["id"], last_name="EditedInNew")
-        poll(
-            "the target's edit in the source",
-            lambda: _source_row(rig, "p0000007")["last_name"] == "EditedInNew",
-        )
-        assert rig.target.count() == rig.source.count() == 100
-
-
-def test_rate_caps_the_writes_into_the_target(amqp: str, tmp_path: Path) -> None:
+def test_rate_caps_the_writes_and_live_sync_goes_on_both_ways_afterwards(
+    amqp: str, tmp_path: Path
+) -> None:
     # Uncapped, this box writes a few hundred records a second into the target (the
     # export paces it): --rate 200 over 600 records would take about as long without
     # the cap as with it. A cap well below that makes the assertion one a broken
@@ -246,3 +228,17 @@ def test_rate_caps_the_writes_into_the_target(amqp: str, tmp_path: Path) -> None
         assert first is not None and last is not None
         took = last - first
         assert took >= 3.0, f"{rows} records at --rate {rate} were written in {took:.1f}s"
+
+        # After the migration, with no further step, live sync goes on both ways.
+        rig.source.update("p0000003", first_name="EditedInOld")
+        poll(
+            "the source's edit in the target",
+            lambda: _target_row(rig, "person3@example.com")["first_name"] == "EditedInOld",
+        )
+        theirs = _target_row(rig, "person7@example.com")
+        rig.target.update(theirs["id"], last_name="EditedInNew")
+        poll(
+            "the target's edit in the source",
+            lambda: _source_row(rig, "p0000007")["last_name"] == "EditedInNew",
+        )
+        assert rig.target.count() == rig.source.count() == rows
