@@ -126,7 +126,7 @@ def _read_datetime(value: Any, t: FieldTransform) -> str:
             raise _Bad("not a date-time")
         if stamp.tzinfo is None:
             # fold=0: in a fall-back hour the earlier of the two instants (documented).
-            stamp = stamp.replace(tzinfo=ZoneInfo(t.tz) if t.tz else UTC)
+            stamp = stamp.replace(tzinfo=ZoneInfo(t.tz) if t.tz else UTC, fold=0)
     return stamp.astimezone(UTC).isoformat()
 
 
@@ -138,8 +138,14 @@ def _write_datetime(value: Any, t: FieldTransform) -> Any:
         count = ms // _UNIT_MS[t.format]
         return str(count) if t.as_string else count
     if t.tz is not None:
-        # The CRM holds naive local time: convert, then drop the zone it does not store.
-        stamp = stamp.astimezone(ZoneInfo(t.tz)).replace(tzinfo=None)
+        # The CRM holds naive local time: convert, then drop the zone (and the fold) it
+        # does not store, so the value read back is the same whether it went through a
+        # database or not.
+        stamp = stamp.astimezone(ZoneInfo(t.tz)).replace(tzinfo=None, fold=0)
+    elif not t.as_string:
+        # Native values go to SQL columns that, in the CRMs we know, are naive UTC; an
+        # aware value would be shifted by a session time zone on some drivers.
+        stamp = stamp.replace(tzinfo=None)
     return stamp.isoformat() if t.as_string else stamp
 
 
@@ -335,9 +341,8 @@ class Transforms:
                     names.column, f"needs both {names.first} and {names.last} to write"
                 )
             if all(present):
-                out[names.column] = _apply(
-                    names.column, lambda _: _join_name(record[names.first], record[names.last]), 0
-                )
+                pair = (record[names.first], record[names.last])
+                out[names.column] = _apply(names.column, lambda p: _join_name(*p), pair)
         out.update(self._constants)
         return out
 
