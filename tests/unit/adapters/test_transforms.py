@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -448,3 +450,28 @@ def test_a_fall_back_hour_reads_as_the_earlier_instant() -> None:
     written = t.write({"x": later.isoformat()})["x"]
     assert written == datetime(2026, 10, 25, 2, 30)
     assert t.read({"x": written}) == {"x": (later - timedelta(hours=1)).isoformat()}
+
+
+def test_the_documented_examples_are_valid() -> None:
+    doc = (Path(__file__).parents[3] / "docs" / "transforms.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", doc, re.S)
+    assert len(blocks) == 3
+    for block in blocks:
+        config = parse_transforms(tomllib.loads(block), "docs/transforms.md")
+        for entity in config.entities.values():
+            Transforms(entity)
+    odoo = compile_(blocks[2])
+    assert odoo.read({"name": "Ada King Lovelace", "type": "contact"}) == {
+        "first_name": "Ada King",
+        "last_name": "Lovelace",
+    }
+    hub = compile_(blocks[1])
+    assert hub.write({"score": 12.5, "email_optout": False}) == {
+        "hubspotscore": "12.5",
+        "hs_email_optout": "false",
+    }
+    suite = compile_(blocks[0], "deal")
+    assert suite.read({"sales_stage": "Needs Analysis", "amount": 99.5}) == {
+        "stage": "other",
+        "amount": "99.5",
+    }
