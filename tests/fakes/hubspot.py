@@ -250,7 +250,10 @@ def hubspot_server(**limits: Any) -> Iterator[FakeHubSpot]:
     server = _Server(fake)
     host, port = server.server_address[:2]
     fake.base_url = f"http://{host!s}:{port}"
-    thread = threading.Thread(target=server.serve_forever, name="fake-hubspot", daemon=True)
+    # A short poll interval: shutdown() waits for it, once per test.
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.02,), name="fake-hubspot", daemon=True
+    )
     thread.start()
     try:
         yield fake

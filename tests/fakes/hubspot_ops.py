@@ -198,7 +198,7 @@ def _matches(c: Contact, f: dict[str, Any]) -> bool:
         raise validation(f"Unsupported filter: {op} on {name}")
     have = _value(c, name)
     if have is None:
-        return op == "NEQ"
+        return bool(op == "NEQ")
     if isinstance(have, int):
         want: int | str = _int(f["value"], name)
     else:
