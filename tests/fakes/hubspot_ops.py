@@ -156,7 +156,8 @@ def list_contacts(store: Store, query: dict[str, list[str]]) -> Response:
         raise validation("after must be a cursor returned by a previous page")
     props = query.get("properties", [""])[0]
     wanted = [p for p in props.split(",") if p] or None
-    page, nxt = store.list_page(limit, after)
+    archived = query.get("archived", ["false"])[0].lower() == "true"
+    page, nxt = store.list_page(limit, after, archived)
     out: dict[str, Any] = {"results": [c.render(wanted) for c in page]}
     if nxt is not None:
         out["paging"] = {"next": {"after": nxt}}
@@ -222,6 +223,13 @@ def search(store: Store, body: Any) -> Response:
         raise validation("Too many filter groups or filters in a group")
     if sum(len(g.get("filters", [])) for g in groups) > MAX_FILTERS:
         raise validation("Too many filters")
+    for g in groups:
+        for f in g.get("filters", []):
+            # Checked up front so a bad filter fails even on an empty account.
+            if f.get("operator") not in {*_OPS, "HAS_PROPERTY"} or not f.get("propertyName"):
+                raise validation(
+                    f"Unsupported filter: {f.get('operator')} on {f.get('propertyName')}"
+                )
     hits = [
         c
         for c in store.searchable()

@@ -86,6 +86,7 @@ class Contact:
             "createdAt": iso(self.created_ms),
             "updatedAt": iso(self.updated_ms),
             "archived": self.archived,
+            **({"archivedAt": iso(self.updated_ms)} if self.archived else {}),
         }
 
 
@@ -234,9 +235,14 @@ class Store:
         self.index.setdefault(contact_id, []).append((0.0, None))
 
     # -- reads ----------------------------------------------------------------
-    def list_page(self, limit: int, after: str | None) -> tuple[list[Contact], str | None]:
+    def list_page(
+        self, limit: int, after: str | None, archived: bool = False
+    ) -> tuple[list[Contact], str | None]:
+        """One page in id order: live contacts, or with archived=True only archived ones."""
         start = int(after) if after else 0
-        ids = sorted(int(i) for i, c in self.contacts.items() if not c.archived and int(i) > start)
+        ids = sorted(
+            int(i) for i, c in self.contacts.items() if c.archived == archived and int(i) > start
+        )
         page = ids[:limit]
         more = len(ids) > limit
         return [self.contacts[str(i)] for i in page], (str(page[-1]) if more else None)

@@ -99,6 +99,9 @@ def test_list_pages_and_excludes_archived(hs: FakeHubSpot) -> None:
             break
         after = "&after=" + body["paging"]["next"]["after"]
     assert seen == ids[1:]
+    status, body, _ = call(hs, "GET", f"{C}?archived=true")
+    assert [r["id"] for r in body["results"]] == [ids[0]]
+    assert body["results"][0]["archived"] is True and "archivedAt" in body["results"][0]
     assert call(hs, "GET", f"{C}?limit=101")[0] == 400
 
 
@@ -259,3 +262,48 @@ def test_hard_delete_behind_the_api(hs: FakeHubSpot) -> None:
     hs.delete(ids[0], hard=True)
     assert hs.get(ids[0]) is None and hs.live_count() == 1
     assert call(hs, "POST", f"{C}/search", since(0))[1]["total"] == 1
+
+
+def test_update_to_a_taken_email_is_409_and_changes_nothing(hs: FakeHubSpot) -> None:
+    a, b = hs.seed(2)
+    taken = hs.get(b)
+    assert taken is not None
+    change = {
+        "inputs": [
+            {"id": a, "properties": {"city": "Oslo"}},
+            {"id": a, "properties": {"email": taken.properties["email"].upper()}},
+        ]
+    }
+    status, err, _ = call(hs, "POST", f"{C}/batch/update", change)
+    assert status == 409 and err["message"] == f"Contact already exists. Existing ID: {b}"
+    unchanged = hs.get(a)
+    assert unchanged is not None and "city" not in unchanged.properties
+    assert (
+        call(hs, "POST", f"{C}/search", since(0, properties=["city"]))[1]["results"][0][
+            "properties"
+        ]["city"]
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (f"{C}/batch/upsert", {"inputs": [{"id": "x@y.test", "properties": {}}]}),
+        (f"{C}/batch/create", {"inputs": [{"properties": {"email": None}}]}),
+        (f"{C}/batch/create", {"nothing": []}),
+        (
+            f"{C}/search",
+            {
+                "filterGroups": [
+                    {"filters": [{"propertyName": "email", "operator": "NOPE", "value": "1"}]}
+                ]
+            },
+        ),
+        (f"{C}/search", {"limit": "many"}),
+    ],
+)
+def test_bad_requests_are_400_validation_errors(hs: FakeHubSpot, path: str, body: Any) -> None:
+    status, err, _ = call(hs, "POST", path, body)
+    assert status == 400 and err["status"] == "error" and err["category"] == "VALIDATION_ERROR"
+    assert err["message"] and hs.live_count() == 0
