@@ -307,3 +307,16 @@ def test_bad_requests_are_400_validation_errors(hs: FakeHubSpot, path: str, body
     status, err, _ = call(hs, "POST", path, body)
     assert status == 400 and err["status"] == "error" and err["category"] == "VALIDATION_ERROR"
     assert err["message"] and hs.live_count() == 0
+
+
+def test_concurrent_clients_get_unique_ids_and_one_winner_per_email(hs: FakeHubSpot) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(n: int) -> list[int]:
+        own = [{"properties": {"email": f"w{n}-{i}@x.test"}} for i in range(20)]
+        return [create(hs, *own)[0], create(hs, {"properties": {"email": "same@x.test"}})[0]]
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = [s for batch in pool.map(work, range(4)) for s in batch]
+    assert sorted(statuses) == [201] * 5 + [409] * 3
+    assert hs.live_count() == 81
