@@ -1,0 +1,1 @@
+"""Local fakes of external services that tests run in-process."""
