@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -26,6 +26,9 @@ from pydantic import (
 from router.errors import ConfigError
 from router.events import ENTITY_RE, NAME_RE
 from router.policies import OPERATOR, Rules
+
+if TYPE_CHECKING:  # at run time: _resolve_transform_models (circular import)
+    from router.transform_config import FieldTransform, NameSplit
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 AMQP_URL_ENV = "CRMSYNC_AMQP_URL"
@@ -287,6 +290,24 @@ class EntityMapping(Strict):
     updated_at: str = "updated_at"
     deleted: str | None = None
     fields: dict[Annotated[str, Field(pattern=ENTITY_RE)], str]
+    # Mapping transforms (docs/transforms.md); their models live in router.transform_config,
+    # which imports this module, hence the string annotations resolved at the bottom.
+    transforms: dict[Annotated[str, Field(pattern=ENTITY_RE)], FieldTransform] = Field(
+        default_factory=dict
+    )
+    names: NameSplit | None = None
+    constants: dict[str, str | bool | int | float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _transforms_consistent(self) -> EntityMapping:
+        # EntityTransforms checks that no two transforms claim one column.
+        from router.transform_config import EntityTransforms
+
+        try:
+            EntityTransforms(transforms=self.transforms, names=self.names, constants=self.constants)
+        except ValidationError as e:
+            raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return self
 
     @field_validator("fields")
     @classmethod
@@ -355,3 +376,14 @@ def load_router(path: Path | str) -> RouterConfig:
 
 def load_adapter(path: Path | str) -> AdapterConfig:
     return load(AdapterConfig, path)
+
+
+def _resolve_transform_models(field_transform: type, name_split: type) -> None:
+    """Resolve EntityMapping's transform annotations (called by router.transform_config,
+    which imports this module and so cannot be imported from it)."""
+    globals().update(FieldTransform=field_transform, NameSplit=name_split)
+    EntityMapping.model_rebuild(force=True)
+    AdapterConfig.model_rebuild(force=True)
+
+
+import router.transform_config  # noqa: E402,F401  (defines the models, then resolves them)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from router.config import Strict, _explain
+from router.config import Strict, _explain, _resolve_transform_models
 from router.errors import ConfigError
 from router.events import ENTITY_RE
 
@@ -135,3 +135,6 @@ def parse_transforms(raw: dict[str, Any], path: Path | str = "<config>") -> Tran
         return TransformsConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_explain(e, Path(path))) from None
+
+
+_resolve_transform_models(FieldTransform, NameSplit)
