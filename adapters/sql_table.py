@@ -20,6 +20,13 @@ class Table:
         self.entity = entity
         self.mapping = mapping
         self.table = table
+        if mapping.transforms or mapping.names is not None or mapping.constants:
+            # Accepted by the config model, not applied here yet: refusing beats syncing
+            # CRM values as if they were canonical.
+            raise ConfigError(
+                f"{where}: entities.{entity}: transforms, names and constants are not "
+                'applied by kind = "sql" yet'
+            )
         missing = [
             col
             for col in [mapping.id, mapping.updated_at, *mapping.fields.values()]

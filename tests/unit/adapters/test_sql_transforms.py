@@ -69,3 +69,21 @@ def test_adapter_toml_with_transforms_loads(tmp_path: Any) -> None:
     )
     with pytest.raises(ConfigError, match=r"unknown key 'entities\.deal\.transforms\.stage\.mapp'"):
         load_adapter(path)
+
+
+def test_sql_adapter_refuses_transforms_it_does_not_apply_yet(tmp_path: Any) -> None:
+    import sqlite3
+
+    from adapters.sql import SqlAdapter
+    from router.config import AdapterConfig
+
+    db = tmp_path / "crm.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE deals (id INTEGER PRIMARY KEY, title TEXT, updated_at TEXT)")
+    entity = {"table": "deals", "fields": {"title": "title"}}
+    raw: dict[str, Any] = {"name": "crm", "database": {"url": f"sqlite:///{db}"}}
+    SqlAdapter(AdapterConfig.model_validate({**raw, "entities": {"deal": entity}})).close()
+    with_map = {**entity, "transforms": {"stage": {"map": {"W": "won"}}}}
+    config = AdapterConfig.model_validate({**raw, "entities": {"deal": with_map}})
+    with pytest.raises(ConfigError, match=r"entities\.deal: transforms.*not applied"):
+        SqlAdapter(config, where="a.toml")
