@@ -104,7 +104,7 @@ class SqlAdapter(Adapter):
             ) from e
 
     def entities(self) -> dict[str, list[str]]:
-        return {entity: sorted(t.fields) for entity, t in self.tables.items()}
+        return {entity: t.field_names for entity, t in self.tables.items()}
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -186,7 +186,7 @@ class SqlAdapter(Adapter):
         t = self.tables[entity]
         # Keyed by Column, never by name: any legal identifier is a column name (``fn``,
         # ``key``, ``order``, "First Name"), and SQLAlchemy quotes what needs quoting.
-        values: dict[sa.Column[Any], Any] = {t.fields[n]: value for n, value in fields.items()}
+        values: dict[sa.Column[Any], Any] = {t.table.c[k]: v for k, v in t.values(fields).items()}
         values[t.updated_at] = t.now(tx.dialect.name)
         if t.deleted is not None:
             values[t.deleted] = False
@@ -223,7 +223,7 @@ class SqlAdapter(Adapter):
         query = t.table.insert().values(fixed)
         # executemany parameters are keyed by column key (the reflected name), not passed
         # as keyword arguments, so any identifier works here too.
-        params = [{t.fields[n].key: v for n, v in fields.items()} for _, fields in items]
+        params = [t.values(fields) for _, fields in items]
         if not t.int_ids:
             for (record_id, _), row in zip(items, params, strict=True):
                 row[t.id.key] = record_id  # a text id: the global id, as write_record does

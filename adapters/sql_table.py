@@ -9,8 +9,11 @@ import sqlalchemy as sa
 
 from adapters import sqlclock
 from adapters.base import SourceRow
+from adapters.canonical import InvalidRecord
+from adapters.transforms import TransformError, Transforms
 from router.config import EntityMapping
-from router.errors import ConfigError
+from router.errors import ConfigError, PermanentWriteError
+from router.transform_config import EntityTransforms
 
 
 class Table:
@@ -20,16 +23,14 @@ class Table:
         self.entity = entity
         self.mapping = mapping
         self.table = table
+        self.transforms: _Wired | None = None
+        extra: list[str] = []
         if mapping.transforms or mapping.names is not None or mapping.constants:
-            # Accepted by the config model, not applied here yet: refusing beats syncing
-            # CRM values as if they were canonical.
-            raise ConfigError(
-                f"{where}: entities.{entity}: transforms, names and constants are not "
-                'applied by kind = "sql" yet'
-            )
+            self.transforms = _Wired(mapping)
+            extra = sorted(self.transforms.columns | set(mapping.constants))
         missing = [
             col
-            for col in [mapping.id, mapping.updated_at, *mapping.fields.values()]
+            for col in [mapping.id, mapping.updated_at, *mapping.fields.values(), *extra]
             + ([mapping.deleted] if mapping.deleted else [])
             if col not in table.c
         ]
@@ -41,7 +42,19 @@ class Table:
         self.id = table.c[mapping.id]
         self.updated_at = table.c[mapping.updated_at]
         self.deleted = table.c[mapping.deleted] if mapping.deleted else None
+        # Columns read and written as they are (every field, when no transform applies).
         self.fields = {name: table.c[col] for name, col in mapping.fields.items()}
+        self.field_names = sorted(self.fields)
+        self.raw: dict[str, sa.Column[Any]] = {}
+        if self.transforms is not None:
+            w = self.transforms
+            self.fields = {
+                n: c
+                for n, c in self.fields.items()
+                if n not in w.fields and c.name not in w.columns
+            }
+            self.field_names = sorted(set(self.fields) | w.fields)
+            self.raw = {col: table.c[col] for col in sorted(w.read_columns)}
         self.token = sa.cast(self.updated_at, sa.String).label("crmsync_version")
         self.int_ids = _python_type(self.id) is int
         self.clock_kind = sqlclock.kind_of(self.updated_at)
@@ -51,25 +64,89 @@ class Table:
         return int(source_record_id) if self.int_ids else source_record_id
 
     def select(self) -> sa.Select[Any]:
-        cols = [self.id, self.updated_at, self.token, *self.fields.values()]
+        cols = [self.id, self.updated_at, self.token, *self.fields.values(), *self.raw.values()]
         if self.deleted is not None:
             cols.append(self.deleted)
         return sa.select(*cols)
 
     def row(self, r: sa.Row[Any]) -> SourceRow:
         m = r._mapping
+        fields = {name: m[col] for name, col in self.fields.items()}
+        if self.transforms is not None:
+            fields.update(self.transforms.read({c: m[col] for c, col in self.raw.items()}))
         return SourceRow(
             entity=self.entity,
             source_record_id=str(m[self.id]),
-            fields={name: m[col] for name, col in self.fields.items()},
+            fields=fields,
             deleted=bool(m[self.deleted]) if self.deleted is not None else False,
             version=m["crmsync_version"],
             position=m[self.updated_at],
         )
 
+    def values(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Canonical fields -> values keyed by column name (``Column.key``); a value a
+        transform cannot write is a :class:`PermanentWriteError` (retrying cannot help)."""
+        if self.transforms is None:
+            return {self.fields[n].key: v for n, v in fields.items()}
+        plain = {self.fields[n].key: v for n, v in fields.items() if n in self.fields}
+        try:
+            written = self.transforms.write(
+                {n: v for n, v in fields.items() if n not in self.fields}
+            )
+        except TransformError as e:
+            raise PermanentWriteError(f"{self.entity}: cannot write {e}") from None
+        return {**plain, **{self.table.c[col].key: v for col, v in written.items()}}
+
     def now(self, dialect: str) -> sa.ColumnElement[Any]:
         """The database's clock as a value for ``updated_at`` (stamped server-side)."""
         return sqlclock.now_expr(dialect, self.clock_kind, self.integer_clock)
+
+
+class _Unreadable:
+    """A value a read transform refused. Canonical validation turns it into
+    :class:`InvalidRecord` (via ``str``), so capture skips and reports the row, and a
+    read-back dead-letters the write, exactly as for a value the model refuses."""
+
+    def __init__(self, err: TransformError) -> None:
+        self.err = err
+
+    def __str__(self) -> str:
+        raise InvalidRecord(str(self.err))
+
+
+class _Wired:
+    """An entity's transforms with each field's column resolved: a transform without
+    ``column`` uses the field's column from ``fields``, else the field's name."""
+
+    def __init__(self, mapping: EntityMapping) -> None:
+        resolved = {
+            name: t if t.column else t.model_copy(update={"column": mapping.fields.get(name, name)})
+            for name, t in mapping.transforms.items()
+        }
+        config = EntityTransforms(
+            transforms=resolved, names=mapping.names, constants=mapping.constants
+        )
+        self.engine = Transforms(config)
+        self.read_columns = {t.column or n for n, t in resolved.items() if t.direction != "write"}
+        self.columns = {t.column or n for n, t in resolved.items()}
+        self.fields = set(resolved)
+        self.first: str | None = None
+        if mapping.names is not None:
+            self.read_columns.add(mapping.names.column)
+            self.columns.add(mapping.names.column)
+            self.fields |= {mapping.names.first, mapping.names.last}
+            self.first = mapping.names.first
+
+    def read(self, raw: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.engine.read(raw)
+        except TransformError as e:
+            # The row still reads; validation reports it (see _Unreadable).
+            field = self.first if e.field not in self.fields and self.first else e.field
+            return {field: _Unreadable(e)}
+
+    def write(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return self.engine.write(fields)
 
 
 def _python_type(column: sa.Column[Any]) -> type | None:

@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from router.clock import VectorClock, merge
 from router.config import EntityMapping, _explain
-from router.errors import ConfigError
+from router.errors import ConfigError, PermanentWriteError
+from router.events import new_event_id
 
 
 def _mapping(**extra: Any) -> EntityMapping:
@@ -71,19 +73,140 @@ def test_adapter_toml_with_transforms_loads(tmp_path: Any) -> None:
         load_adapter(path)
 
 
-def test_sql_adapter_refuses_transforms_it_does_not_apply_yet(tmp_path: Any) -> None:
+# -- the SQL adapter applying them (SQLite, no broker) ---------------------------------
+
+ENTITY = "opportunity"  # no canonical model: the values seen are exactly the transforms'
+
+
+@pytest.fixture
+def crm(tmp_path: Any) -> Any:
     import sqlite3
 
+    from adapters.engine import SyncEngine
     from adapters.sql import SqlAdapter
     from router.config import AdapterConfig
 
     db = tmp_path / "crm.db"
     with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE deals (id INTEGER PRIMARY KEY, title TEXT, updated_at TEXT)")
-    entity = {"table": "deals", "fields": {"title": "title"}}
-    raw: dict[str, Any] = {"name": "crm", "database": {"url": f"sqlite:///{db}"}}
-    SqlAdapter(AdapterConfig.model_validate({**raw, "entities": {"deal": entity}})).close()
-    with_map = {**entity, "transforms": {"stage": {"map": {"W": "won"}}}}
-    config = AdapterConfig.model_validate({**raw, "entities": {"deal": with_map}})
-    with pytest.raises(ConfigError, match=r"entities\.deal: transforms.*not applied"):
-        SqlAdapter(config, where="a.toml")
+        conn.execute(
+            "CREATE TABLE opps (id INTEGER PRIMARY KEY, title TEXT, stage TEXT, name TEXT,"
+            " active TEXT, met_at TEXT, kind TEXT, updated_at TIMESTAMP)"
+        )
+        conn.execute(
+            "INSERT INTO opps (title, stage, name, active, met_at, updated_at) VALUES"
+            " ('T1', 'W', 'Ada King Lovelace', 'Y', '2024-06-01 12:00:00', '2024-01-01 00:00:00')"
+        )
+    raw = {
+        "name": "crm",
+        "database": {"url": f"sqlite:///{db}"},
+        "state": {"path": str(tmp_path / "state.db")},
+        "entities": {
+            ENTITY: {
+                "table": "opps",
+                "fields": {"title": "title", "stage": "stage"},
+                "transforms": {
+                    "stage": {"map": {"W": "won", "L": "lost"}},
+                    "active": {"map": {"Y": "true", "N": "false"}},
+                    "met_at": {"type": "datetime", "tz": "Europe/Berlin", "as_string": True},
+                },
+                "names": {"column": "name"},
+                "constants": {"kind": "deal"},
+            }
+        },
+    }
+    config = AdapterConfig.model_validate(raw)
+    adapter = SqlAdapter(config, where="a.toml")
+    engine = SyncEngine(adapter, "crm", overlap=2.0)
+    yield db, adapter, engine
+    adapter.close()
+
+
+def _rows(db: Any) -> list[dict[str, Any]]:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM opps ORDER BY id")]
+
+
+def _captured(engine: Any) -> tuple[int, list[Any]]:
+    from router.events import decode
+
+    before = set(engine.pending())
+    result = engine.capture({})
+    added = [e for e in engine.pending() if e not in before]
+    engine.mark_published(added)
+    return result.invalid, [decode(e.body) for e in added]
+
+
+def test_capture_yields_canonical_values(crm: Any) -> None:
+    _db, adapter, engine = crm
+    assert adapter.entities()[ENTITY] == [
+        "active", "first_name", "last_name", "met_at", "stage", "title"
+    ]  # fmt: skip
+    invalid, [event] = _captured(engine)
+    assert invalid == 0
+    assert event.fields == {
+        "title": "T1",
+        "stage": "won",
+        "first_name": "Ada King",
+        "last_name": "Lovelace",
+        "active": "true",
+        "met_at": "2024-06-01T10:00:00+00:00",
+    }
+
+
+def test_delivery_writes_crm_values_and_its_echo_is_not_captured(crm: Any) -> None:
+    db, _adapter, engine = crm
+    _, [created] = _captured(engine)
+    fields = {**created.fields, "stage": "lost", "first_name": "Grace", "last_name": "Hopper"}
+    fields["active"], fields["met_at"] = "false", "2024-01-15T08:30:00+00:00"
+    event = created.model_copy(
+        update={
+            "source": "sales",
+            "actor": "sales",
+            "event_id": new_event_id(),
+            "clock": dict(merge(created.vclock, VectorClock({"sales": 1}))),
+            "fields": fields,
+            "changed": ["active", "first_name", "last_name", "met_at", "stage"],
+        }
+    )
+    assert engine.apply(event).action == "applied"
+    [row] = _rows(db)
+    assert (row["stage"], row["name"], row["active"]) == ("L", "Grace Hopper", "N")
+    assert row["met_at"] == "2024-01-15T09:30:00"  # naive Berlin time
+    assert row["kind"] == "deal"
+    assert _captured(engine) == (0, [])  # the echo: nothing re-published
+
+
+def test_value_a_read_transform_cannot_apply_is_a_bad_row(crm: Any) -> None:
+    import sqlite3
+
+    db, _adapter, engine = crm
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO opps (title, stage, name, active, updated_at) VALUES"
+            " ('T2', 'UNKNOWN', 'Bob', 'Y', '2024-01-01 00:00:01')"
+        )
+    invalid, events = _captured(engine)
+    assert invalid == 1
+    assert [e.fields["title"] for e in events] == ["T1"]  # the good row is not held back
+    assert len(_rows(db)) == 2  # nothing lost
+
+
+def test_value_a_write_transform_cannot_apply_is_dead_lettered(crm: Any) -> None:
+    db, _adapter, engine = crm
+    _, [created] = _captured(engine)
+    event = created.model_copy(
+        update={
+            "source": "sales",
+            "actor": "sales",
+            "event_id": new_event_id(),
+            "clock": dict(merge(created.vclock, VectorClock({"sales": 1}))),
+            "fields": {**created.fields, "stage": "pending"},
+            "changed": ["stage"],
+        }
+    )
+    with pytest.raises(PermanentWriteError, match="stage"):
+        engine.apply(event)
+    assert _rows(db)[0]["stage"] == "W"  # unchanged
