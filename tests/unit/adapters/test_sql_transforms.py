@@ -210,3 +210,21 @@ def test_value_a_write_transform_cannot_apply_is_dead_lettered(crm: Any) -> None
     with pytest.raises(PermanentWriteError, match="stage"):
         engine.apply(event)
     assert _rows(db)[0]["stage"] == "W"  # unchanged
+
+
+def test_insert_many_writes_crm_values_and_refuses_a_bad_one(crm: Any) -> None:
+    db, adapter, _engine = crm
+    good = {"title": "T3", "stage": "won", "first_name": "Alan", "last_name": "Turing"}
+    with adapter.transaction() as tx:
+        [back] = adapter.insert_many(tx, ENTITY, [("r-3", {**good, "active": "true"})])
+    assert back.fields["stage"] == "won" and back.fields["first_name"] == "Alan"
+    row = _rows(db)[-1]
+    assert (row["stage"], row["name"], row["active"], row["kind"]) == (
+        "W",
+        "Alan Turing",
+        "Y",
+        "deal",
+    )
+    with pytest.raises(PermanentWriteError, match="stage"), adapter.transaction() as tx:
+        adapter.insert_many(tx, ENTITY, [("r-4", {**good, "stage": "pending"})])
+    assert len(_rows(db)) == 2  # nothing half-written
