@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,24 +120,36 @@ class Hub:
         self.rpc = rpc
         self.timeout = timeout
 
-    async def router(self, request: Any, expected: Any, once: bool = False) -> Any:
-        """A request to the router. Every one a migration makes but the first (open) is
-        idempotent (a look, a checkpoint of the same cursor, finish), so one lost with
-        a router that died is asked again every few seconds, and fails only after the
-        timeout of silence: a restarted or standby router picks the run up at once."""
-        if once:
-            return await self.rpc.request(request, expected, timeout=self.timeout)
+    async def _asked_again(
+        self, ask: Callable[[float], Awaitable[Any]], who: str, running: str
+    ) -> Any:
+        """``ask(timeout)`` again every few seconds until it is answered; fails only after
+        the whole timeout of silence (``who`` said nothing; ``running``: what to check).
+        For idempotent requests: one lost with a process that died (a request to a
+        stopped adapter is dropped, not queued) would otherwise hold the command for the
+        full timeout, though a restarted or standby process answers the next one at once."""
         deadline = time.monotonic() + self.timeout
         while True:
             wait = min(ASK_AGAIN, max(deadline - time.monotonic(), 0.1))
             try:
-                return await self.rpc.request(request, expected, timeout=wait)
+                return await ask(wait)
             except RouterUnavailable:
                 if time.monotonic() >= deadline:
                     raise RouterUnavailable(
-                        f"the router did not answer for {self.timeout:g}s; is 'crmsync "
-                        "router' running? (see 'crmsync status')"
+                        f"{who} did not answer for {self.timeout:g}s; is {running}? "
+                        "(see 'crmsync status')"
                     ) from None
+
+    async def router(self, request: Any, expected: Any, once: bool = False) -> Any:
+        """A request to the router. Every one a migration makes but the first (open) is
+        idempotent (a look, a checkpoint of the same cursor, finish): asked again."""
+        if once:
+            return await self.rpc.request(request, expected, timeout=self.timeout)
+        return await self._asked_again(
+            lambda wait: self.rpc.request(request, expected, timeout=wait),
+            "the router",
+            "'crmsync router' running",
+        )
 
     async def adapter(
         self, request: ac.AdapterRequest, expected: Any, timeout: float | None = None
@@ -169,27 +181,14 @@ class Hub:
         return reply.counts
 
     async def target_counts(self, target: str, migration_id: str) -> dict[str, dict[str, int]]:
-        """The target's logged outcomes. A request to an adapter that is not running is
-        dropped, not queued, so one sent while the target restarts (``kill -9``, a
-        deploy) would otherwise hold the whole command for the full timeout: this
-        read-only look is asked again every few seconds, and fails only after the
-        timeout of silence."""
-        deadline = time.monotonic() + self.timeout
-        while True:
-            wait = min(ASK_AGAIN, max(deadline - time.monotonic(), 0.1))
-            try:
-                reply: ac.MigrationLogged = await self.adapter(
-                    ac.MigrationLog(name=target, migration_id=migration_id, limit=1),
-                    ac.MigrationLogged,
-                    timeout=wait,
-                )
-                return reply.counts
-            except RouterUnavailable:
-                if time.monotonic() >= deadline:
-                    raise RouterUnavailable(
-                        f"adapter {target!r} did not answer for {self.timeout:g}s; is "
-                        f"'crmsync adapter' running for {target}? (see 'crmsync status')"
-                    ) from None
+        """The target's logged outcomes; a read-only look, so asked again."""
+        request = ac.MigrationLog(name=target, migration_id=migration_id, limit=1)
+        reply: ac.MigrationLogged = await self._asked_again(
+            lambda wait: self.adapter(request, ac.MigrationLogged, timeout=wait),
+            f"adapter {target!r}",
+            f"'crmsync adapter' running for {target}",
+        )
+        return reply.counts
 
 
 async def export(

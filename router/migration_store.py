@@ -92,21 +92,13 @@ class Migration:
 def _upsert(conn: Connection, rows: list[dict[str, Any]]) -> None:
     name = conn.dialect.name
     replaced = {"record_id", "outcome", "detail"}
-    if name == "sqlite":
-        s = sqlite.insert(items)
+    if name in ("sqlite", "postgresql"):
+        # The two dialects spell INSERT ... ON CONFLICT DO UPDATE alike.
+        s = (sqlite if name == "sqlite" else postgresql).insert(items)
         conn.execute(
             s.on_conflict_do_update(
                 index_elements=[items.c.migration_id, items.c.entity, items.c.source_record_id],
                 set_={c: s.excluded[c] for c in replaced},
-            ),
-            rows,
-        )
-    elif name == "postgresql":
-        p = postgresql.insert(items)
-        conn.execute(
-            p.on_conflict_do_update(
-                index_elements=[items.c.migration_id, items.c.entity, items.c.source_record_id],
-                set_={c: p.excluded[c] for c in replaced},
             ),
             rows,
         )
