@@ -16,7 +16,7 @@ from typing import Final
 
 import phonenumbers
 
-from router.config import CanonicalConfig
+from router.adapter_config import CanonicalConfig
 
 _EMAIL_RE: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 

@@ -28,9 +28,10 @@ from adapters.sink import Sink
 from adapters.statefile import StateFile
 from adapters.supervision import until_one_ends
 from router import __version__, control, topology
+from router.adapter_config import AdapterConfig
 from router.broker.aio import Connection, Publisher, connect
 from router.broker.rpc import RpcClient
-from router.config import AdapterConfig, parse_duration
+from router.config import parse_duration
 from router.errors import (
     BrokerUnavailable,
     PublishFailed,
@@ -84,7 +85,7 @@ class AdapterRuntime:
             "dead-lettered": 0,
         }
         self.health = HealthTracker()
-        self.sink = Sink(self, config.retry.tiers(), WriteLimiter(config.sink.max_rate))
+        self.sink = Sink(self, config.retry.tiers(), WriteLimiter(config.write_rate()))
         self.migration = MigrationSide(self)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:

@@ -23,7 +23,7 @@ from adapters.base import Adapter, SourceRow, VersionMismatch
 from adapters.cleansing import Cleansing
 from adapters.cursor import Horizon
 from adapters.sql_table import Table as _Table
-from router.config import AdapterConfig
+from router.adapter_config import AdapterConfig
 from router.database import make_engine
 from router.errors import ConfigError, PermanentWriteError, TransientWriteError
 from router.events import Scalar
@@ -63,7 +63,7 @@ class SqlAdapter(Adapter):
         self.name = config.name
         self.config = config
         self.cleansing = Cleansing.from_config(config.canonical)
-        self.engine = make_engine(config.database.url)
+        self.engine = make_engine(config.links_url)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _lenient_text)
         meta = sa.MetaData()
@@ -71,6 +71,7 @@ class SqlAdapter(Adapter):
         try:
             with self.engine.begin() as conn:
                 for entity, mapping in config.entities.items():
+                    assert mapping.table is not None  # AdapterConfig: sql entities name one
                     try:
                         table = sa.Table(mapping.table, meta, autoload_with=conn)
                     except sa.exc.NoSuchTableError:

@@ -11,7 +11,7 @@ from adapters import sqlclock
 from adapters.base import SourceRow
 from adapters.canonical import InvalidRecord
 from adapters.transforms import TransformError, Transforms
-from router.config import EntityMapping
+from router.adapter_config import EntityMapping
 from router.errors import ConfigError, PermanentWriteError
 from router.transform_config import EntityTransforms
 

@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
 from adapters.engine import SyncEngine  # noqa: E402
 from adapters.polling import CapturePass  # noqa: E402
 from adapters.sql import SqlAdapter  # noqa: E402
-from router.config import load_adapter  # noqa: E402
+from router.adapter_config import load_adapter  # noqa: E402
 from router.demo.crms import CRMS, DemoDb  # noqa: E402
 from router.events import ChangeEvent, new_event_id  # noqa: E402
 

@@ -48,7 +48,7 @@ from adapters.capture import row_gone  # noqa: E402
 from adapters.engine import SyncEngine  # noqa: E402
 from adapters.rules import content_hash  # noqa: E402
 from adapters.sql import SqlAdapter  # noqa: E402
-from router.config import load_adapter  # noqa: E402
+from router.adapter_config import load_adapter  # noqa: E402
 from router.demo.crms import CRMS, DemoDb  # noqa: E402
 
 CRM = CRMS["mktg"]

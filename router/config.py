@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -26,9 +26,6 @@ from pydantic import (
 from router.errors import ConfigError
 from router.events import ENTITY_RE, NAME_RE
 from router.policies import OPERATOR, Rules
-
-if TYPE_CHECKING:  # at run time: _resolve_transform_models (circular import)
-    from router.transform_config import FieldTransform, NameSplit
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 AMQP_URL_ENV = "CRMSYNC_AMQP_URL"
@@ -224,120 +221,6 @@ class RouterConfig(Strict):
         return conflict.rules() if conflict else Rules()
 
 
-class CaptureConfig(Strict):
-    poll_interval: Annotated[float, Field(gt=0, le=3600)] = 0.5
-    overlap: Duration = "2s"
-    batch_size: Annotated[int, Field(ge=1, le=100000)] = 500
-    # Hard deletes: a trigger journals deleted ids (true), or, where the adapter may not
-    # install triggers, one chunk of links is compared with the table's ids per scan.
-    delete_journal: bool = True
-    hard_delete_scan_every: Annotated[int, Field(ge=1)] = 1
-    hard_delete_chunk: Annotated[int, Field(ge=1, le=1_000_000)] = 10000
-    # What the first start publishes: every row the CRM holds ("all": it joins with its
-    # data, matched by the router's identity keys), or nothing before that moment
-    # ("none": a CRM that must only receive; its existing rows are never shared).
-    initial: Literal["all", "none"] = "all"
-
-
-class CanonicalConfig(Strict):
-    """``[canonical]``: how the adapter cleanses values (adapters.cleansing)."""
-
-    # ISO 3166 alpha-2; phone numbers without +country are read in this region and all
-    # become E.164. Absent: phone numbers are only trimmed.
-    default_country: str | None = None
-    # "" and whitespace-only strings become null.
-    empty_as_null: bool = True
-
-    @field_validator("default_country")
-    @classmethod
-    def _region(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        import phonenumbers  # only adapters that configure a country pay for the import
-
-        if value not in phonenumbers.SUPPORTED_REGIONS:
-            raise ValueError('not an ISO 3166 alpha-2 country code (e.g. "DE", "US", "GB")')
-        return value
-
-
-class SinkConfig(Strict):
-    """``[sink]``: writes into this CRM."""
-
-    # Records per second written into the CRM, whatever writes them (live sync and
-    # migrations alike); absent: unlimited. A migration's --rate may lower it for a while.
-    max_rate: Annotated[float, Field(gt=0)] | None = None
-
-
-class AdapterStateConfig(Strict):
-    path: Path = Path("state/adapter.state.db")
-
-
-class RetryConfig(Strict):
-    delays: list[Duration] = ["1s", "10s", "1m", "10m"]
-
-    def tiers(self) -> list[tuple[str, float]]:
-        """(label, seconds) per back-off tier; the label names the tier's queue."""
-        return [(delay, parse_duration(delay)) for delay in self.delays]
-
-
-class DatabaseConfig(Strict):
-    url: str
-
-
-class EntityMapping(Strict):
-    table: str
-    id: str = "id"
-    updated_at: str = "updated_at"
-    deleted: str | None = None
-    fields: dict[Annotated[str, Field(pattern=ENTITY_RE)], str]
-    # Mapping transforms (docs/transforms.md); their models live in router.transform_config,
-    # which imports this module, hence the string annotations resolved at the bottom.
-    transforms: dict[Annotated[str, Field(pattern=ENTITY_RE)], FieldTransform] = Field(
-        default_factory=dict
-    )
-    names: NameSplit | None = None
-    constants: dict[str, str | bool | int | float] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _transforms_consistent(self) -> EntityMapping:
-        # EntityTransforms checks that no two transforms claim one column.
-        from router.transform_config import EntityTransforms
-
-        try:
-            EntityTransforms(transforms=self.transforms, names=self.names, constants=self.constants)
-        except ValidationError as e:
-            raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
-        return self
-
-    @field_validator("fields")
-    @classmethod
-    def _non_empty(cls, value: dict[str, str]) -> dict[str, str]:
-        if not value:
-            raise ValueError("map at least one field")
-        return value
-
-
-class AdapterConfig(Strict):
-    name: Annotated[str, Field(pattern=NAME_RE)]
-    kind: Literal["sql"] = "sql"
-    broker: BrokerConfig = BrokerConfig()
-    database: DatabaseConfig
-    capture: CaptureConfig = CaptureConfig()
-    state: AdapterStateConfig = AdapterStateConfig()
-    retry: RetryConfig = RetryConfig()
-    canonical: CanonicalConfig = CanonicalConfig()
-    sink: SinkConfig = SinkConfig()
-    heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
-    entities: dict[Annotated[str, Field(pattern=ENTITY_RE)], EntityMapping]
-
-    @field_validator("name")
-    @classmethod
-    def _not_hub(cls, value: str) -> str:
-        if value in ("hub", "router"):
-            raise ValueError(f"{value!r} is reserved")
-        return value
-
-
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -372,18 +255,3 @@ def load(model: type[M], path: Path | str, base: dict[str, Any] | None = None) -
 
 def load_router(path: Path | str) -> RouterConfig:
     return load(RouterConfig, path)
-
-
-def load_adapter(path: Path | str) -> AdapterConfig:
-    return load(AdapterConfig, path)
-
-
-def _resolve_transform_models(field_transform: type, name_split: type) -> None:
-    """Resolve EntityMapping's transform annotations (called by router.transform_config,
-    which imports this module and so cannot be imported from it)."""
-    globals().update(FieldTransform=field_transform, NameSplit=name_split)
-    EntityMapping.model_rebuild(force=True)
-    AdapterConfig.model_rebuild(force=True)
-
-
-import router.transform_config  # noqa: E402,F401  (defines the models, then resolves them)

@@ -26,7 +26,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from router.config import AdapterConfig, RouterConfig, load_adapter, load_router
+from router.adapter_config import AdapterConfig, load_adapter
+from router.config import RouterConfig, load_router
 from router.errors import ConfigError
 from router.policies import OPERATOR, DeleteRule, FieldPolicy, PolicyName, Rules
 

@@ -1,6 +1,6 @@
 """TOML model of mapping transforms (adapters.transforms), one table per entity.
 
-Kept apart from router.config, which is near its size limit; validated the same way
+Kept apart from router.adapter_config, which uses these models; validated the same way
 (unknown keys refused, every error names its key). See docs/transforms.md.
 """
 
@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from router.config import Strict, _explain, _resolve_transform_models
+from router.config import Strict, _explain
 from router.errors import ConfigError
 from router.events import ENTITY_RE
 
@@ -135,6 +135,3 @@ def parse_transforms(raw: dict[str, Any], path: Path | str = "<config>") -> Tran
         return TransformsConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_explain(e, Path(path))) from None
-
-
-_resolve_transform_models(FieldTransform, NameSplit)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from router import logs
+from router.adapter_config import load_adapter
 from router.cli.common import (
     CONFIG_ENV,
     ConfigOpt,
@@ -19,7 +20,7 @@ from router.cli.common import (
     confirm,
     out,
 )
-from router.config import load_adapter, load_router
+from router.config import load_router
 
 adapter_app = typer.Typer(help="Run an adapter, or manage registered adapters.")
 
@@ -57,12 +58,12 @@ def adapter(
         return
     if config is None:
         raise typer.BadParameter("give --config config/adapters/NAME.toml", param_hint="--config")
+    from adapters.factory import make_adapter
     from adapters.runtime import run_adapter
-    from adapters.sql import SqlAdapter
 
     logs.configure(log_level)
     cfg = load_adapter(config)
-    asyncio.run(run_adapter(cfg, SqlAdapter(cfg, where=str(config))))
+    asyncio.run(run_adapter(cfg, make_adapter(cfg, where=str(config))))
 
 
 @adapter_app.command("remove")

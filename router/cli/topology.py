@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from router.adapter_config import load_adapter
 from router.cli.common import ConfigOpt, broker_config, connect, out
-from router.config import load_adapter
 
 app = typer.Typer(help="Exchanges and queues.", no_args_is_help=True)
 

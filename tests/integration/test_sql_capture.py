@@ -23,8 +23,8 @@ from sqlalchemy.dialects import mysql, postgresql
 from adapters import cursor, links, sqlclock
 from adapters.engine import SyncEngine
 from adapters.sql import SqlAdapter
+from router.adapter_config import AdapterConfig
 from router.clock import Order, VectorClock, compare
-from router.config import AdapterConfig
 from router.events import INT_MAX, ChangeEvent, decode
 from tests.integration.test_sql_servers import delivery, private_server
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from adapters import journal, links
 from adapters.engine import SyncEngine
 from adapters.sql import SqlAdapter
-from router.config import AdapterConfig
+from router.adapter_config import AdapterConfig
 from router.events import ChangeEvent, decode
 from tests.integration import test_sql_capture
 from tests.integration.test_sql_capture import FRACTION, OVERLAP, Db, captured

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import mysql
 
 from adapters.engine import SyncEngine
 from adapters.sql import SqlAdapter
-from router.config import AdapterConfig
+from router.adapter_config import AdapterConfig
 from router.events import decode
 from tests.integration.test_sql_servers import Server, delivery, server  # noqa: F401 - fixture
 

@@ -30,8 +30,8 @@ from adapters.engine import SyncEngine
 from adapters.links import OutboxEntry
 from adapters.rules import FieldVersions
 from adapters.sql import SqlAdapter
+from router.adapter_config import AdapterConfig
 from router.clock import Order, VectorClock, compare, merge
-from router.config import AdapterConfig
 from router.events import ChangeEvent, decode, encode, new_event_id
 from tests.schemas import first_release_link_table
 

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from router.adapter_config import AdapterConfig, load_adapter
 from router.config import (
     AMQP_URL_ENV,
     DEFAULT_AMQP_URL,
-    AdapterConfig,
     BrokerConfig,
     RouterConfig,
-    load_adapter,
     load_router,
     parse_duration,
 )

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from router.config import AdapterConfig, RouterConfig
+from router.adapter_config import AdapterConfig
+from router.config import RouterConfig
 from router.errors import EXIT_CONFIG, ConfigError
 from router.policy_plan import build_plan, plan_to_json, render
 

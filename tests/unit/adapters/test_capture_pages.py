@@ -21,7 +21,7 @@ from adapters import links
 from adapters.engine import SyncEngine
 from adapters.polling import CapturePass, HealthTracker
 from adapters.sql import SqlAdapter
-from router.config import load_adapter
+from router.adapter_config import load_adapter
 from router.control import CaptureHealth, Heartbeat, pack, parse_request
 from router.demo.crms import CRMS, DemoDb
 from router.events import decode

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from adapters.canonical import Cleansing, InvalidRecord, validate
 from adapters.cleansing import DEFAULT
 from adapters.rules import content_hash
-from router.config import CanonicalConfig
+from router.adapter_config import CanonicalConfig
 
 DE = Cleansing(default_country="DE")
 KEEP_EMPTY = Cleansing(empty_as_null=False)

@@ -16,8 +16,8 @@ import pytest
 
 from adapters.engine import SyncEngine
 from adapters.sql import SqlAdapter
+from router.adapter_config import load_adapter
 from router.clock import VectorClock
-from router.config import load_adapter
 from router.demo.crms import CRMS, DemoDb
 from router.errors import PermanentWriteError
 from router.logs import LogfmtFormatter

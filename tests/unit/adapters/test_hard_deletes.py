@@ -21,8 +21,8 @@ from adapters.links import Link
 from adapters.polling import CapturePass
 from adapters.rules import content_hash
 from adapters.sql import SqlAdapter
+from router.adapter_config import AdapterConfig
 from router.clock import VectorClock
-from router.config import AdapterConfig
 from router.errors import ConfigError
 from router.events import Scalar
 from tests.unit.adapters import test_sql_engine_sqlite as engine_tests

@@ -18,7 +18,7 @@ from adapters.links import OutboxEntry
 from adapters.runtime import _outgoing
 from adapters.sql import SqlAdapter
 from router import topology
-from router.config import AdapterConfig
+from router.adapter_config import AdapterConfig
 from router.events import ChangeEvent, decode, encode, new_event_id
 from tests.schemas import first_release_link_table
 

@@ -20,8 +20,8 @@ from adapters import links
 from adapters.engine import SyncEngine
 from adapters.links import OutboxEntry
 from adapters.sql import SqlAdapter
+from router.adapter_config import load_adapter
 from router.clock import Order, VectorClock, compare, merge
-from router.config import load_adapter
 from router.demo.crms import CRMS, DemoDb
 from router.errors import PermanentWriteError
 from router.events import ChangeEvent, decode, new_event_id

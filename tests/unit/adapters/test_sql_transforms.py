@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from router.adapter_config import EntityMapping
 from router.clock import VectorClock, merge
-from router.config import EntityMapping, _explain
+from router.config import _explain
 from router.errors import ConfigError, PermanentWriteError
 from router.events import new_event_id
 
@@ -55,7 +56,7 @@ def test_two_transforms_on_one_column_are_refused() -> None:
 
 
 def test_adapter_toml_with_transforms_loads(tmp_path: Any) -> None:
-    from router.config import load_adapter
+    from router.adapter_config import load_adapter
 
     path = tmp_path / "a.toml"
     path.write_text(
@@ -84,7 +85,7 @@ def crm(tmp_path: Any) -> Any:
 
     from adapters.engine import SyncEngine
     from adapters.sql import SqlAdapter
-    from router.config import AdapterConfig
+    from router.adapter_config import AdapterConfig
 
     db = tmp_path / "crm.db"
     with sqlite3.connect(db) as conn:
