@@ -70,6 +70,14 @@ def advance(old: Any, newest_seen: Any, bound: Any) -> Any:
         return moved
 
 
+def hold(bound: Any, held: Any) -> Any:
+    """``bound`` lowered to ``held``, the position of a row a pass left for later (None:
+    nothing held). A bound of None stays None: such a capture keeps no cursor at all."""
+    if bound is None or held is None:
+        return bound
+    return _min(bound, held)
+
+
 def _min(a: Any, b: Any) -> Any:
     try:
         return b if b < a else a

@@ -35,6 +35,7 @@ from adapters.capture import (
 from adapters.deletes import HardDeletes
 from adapters.outbox import Outbox
 from adapters.rules import DeliveryAction, content_hash, delivery_action, versions_after_delivery
+from adapters.sql_related import Deferred
 from router.errors import PermanentWriteError, TransientWriteError
 from router.events import ChangeEvent, Scalar
 from router.logs import kv
@@ -59,6 +60,9 @@ class Page:
     invalid: int
     after: tuple[Any, str] | None  # keyset of its last row (None: no rows)
     more: bool = False  # journaled deletes still wait: the page read no rows yet
+    # The first position of a row left for a later pass (a reference not resolvable yet,
+    # adapters.sql_related.Deferred): the cursor must not pass it.
+    held: Any = None
 
     @property
     def newest(self) -> Any:
@@ -69,6 +73,7 @@ class Page:
 class _Tally:
     changes: int = 0
     invalid: int = 0
+    held: Any = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,7 @@ class SyncEngine:
                 page = self.capture_page(entity, start, after)
                 result.changes += page.changes
                 result.invalid += page.invalid
+                bound = cursor.hold(bound, page.held)
                 if page.after is not None:
                     after, newest = page.after, page.newest
                 if page.rows < self.page_size and not page.more:
@@ -162,6 +168,7 @@ class SyncEngine:
             invalid=tally.invalid,
             after=(last.position, last.source_record_id) if last else None,
             more=more,
+            held=tally.held,
         )
 
     def _capture_one_by_one(self, entity: str, rows: Sequence[SourceRow]) -> _Tally:
@@ -189,6 +196,20 @@ class SyncEngine:
         known = links.by_source(tx, entity, [r.source_record_id for r in rows])
         soft_deletes = self.adapter.soft_deletes(entity)
         for row in rows:
+            waiting = [v for v in row.fields.values() if isinstance(v, Deferred)]
+            if waiting:
+                if tally.held is None:
+                    tally.held = row.position
+                self.log.info(
+                    "row waits for a record it refers to",
+                    extra=kv(
+                        entity=entity,
+                        source_record_id=row.source_record_id,
+                        refers_to=waiting[0].entity,
+                        refers_to_id=waiting[0].source_record_id,
+                    ),
+                )
+                continue
             try:
                 fields = validate(entity, row.fields, self.cleansing)
                 link = known.get(row.source_record_id)

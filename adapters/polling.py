@@ -58,6 +58,7 @@ class CapturePass:
                 result.rows += page.rows
                 result.changes += page.changes
                 result.invalid += page.invalid
+                bound = cursor.hold(bound, page.held)
                 # Everything owed, this page's and any earlier failure's, before the
                 # cursor moves past it.
                 await self._publish()

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from adapters import journal, links, sqlclock
+from adapters import journal, links, sql_related, sqlclock
 from adapters.base import Adapter, SourceRow, VersionMismatch
 from adapters.cleansing import Cleansing
 from adapters.cursor import Horizon
@@ -79,7 +79,7 @@ class SqlAdapter(Adapter):
                             f"{where}: database has no table {mapping.table!r} "
                             f"(entities.{entity}.table)"
                         ) from None
-                    self.tables[entity] = _Table(entity, mapping, table, where)
+                    self.tables[entity] = _Table(entity, mapping, table, where, conn)
                 links.create(conn)
         except sa.exc.OperationalError as e:
             raise ConfigError(f"{where}: cannot open database.url: {e.orig}") from e
@@ -105,7 +105,29 @@ class SqlAdapter(Adapter):
             ) from e
 
     def entities(self) -> dict[str, list[str]]:
-        return {entity: t.field_names for entity, t in self.tables.items()}
+        return {entity: self.tables[entity].field_names for entity in self._in_reference_order()}
+
+    def _in_reference_order(self) -> list[str]:
+        """Referenced entities first: capture then shares a company before the contacts
+        that refer to it, so a contact's pass seldom has to wait for its company."""
+        order: list[str] = []
+
+        def visit(entity: str, path: tuple[str, ...]) -> None:
+            if entity in order or entity in path:
+                return  # placed already, or a cycle: config order decides
+            for ref in self.config.entities[entity].references.values():
+                visit(ref.entity, (*path, entity))
+            order.append(entity)
+
+        for entity in self.tables:
+            visit(entity, ())
+        return order
+
+    def _finish(self, tx: Connection, rows: list[SourceRow]) -> list[SourceRow]:
+        """Resolve the CRM ids of references into global record ids."""
+        if rows and self.tables[rows[0].entity].extras is not None:
+            sql_related.resolve(tx, [row.fields for row in rows])
+        return rows
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -139,15 +161,19 @@ class SqlAdapter(Adapter):
         t = self.tables[entity]
         query = t.select()
         if since is not None:
-            query = query.where(t.updated_at >= since)
+            changed = t.updated_at >= since
+            through = t.extras.changed_since(since) if t.extras is not None else None
+            # The row's own stamp, or one of its link/related rows' (then its position,
+            # the newest of them, is at or after since as well).
+            query = query.where(changed if through is None else sa.or_(changed, through))
         if after is not None:
             position, sid = after
             key = t.key(sid)
             query = query.where(
-                sa.or_(t.updated_at > position, sa.and_(t.updated_at == position, t.id > key))
+                sa.or_(t.position > position, sa.and_(t.position == position, t.id > key))
             )
-        query = query.order_by(t.updated_at, t.id).limit(limit)
-        return [t.row(r) for r in tx.execute(query)]
+        query = query.order_by(t.position, t.id).limit(limit)
+        return self._finish(tx, [t.row(r) for r in tx.execute(query)])
 
     def horizon(self, tx: Connection, entity: str) -> Horizon:
         t = self.tables[entity]
@@ -173,7 +199,7 @@ class SqlAdapter(Adapter):
             # lock is taken by the UPDATE that follows (a stale snapshot fails it instead).
             query = query.with_for_update()
         r = tx.execute(query).first()
-        return t.row(r) if r else None
+        return self._finish(tx, [t.row(r)])[0] if r else None
 
     def write_record(
         self,
@@ -188,10 +214,15 @@ class SqlAdapter(Adapter):
         # Keyed by Column, never by name: any legal identifier is a column name (``fn``,
         # ``key``, ``order``, "First Name"), and SQLAlchemy quotes what needs quoting.
         values: dict[sa.Column[Any], Any] = {t.table.c[k]: v for k, v in t.values(fields).items()}
-        values[t.updated_at] = t.now(tx.dialect.name)
+        now = t.now(tx.dialect.name)
+        values[t.updated_at] = now
+        if t.extras is not None:
+            values.update(t.extras.foreign_keys(tx, fields))
         if t.deleted is not None:
-            values[t.deleted] = False
+            values[t.deleted] = not t.deleted_value
         if source_record_id is None:
+            if t.created_at is not None:
+                values[t.created_at] = now
             if not t.int_ids:
                 values[t.id] = record_id  # a text id: the global id keeps inserts idempotent
             result = self._execute(tx, t.table.insert().values(values))
@@ -203,6 +234,11 @@ class SqlAdapter(Adapter):
                 query = query.where(t.token == expected_version)
             if self._execute(tx, query).rowcount != 1:
                 raise VersionMismatch(self.read_record(tx, entity, source_record_id))
+        if t.extras is not None:
+            try:
+                t.extras.write(tx, t.key(source_record_id), fields, now)
+            except sa.exc.DBAPIError as e:
+                raise _classify(e) from e
         back = self.read_record(tx, entity, source_record_id)
         if back is None:
             raise TransientWriteError(f"row {source_record_id} vanished right after the write")
@@ -218,9 +254,14 @@ class SqlAdapter(Adapter):
         if not items:
             return []
         t = self.tables[entity]
+        if t.extras is not None:
+            # Related rows and references are written one record at a time.
+            return super().insert_many(tx, entity, items)
         fixed: dict[sa.Column[Any], Any] = {t.updated_at: t.now(tx.dialect.name)}
+        if t.created_at is not None:
+            fixed[t.created_at] = fixed[t.updated_at]
         if t.deleted is not None:
-            fixed[t.deleted] = False
+            fixed[t.deleted] = not t.deleted_value
         query = t.table.insert().values(fixed)
         # executemany parameters are keyed by column key (the reflected name), not passed
         # as keyword arguments, so any identifier works here too.
@@ -275,8 +316,8 @@ class SqlAdapter(Adapter):
         ids = [sid for sid in source_record_ids if not t.int_ids or _is_int(sid)]
         for start in range(0, len(ids), 500):  # bind-parameter limits
             keys = [t.key(sid) for sid in ids[start : start + 500]]
-            for r in tx.execute(t.select().where(t.id.in_(keys))):
-                row = t.row(r)
+            page = [t.row(r) for r in tx.execute(t.select().where(t.id.in_(keys)))]
+            for row in self._finish(tx, page):
                 found[row.source_record_id] = row
         return {sid: found[sid] for sid in source_record_ids if sid in found}
 
@@ -284,7 +325,7 @@ class SqlAdapter(Adapter):
         self, tx: Connection, entity: str, source_record_id: str, expected_version: str | None
     ) -> SourceRow | None:
         t = self.tables[entity]
-        where = [t.id == t.key(source_record_id)]
+        where = [t.id == t.key(source_record_id), *t.where]
         if expected_version is not None:
             where.append(t.token == expected_version)
         query: sa.Update | sa.Delete
@@ -292,7 +333,7 @@ class SqlAdapter(Adapter):
             query = (
                 t.table.update()
                 .where(*where)
-                .values({t.deleted: True, t.updated_at: t.now(tx.dialect.name)})
+                .values({t.deleted: t.deleted_value, t.updated_at: t.now(tx.dialect.name)})
             )
         else:
             query = t.table.delete().where(*where)
@@ -310,7 +351,7 @@ class SqlAdapter(Adapter):
         t = self.tables[entity]
         if t.deleted is not None:
             return None
-        return {str(r[0]) for r in tx.execute(sa.select(t.id))}
+        return {str(r[0]) for r in tx.execute(sa.select(t.id).where(*t.where))}
 
     def existing_ids(
         self, tx: Connection, entity: str, source_record_ids: Sequence[str]
@@ -321,7 +362,8 @@ class SqlAdapter(Adapter):
         found: set[str] = set()
         for start in range(0, len(source_record_ids), 500):  # bind-parameter limits
             keys = [t.key(sid) for sid in source_record_ids[start : start + 500]]
-            found.update(str(r[0]) for r in tx.execute(sa.select(t.id).where(t.id.in_(keys))))
+            query = sa.select(t.id).where(t.id.in_(keys), *t.where)
+            found.update(str(r[0]) for r in tx.execute(query))
         return found
 
     def journals_deletes(self, entity: str) -> bool:
@@ -330,13 +372,13 @@ class SqlAdapter(Adapter):
     def list_all(self, tx: Connection, entity: str) -> Iterator[SourceRow]:
         t = self.tables[entity]
         for r in tx.execute(t.select().order_by(t.id)):
-            yield t.row(r)
+            yield self._finish(tx, [t.row(r)])[0]
 
     def count_rows(self, tx: Connection, entity: str) -> int | None:
         t = self.tables[entity]
-        query = sa.select(sa.func.count()).select_from(t.table)
+        query = sa.select(sa.func.count()).select_from(t.table).where(*t.where)
         if t.deleted is not None:
-            query = query.where(sa.or_(t.deleted.is_(None), t.deleted == sa.false()))
+            query = query.where(t.live())
         return int(tx.execute(query).scalar_one())
 
     def read_page(
@@ -346,7 +388,7 @@ class SqlAdapter(Adapter):
         query = t.select()
         if after is not None:
             query = query.where(t.id > t.key(after))
-        return [t.row(r) for r in tx.execute(query.order_by(t.id).limit(limit))]
+        return self._finish(tx, [t.row(r) for r in tx.execute(query.order_by(t.id).limit(limit))])
 
     @staticmethod
     def _execute(tx: Connection, query: sa.Executable, params: Any = None) -> sa.CursorResult[Any]:

@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from adapters import sqlclock
 from adapters.base import SourceRow
 from adapters.canonical import InvalidRecord
+from adapters.sql_related import Extras
 from adapters.transforms import TransformError, Transforms
 from router.adapter_config import EntityMapping
 from router.errors import ConfigError, PermanentWriteError
@@ -19,7 +21,14 @@ from router.transform_config import EntityTransforms
 class Table:
     """One mapped entity: the reflected table and its configured columns."""
 
-    def __init__(self, entity: str, mapping: EntityMapping, table: sa.Table, where: str) -> None:
+    def __init__(
+        self,
+        entity: str,
+        mapping: EntityMapping,
+        table: sa.Table,
+        where: str,
+        conn: Connection | None = None,
+    ) -> None:
         self.entity = entity
         self.mapping = mapping
         self.table = table
@@ -31,6 +40,8 @@ class Table:
         missing = [
             col
             for col in [mapping.id, mapping.updated_at, *mapping.fields.values(), *extra]
+            + list(mapping.filter)
+            + ([mapping.created_at] if mapping.created_at else [])
             + ([mapping.deleted] if mapping.deleted else [])
             if col not in table.c
         ]
@@ -55,7 +66,24 @@ class Table:
             }
             self.field_names = sorted(set(self.fields) | w.fields)
             self.raw = {col: table.c[col] for col in sorted(w.read_columns)}
-        self.token = sa.cast(self.updated_at, sa.String).label("crmsync_version")
+        # Rows of a table shared by several entities: only this entity's (read), and
+        # every write marks its row as this entity's.
+        self.filter = {table.c[k]: v for k, v in mapping.filter.items()}
+        self.where = [col == value for col, value in self.filter.items()]
+        self.deleted_value = mapping.deleted_value
+        self.created_at = table.c[mapping.created_at] if mapping.created_at else None
+        self.extras: Extras | None = None
+        self.position: sa.ColumnElement[Any] = self.updated_at
+        if mapping.related or mapping.references:
+            if conn is None:
+                raise ConfigError(f"{where}: entities.{entity}: related fields need a database")
+            try:
+                self.extras = Extras(entity, mapping, table, self.id, conn)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}") from None
+            self.position = self.extras.position(self.updated_at, conn.dialect.name)
+            self.field_names = sorted(set(self.field_names) | self.extras.names)
+        self.token = sa.cast(self.position, sa.String).label("crmsync_version")
         self.int_ids = _python_type(self.id) is int
         self.clock_kind = sqlclock.kind_of(self.updated_at)
         self.integer_clock = _python_type(self.updated_at) is int
@@ -64,34 +92,54 @@ class Table:
         return int(source_record_id) if self.int_ids else source_record_id
 
     def select(self) -> sa.Select[Any]:
-        cols = [self.id, self.updated_at, self.token, *self.fields.values(), *self.raw.values()]
+        cols: list[Any] = [self.id, self.updated_at, self.token, *self.fields.values()]
+        cols += self.raw.values()
         if self.deleted is not None:
             cols.append(self.deleted)
-        return sa.select(*cols)
+        if self.extras is not None:
+            cols += [self.position.label("crmsync_position"), *self.extras.columns()]
+        return sa.select(*cols).where(*self.where)
+
+    def is_deleted(self, value: Any) -> bool:
+        return value is not None and bool(value) == self.deleted_value
+
+    def live(self) -> sa.ColumnElement[bool]:
+        """Rows not deleted (a null flag is a live row)."""
+        assert self.deleted is not None
+        if self.deleted_value:
+            return sa.or_(self.deleted.is_(None), self.deleted == sa.false())
+        return sa.or_(self.deleted.is_(None), self.deleted == sa.true())
 
     def row(self, r: sa.Row[Any]) -> SourceRow:
         m = r._mapping
         fields = {name: m[col] for name, col in self.fields.items()}
         if self.transforms is not None:
             fields.update(self.transforms.read({c: m[col] for c, col in self.raw.items()}))
+        position = m[self.updated_at]
+        if self.extras is not None:
+            fields.update(self.extras.read(m))
+            position = m["crmsync_position"]
         return SourceRow(
             entity=self.entity,
             source_record_id=str(m[self.id]),
             fields=fields,
-            deleted=bool(m[self.deleted]) if self.deleted is not None else False,
+            deleted=self.is_deleted(m[self.deleted]) if self.deleted is not None else False,
             version=m["crmsync_version"],
-            position=m[self.updated_at],
+            position=position,
         )
 
     def values(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Canonical fields -> values keyed by column name (``Column.key``); a value a
         transform cannot write is a :class:`PermanentWriteError` (retrying cannot help)."""
+        extra = self.extras.names if self.extras is not None else set()
+        fixed = {col.key: v for col, v in self.filter.items()}
         if self.transforms is None:
-            return {self.fields[n].key: v for n, v in fields.items()}
+            return {**{self.fields[n].key: v for n, v in fields.items() if n not in extra}, **fixed}
         plain = {self.fields[n].key: v for n, v in fields.items() if n in self.fields}
+        plain.update(fixed)
         try:
             written = self.transforms.write(
-                {n: v for n, v in fields.items() if n not in self.fields}
+                {n: v for n, v in fields.items() if n not in self.fields and n not in extra}
             )
         except TransformError as e:
             raise PermanentWriteError(f"{self.entity}: cannot write {e}") from None

@@ -143,6 +143,65 @@ class ApiConfig(Strict):
     timeout: Duration = "30s"
 
 
+Value = str | bool | int | float
+Column = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class LinkTable(Strict):
+    """A table that joins a record to another row (SuiteCRM's ``email_addr_bean_rel``,
+    ``accounts_contacts``): one row per pair, soft-deleted by a flag where it has one."""
+
+    table: Column
+    id: Column | None = "id"  # None: the table has no id column of its own
+    record: Column  # the column holding this record's id
+    other: Column  # the column holding the other row's id
+    # Rows that count (read) and the values every new row gets (write).
+    where: dict[Column, Value] = Field(default_factory=dict)
+    deleted: Column | None = None
+    updated_at: Column | None = None  # stamped on write; a change here is the record's
+    created_at: Column | None = None
+
+
+class RelatedField(Strict):
+    """``[entities.<e>.related.<field>]``: a canonical field stored in another table,
+    reached through a link table (SuiteCRM's primary email)."""
+
+    table: Column
+    id: Column = "id"
+    column: Column  # the value
+    # Columns computed from the value on write (SuiteCRM: email_address_caps = "upper").
+    derived: dict[Column, Literal["upper", "lower"]] = Field(default_factory=dict)
+    # Related rows are shared by value: a write links the row whose `match` column
+    # equals the value's (derived) form, and inserts one only where none exists.
+    match: Column | None = None
+    deleted: Column | None = None
+    updated_at: Column | None = None
+    created_at: Column | None = None
+    link: LinkTable
+
+    @model_validator(mode="after")
+    def _match_known(self) -> RelatedField:
+        if self.match is not None and self.match not in (self.column, *self.derived):
+            raise ValueError("match must be the column or one of the derived columns")
+        return self
+
+
+class Reference(Strict):
+    """``[entities.<e>.references.<field>]``: the canonical value is the referenced
+    record's global id; in the CRM it is that record's own id, in a foreign-key
+    ``column`` of this table or in a ``link`` table (``link.other``)."""
+
+    entity: FieldName
+    column: Column | None = None
+    link: LinkTable | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Reference:
+        if (self.column is None) == (self.link is None):
+            raise ValueError("give either column or link")
+        return self
+
+
 class EntityMapping(Strict):
     # sql: the table; hubspot: the object type ("contacts"); file: the file's path.
     table: str | None = None
@@ -151,8 +210,18 @@ class EntityMapping(Strict):
     format: Literal["csv", "jsonl"] | None = None  # file: absent = from the suffix
     id: str = "id"
     updated_at: str = "updated_at"
+    created_at: str | None = None  # sql: stamped on insert (SuiteCRM date_entered)
     deleted: str | None = None
+    # The value of `deleted` that means deleted: false for an "active" flag used as a
+    # delete (an archive flag that only hides a record is better mapped as a field).
+    deleted_value: bool = True
     fields: dict[FieldName, str]
+    # sql: fields in related tables, references to other entities, and the rows of a
+    # table shared by several entities (Odoo's res_partner: is_company), which every
+    # insert also gets.
+    related: dict[FieldName, RelatedField] = Field(default_factory=dict)
+    references: dict[FieldName, Reference] = Field(default_factory=dict)
+    filter: dict[Column, Value] = Field(default_factory=dict)
     # Mapping transforms (docs/transforms.md).
     transforms: dict[FieldName, FieldTransform] = Field(default_factory=dict)
     names: NameSplit | None = None
@@ -173,6 +242,23 @@ class EntityMapping(Strict):
         if not value:
             raise ValueError("map at least one field")
         return value
+
+    @model_validator(mode="after")
+    def _fields_once(self) -> EntityMapping:
+        for name in (*self.related, *self.references):
+            if name in self.fields or name in self.transforms:
+                raise ValueError(f"field {name!r} is both a column and a related/reference")
+        both = set(self.related) & set(self.references)
+        if both:
+            raise ValueError(f"field {sorted(both)[0]!r} is both related and a reference")
+        return self
+
+    def field_names(self) -> list[str]:
+        """Every canonical field this entity maps, wherever the CRM keeps it."""
+        names = {*self.fields, *self.transforms, *self.related, *self.references}
+        if self.names is not None:
+            names |= {self.names.first, self.names.last}
+        return sorted(names)
 
     def file_format(self) -> Literal["csv", "jsonl"]:
         if self.format is not None:
@@ -225,6 +311,16 @@ class AdapterConfig(Strict):
             raise ValueError(f'capture.push applies to kind = "sql", not {self.kind!r}')
         needed, foreign = _ENTITY_KEYS[self.kind]
         for entity, mapping in self.entities.items():
+            if self.kind != "sql" and (mapping.related or mapping.references or mapping.filter):
+                raise ValueError(
+                    f'entities.{entity}: related, references and filter apply to kind = "sql"'
+                )
+            for name, ref in mapping.references.items():
+                if ref.entity not in self.entities:
+                    raise ValueError(
+                        f"entities.{entity}.references.{name}.entity: {ref.entity!r} is not "
+                        "an entity of this adapter"
+                    )
             if getattr(mapping, needed) is None:
                 raise ValueError(f"entities.{entity}.{needed} is missing (kind = {self.kind!r})")
             for key in foreign:

@@ -82,7 +82,7 @@ def writers_by_entity(adapters: Sequence[AdapterConfig]) -> dict[str, dict[str, 
     mapped: dict[str, dict[str, list[str]]] = {}
     for adapter in sorted(adapters, key=lambda a: a.name):
         for entity, mapping in adapter.entities.items():
-            for name in mapping.fields:
+            for name in mapping.field_names():
                 mapped.setdefault(entity, {}).setdefault(name, []).append(adapter.name)
     return mapped
 
