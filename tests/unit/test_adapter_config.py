@@ -116,3 +116,59 @@ def test_file_entities_and_format() -> None:
                 "entities": {"c": {"path": "c.csv", "fields": {"e": "e"}}},
             }
         )
+
+
+def _suite_like(**contact: Any) -> dict[str, Any]:
+    return {
+        "name": "crm",
+        "database": {"url": "sqlite:///x.db"},
+        "entities": {
+            "company": {"table": "accounts", "fields": {"name": "name"}},
+            "contact": {"table": "contacts", "fields": {"first_name": "first_name"}, **contact},
+        },
+    }
+
+
+LINK = {"table": "rel", "record": "bean_id", "other": "email_id"}
+
+
+def test_related_and_references_validate_with_their_keys(tmp_path: Path) -> None:
+    ok = AdapterConfig.model_validate(
+        _suite_like(
+            related={"email": {"table": "emails", "column": "address", "link": LINK}},
+            references={"company_id": {"entity": "company", "column": "account_id"}},
+        )
+    )
+    assert ok.entities["contact"].field_names() == ["company_id", "email", "first_name"]
+    with pytest.raises(ValueError, match=r"'nobody' is not an entity of this adapter"):
+        AdapterConfig.model_validate(
+            _suite_like(references={"company_id": {"entity": "nobody", "column": "x"}})
+        )
+    with pytest.raises(ValueError, match="give either column or link"):
+        AdapterConfig.model_validate(_suite_like(references={"company_id": {"entity": "company"}}))
+    with pytest.raises(ValueError, match="match must be the column or one of the derived"):
+        AdapterConfig.model_validate(
+            _suite_like(
+                related={"email": {"table": "e", "column": "a", "match": "b", "link": LINK}}
+            )
+        )
+    with pytest.raises(ValueError, match="both a column and a related"):
+        AdapterConfig.model_validate(
+            _suite_like(related={"first_name": {"table": "e", "column": "a", "link": LINK}})
+        )
+    text = (
+        'name = "crm"\n[database]\nurl = "sqlite:///x.db"\n'
+        '[entities.contact]\ntable = "c"\nfields = { e = "e" }\n'
+        '[entities.contact.related.email]\ntable = "emails"\ncolumn = "a"\n'
+        '[entities.contact.related.email.link]\ntable = "rel"\nrecord = "b"\n'
+    )
+    assert "missing key 'entities.contact.related.email.link.other'" in _error(tmp_path, text)
+
+
+def test_related_keys_belong_to_sql() -> None:
+    raw = _suite_like(filter={"is_company": False})
+    raw.update(kind="file")
+    for entity in raw["entities"].values():
+        entity["path"] = entity.pop("table") + ".csv"
+    with pytest.raises(ValueError, match=r"related, references and filter apply to kind"):
+        AdapterConfig.model_validate(raw)
