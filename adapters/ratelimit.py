@@ -21,6 +21,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from adapters import metrics
+
 # Tokens are floats: a wait computed from a rate earns its tokens up to rounding.
 _EPSILON: Final = 1e-9
 
@@ -32,8 +34,10 @@ class WriteLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        name: str | None = None,
     ) -> None:
         _check_rate(max_rate)
+        self._name = name  # the adapter's, for its metrics (None: not reported)
         self._permanent = max_rate
         self._temporary: float | None = None
         self._until: float | None = None  # when the temporary cap lapses (None: never)
@@ -44,6 +48,17 @@ class WriteLimiter:
         # Waiters are served one at a time, in arrival order: a large batch waiting for
         # its tokens is not overtaken for ever by a stream of single writes.
         self._lock = asyncio.Lock()
+        self._report()
+
+    def _report(self, waited: float = 0.0, admitted: int = 0) -> None:
+        if self._name is None:
+            return
+        rate = self.rate_at(self._clock())
+        metrics.WRITE_RATE.labels(self._name).set(rate or 0.0)
+        if waited:
+            metrics.WRITE_WAIT.labels(self._name).inc(waited)
+        if admitted:
+            metrics.WRITES.labels(self._name).inc(admitted)
 
     def set_rate(self, rate: float | None, until: float | None) -> None:
         """A temporary cap of ``rate`` records per second until ``until`` (monotonic
@@ -53,6 +68,7 @@ class WriteLimiter:
         self._temporary = rate
         self._until = until if rate is not None else None
         self._tokens = min(self._tokens, self._burst(self.rate_at(self._stamp)))
+        self._report()
 
     def rate_at(self, now: float) -> float | None:
         """The effective cap at ``now`` (records per second; None: unlimited)."""
@@ -73,24 +89,31 @@ class WriteLimiter:
         if n < 0:
             raise ValueError("cannot acquire a negative number of writes")
         need = float(n)
+        started = self._clock()
         async with self._lock:
-            while need > _EPSILON:
-                now = self._clock()
-                self._refill(now)
-                rate = self.rate_at(now)
-                if rate is None:
-                    return
-                take = min(need, self._tokens)
-                self._tokens -= take
-                need -= take
-                if need <= _EPSILON:
-                    return
-                # Sleep until the next piece is there, but not past the temporary cap's
-                # end (the rate changes then); a set_rate meanwhile is seen on waking.
-                wait = min(need, self._burst(rate)) / rate
-                if self._temporary is not None and self._until is not None and self._until > now:
-                    wait = min(wait, self._until - now)
-                await self._sleep(wait)
+            try:
+                await self._take(need)
+            finally:
+                self._report(self._clock() - started, n)
+
+    async def _take(self, need: float) -> None:
+        while need > _EPSILON:
+            now = self._clock()
+            self._refill(now)
+            rate = self.rate_at(now)
+            if rate is None:
+                return
+            take = min(need, self._tokens)
+            self._tokens -= take
+            need -= take
+            if need <= _EPSILON:
+                return
+            # Sleep until the next piece is there, but not past the temporary cap's
+            # end (the rate changes then); a set_rate meanwhile is seen on waking.
+            wait = min(need, self._burst(rate)) / rate
+            if self._temporary is not None and self._until is not None and self._until > now:
+                wait = min(wait, self._until - now)
+            await self._sleep(wait)
 
     def _refill(self, now: float) -> None:
         """Add the tokens earned since the last stamp, at the rate in force meanwhile

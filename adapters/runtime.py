@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from adapters import metrics
 from adapters.base import Adapter
 from adapters.engine import SyncEngine
 from adapters.links import OutboxEntry, highest_counter
@@ -85,7 +86,9 @@ class AdapterRuntime:
             "dead-lettered": 0,
         }
         self.health = HealthTracker()
-        self.sink = Sink(self, config.retry.tiers(), WriteLimiter(config.write_rate()))
+        self.sink = Sink(
+            self, config.retry.tiers(), WriteLimiter(config.write_rate(), name=config.name)
+        )
         self.migration = MigrationSide(self)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -295,6 +298,7 @@ class AdapterRuntime:
 
 async def run_adapter(config: AdapterConfig, adapter: Adapter) -> None:
     runtime = AdapterRuntime(config, adapter)
+    metrics.serve(config.metrics.port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.stop)

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from router.config import BrokerConfig, Duration, Strict, load, parse_duration
+from router.config import BrokerConfig, Duration, MetricsConfig, Strict, load, parse_duration
 from router.events import ENTITY_RE, NAME_RE
 from router.transform_config import EntityTransforms, FieldTransform, NameSplit
 
@@ -289,6 +289,7 @@ class AdapterConfig(Strict):
     canonical: CanonicalConfig = CanonicalConfig()
     sink: SinkConfig = SinkConfig()
     write: WriteConfig = WriteConfig()
+    metrics: MetricsConfig = MetricsConfig()  # port: Prometheus on 127.0.0.1 (0: none)
     heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
     entities: dict[FieldName, EntityMapping]
 

@@ -181,3 +181,20 @@ async def test_the_real_clock_and_sleep_pace_too() -> None:
     await limiter.acquire(5)  # 0.1 s at 50/s
     elapsed = time.monotonic() - started
     assert 0.09 <= elapsed < 0.2 + 0.5  # generous upper bound for a busy machine
+
+
+async def test_the_limit_and_the_time_waited_are_metrics(t: FakeTime) -> None:
+    import prometheus_client as prom
+
+    def sample(name: str) -> float | None:
+        return prom.REGISTRY.get_sample_value(name, {"adapter": "metered"})
+
+    limiter = WriteLimiter(10, clock=t.clock, sleep=t.sleep, name="metered")
+    assert sample("crmsync_adapter_write_rate_limit") == 10.0
+    await limiter.acquire(15)  # 10 at once, 5 more after half a second
+    assert sample("crmsync_adapter_write_throttled_seconds_total") == pytest.approx(0.5)
+    assert sample("crmsync_adapter_write_tokens_total") == 15.0
+    limiter.set_rate(2, None)  # a migration's --rate
+    assert sample("crmsync_adapter_write_rate_limit") == 2.0
+    limiter.set_rate(None, None)
+    assert sample("crmsync_adapter_write_rate_limit") == 10.0
