@@ -152,7 +152,7 @@ class LinkTable(Strict):
     ``accounts_contacts``): one row per pair, soft-deleted by a flag where it has one."""
 
     table: Column
-    id: Column | None = "id"  # None: the table has no id column of its own
+    id: Annotated[str, Field(max_length=255)] = "id"  # "": no key column of its own
     record: Column  # the column holding this record's id
     other: Column  # the column holding the other row's id
     # Rows that count (read) and the values every new row gets (write).
