@@ -172,8 +172,21 @@ class ServerLock:
                 pass
             self._conn = None
 
+    def _unlock(self, conn: Connection) -> None:
+        if self._dialect == "postgresql":
+            query = sa.text("SELECT pg_advisory_unlock(:cls, hashtext(current_schema()))")
+            conn.execute(query, {"cls": PG_LOCK_CLASS})
+        else:
+            conn.execute(sa.text("SELECT RELEASE_LOCK(CONCAT('crmsync-router:', DATABASE()))"))
+        conn.commit()
+
     def release(self) -> None:
-        # Closing the session frees the lock; the pool must not keep it alive.
+        # Unlock explicitly before closing: the server ends a closed session's backend a
+        # moment after the socket goes, and a standby asking in that moment is refused.
+        # A process that dies still frees it with its session, only that bit later.
+        if self._conn is not None:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                self._unlock(self._conn)
         self._drop()
         self._engine.dispose()
 
