@@ -12,28 +12,20 @@ compares exactly whatever the column's type and the driver's conversions.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from adapters import journal, links, sql_related, sqlclock
-from adapters.base import Adapter, SourceRow, VersionMismatch
+from adapters.base import SourceRow, VersionMismatch
 from adapters.cleansing import Cleansing
 from adapters.cursor import Horizon
+from adapters.linkstore import LinkStoreAdapter
 from adapters.sql_table import Table as _Table
 from router.adapter_config import AdapterConfig
-from router.database import make_engine
 from router.errors import ConfigError, PermanentWriteError, TransientWriteError
 from router.events import Scalar
-
-
-def _lenient_text(dbapi_connection: Any, _record: Any) -> None:
-    # SQLite does not check that TEXT is UTF-8; the driver's default decoding raises while
-    # fetching, which failed the whole page on every poll. Undecodable bytes come through
-    # as surrogates instead, and capture skips that one row when it cannot encode it.
-    dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
 
 
 def multirow_is_slow(tx: Connection) -> bool:
@@ -58,14 +50,14 @@ def _classify(err: sa.exc.DBAPIError) -> Exception:
     return TransientWriteError(f"{type(err.orig).__name__}: {err.orig}")
 
 
-class SqlAdapter(Adapter):
+class SqlAdapter(LinkStoreAdapter):
+    classify = staticmethod(_classify)
+
     def __init__(self, config: AdapterConfig, where: str = "adapter config") -> None:
+        super().__init__(config.links_url, where)
         self.name = config.name
         self.config = config
         self.cleansing = Cleansing.from_config(config.canonical)
-        self.engine = make_engine(config.links_url)
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _lenient_text)
         meta = sa.MetaData()
         self.tables: dict[str, _Table] = {}
         try:
@@ -128,32 +120,6 @@ class SqlAdapter(Adapter):
         if rows and self.tables[rows[0].entity].extras is not None:
             sql_related.resolve(tx, [row.fields for row in rows])
         return rows
-
-    @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except sa.exc.DBAPIError as e:
-            raise _classify(e) from e
-
-    @contextmanager
-    def snapshot(self) -> Iterator[Connection]:
-        try:
-            with self.engine.connect() as conn:
-                if conn.dialect.name == "sqlite":
-                    # pysqlite begins only before a write: its reads would each see the
-                    # latest commit. IMMEDIATE takes the write lock now, so the page's
-                    # link writes cannot fail on a snapshot a user's commit made stale.
-                    with conn.begin():
-                        conn.exec_driver_sql("BEGIN IMMEDIATE")
-                        yield conn
-                    return
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
-                with conn.begin():
-                    yield conn
-        except sa.exc.DBAPIError as e:
-            raise _classify(e) from e
 
     def read_changes(
         self, tx: Connection, entity: str, since: Any, after: tuple[Any, str] | None, limit: int
@@ -396,6 +362,3 @@ class SqlAdapter(Adapter):
             return tx.execute(query, params)
         except sa.exc.DBAPIError as e:
             raise _classify(e) from e
-
-    def close(self) -> None:
-        self.engine.dispose()
