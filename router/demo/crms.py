@@ -17,6 +17,12 @@ import sqlalchemy as sa
 from router.database import make_engine
 
 
+def database_url(where: Path | str) -> str:
+    """A demo CRM's database: a SQLite file by default, or any SQLAlchemy URL (the tests
+    place the same CRMs on PostgreSQL and MariaDB)."""
+    return where if isinstance(where, str) else f"sqlite:///{where}"
+
+
 @dataclass(frozen=True)
 class DemoCrm:
     name: str
@@ -43,7 +49,7 @@ class DemoCrm:
 
     def adapter_toml(
         self,
-        db_path: Path,
+        db: Path | str,
         state_path: Path,
         amqp_url: str,
         poll: float = 0.2,
@@ -56,7 +62,7 @@ class DemoCrm:
             "[broker]",
             f'url = "{amqp_url}"',
             "[database]",
-            f'url = "sqlite:///{db_path}"',
+            f'url = "{database_url(db)}"',
             "[capture]",
             f"poll_interval = {poll}",
             "[state]",
@@ -123,10 +129,10 @@ LAST = [
 class DemoDb:
     """A demo CRM's database, with the edits a user of that CRM would make."""
 
-    def __init__(self, crm: DemoCrm, path: Path) -> None:
+    def __init__(self, crm: DemoCrm, where: Path | str) -> None:
         self.crm = crm
-        self.path = path
-        self.engine = make_engine(f"sqlite:///{path}")
+        self.url = database_url(where)
+        self.engine = make_engine(self.url)
         meta = sa.MetaData()
         self.table = crm.sa_table(meta)
         meta.create_all(self.engine)

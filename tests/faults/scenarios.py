@@ -103,7 +103,7 @@ def target_outage(ctx: Ctx, seconds: float = 15.0) -> None:
     each attempt waits out the busy timeout again: about 36 s in all)."""
     db = ctx.spine.dbs["sales"]
     ctx.users.paused.add("sales")
-    locker = sa.create_engine(f"sqlite:///{db.path}", connect_args={"timeout": 30})
+    locker = sa.create_engine(db.url, connect_args={"timeout": 30})
     try:
         with locker.connect() as conn:
             conn.exec_driver_sql("BEGIN EXCLUSIVE")

@@ -41,18 +41,23 @@ def wait_for(
 
 class Spine:
     def __init__(
-        self, workdir: Path, url: str, retry: dict[str, tuple[str, ...]] | None = None
+        self,
+        workdir: Path,
+        url: str,
+        retry: dict[str, tuple[str, ...]] | None = None,
+        databases: dict[str, str] | None = None,
     ) -> None:
+        """``databases``: a CRM's database URL where it is not its SQLite file in
+        ``workdir`` (the same CRMs on PostgreSQL and MariaDB)."""
         self.workdir = workdir
         self.url = url
         self.fleet = Fleet(workdir, url)
-        self.dbs = {name: DemoDb(crm, workdir / f"{name}.db") for name, crm in CRMS.items()}
+        where = {name: (databases or {}).get(name, workdir / f"{name}.db") for name in CRMS}
+        self.dbs = {name: DemoDb(crm, where[name]) for name, crm in CRMS.items()}
         for name, crm in CRMS.items():
             tiers = (retry or {}).get(name, ("1s", "5s"))
             (workdir / f"{name}.toml").write_text(
-                crm.adapter_toml(
-                    workdir / f"{name}.db", workdir / f"{name}.state.db", url, retry=tiers
-                )
+                crm.adapter_toml(where[name], workdir / f"{name}.state.db", url, retry=tiers)
             )
         (workdir / "router.toml").write_text(
             f'[broker]\nurl = "{url}"\n[state]\nurl = "sqlite:///{workdir / "router.db"}"\n'
