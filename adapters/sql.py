@@ -128,10 +128,16 @@ class SqlAdapter(LinkStoreAdapter):
         query = t.select()
         if since is not None:
             changed = t.updated_at >= since
-            through = t.extras.changed_since(since) if t.extras is not None else None
             # The row's own stamp, or one of its link/related rows' (then its position,
             # the newest of them, is at or after since as well).
-            query = query.where(changed if through is None else sa.or_(changed, through))
+            own = sa.select(t.id).where(changed)
+            ids = t.extras.changed_since(since, own) if t.extras is not None else None
+            if ids is None:
+                query = query.where(changed)
+            else:
+                # The few changed ids first, then their rows: MySQL/MariaDB must be told.
+                query = query.join_from(ids, t.table, t.id == ids.c[0])
+                query = query.prefix_with("STRAIGHT_JOIN", dialect="mysql")
         if after is not None:
             position, sid = after
             key = t.key(sid)

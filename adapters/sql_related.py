@@ -303,13 +303,18 @@ class Extras:
         greatest = sa.func.max if dialect == "sqlite" else sa.func.greatest
         return greatest(updated_at, *(sa.func.coalesce(s, updated_at) for s in stamps))
 
-    def changed_since(self, since: Any) -> sa.ColumnElement[bool] | None:
-        """Rows whose link or related rows changed at or after ``since``."""
+    def changed_since(self, since: Any, own: sa.Select[Any]) -> sa.Subquery | None:
+        """The ids changed at or after ``since``: ``own`` (those whose row's stamp says so)
+        and those whose link or related rows changed, as a derived table to join first.
+
+        Not ``own OR id IN (...)``, nor a bare ``IN (... UNION ...)``: with either, MariaDB
+        computed every row's position (its correlated subqueries) to sort the whole table
+        before filtering, at every poll (100 ms at 5,000 contacts, idle)."""
         parts: list[_Related | _Ref] = [*self.related, *self.refs]
         queries = [q for r in parts for q in r.changed_since(since)]
         if not queries:
             return None
-        return self.main_id.in_(sa.union(*queries).scalar_subquery())
+        return sa.union(own, *queries).subquery("crmsync_changed")
 
     def read(self, mapping: sa.RowMapping) -> dict[str, Any]:
         """The raw values (references still CRM ids: see :func:`resolve`)."""
