@@ -27,7 +27,8 @@ from adapters.badrows import why
 from adapters.base import SourceRow
 from adapters.canonical import validate
 from adapters.capture import Content, Publish, capture_row
-from adapters.engine import Aliases, SyncEngine, _Tally
+from adapters.delivery import Aliases
+from adapters.engine import SyncEngine, _Tally
 from adapters.rules import (
     DeliveryAction,
     content_hash,

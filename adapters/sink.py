@@ -16,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from adapters.engine import ApplyResult
+from adapters.delivery import ApplyResult
 from adapters.failures import next_hop
 from router import topology
 from router.batches import MIGRATION_HEADER, REPAIR_HEADER, is_batch
