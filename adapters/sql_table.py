@@ -10,12 +10,11 @@ from sqlalchemy.engine import Connection
 
 from adapters import sqlclock
 from adapters.base import SourceRow
-from adapters.canonical import InvalidRecord
+from adapters.mapping import Wired
 from adapters.sql_related import Extras
-from adapters.transforms import TransformError, Transforms
+from adapters.transforms import TransformError
 from router.adapter_config import EntityMapping
 from router.errors import ConfigError, PermanentWriteError
-from router.transform_config import EntityTransforms
 
 
 class Table:
@@ -32,10 +31,10 @@ class Table:
         self.entity = entity
         self.mapping = mapping
         self.table = table
-        self.transforms: _Wired | None = None
+        self.transforms: Wired | None = None
         extra: list[str] = []
         if mapping.transforms or mapping.names is not None or mapping.constants:
-            self.transforms = _Wired(mapping)
+            self.transforms = Wired(mapping)
             extra = sorted(self.transforms.columns | set(mapping.constants))
         missing = [
             col
@@ -148,53 +147,6 @@ class Table:
     def now(self, dialect: str) -> sa.ColumnElement[Any]:
         """The database's clock as a value for ``updated_at`` (stamped server-side)."""
         return sqlclock.now_expr(dialect, self.clock_kind, self.integer_clock)
-
-
-class _Unreadable:
-    """A value a read transform refused. Canonical validation turns it into
-    :class:`InvalidRecord` (via ``str``), so capture skips and reports the row, and a
-    read-back dead-letters the write, exactly as for a value the model refuses."""
-
-    def __init__(self, err: TransformError) -> None:
-        self.err = err
-
-    def __str__(self) -> str:
-        raise InvalidRecord(str(self.err))
-
-
-class _Wired:
-    """An entity's transforms with each field's column resolved: a transform without
-    ``column`` uses the field's column from ``fields``, else the field's name."""
-
-    def __init__(self, mapping: EntityMapping) -> None:
-        resolved = {
-            name: t if t.column else t.model_copy(update={"column": mapping.fields.get(name, name)})
-            for name, t in mapping.transforms.items()
-        }
-        config = EntityTransforms(
-            transforms=resolved, names=mapping.names, constants=mapping.constants
-        )
-        self.engine = Transforms(config)
-        self.read_columns = {t.column or n for n, t in resolved.items() if t.direction != "write"}
-        self.columns = {t.column or n for n, t in resolved.items()}
-        self.fields = set(resolved)
-        self.first: str | None = None
-        if mapping.names is not None:
-            self.read_columns.add(mapping.names.column)
-            self.columns.add(mapping.names.column)
-            self.fields |= {mapping.names.first, mapping.names.last}
-            self.first = mapping.names.first
-
-    def read(self, raw: dict[str, Any]) -> dict[str, Any]:
-        try:
-            return self.engine.read(raw)
-        except TransformError as e:
-            # The row still reads; validation reports it (see _Unreadable).
-            field = self.first if e.field not in self.fields and self.first else e.field
-            return {field: _Unreadable(e)}
-
-    def write(self, fields: dict[str, Any]) -> dict[str, Any]:
-        return self.engine.write(fields)
 
 
 def _python_type(column: sa.Column[Any]) -> type | None:

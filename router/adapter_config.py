@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -20,7 +20,9 @@ from router.events import ENTITY_RE, NAME_RE
 from router.transform_config import EntityTransforms, FieldTransform, NameSplit
 
 FieldName = Annotated[str, Field(pattern=ENTITY_RE)]
-Kind = Literal["sql", "hubspot", "file"]
+Kind = Literal["sql", "hubspot", "file", "plugin"]
+# ``plugin``: "package.module:ClassName", an Adapter subclass of the user's own.
+_PLUGIN_RE = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 HUBSPOT_URL = "https://api.hubapi.com"
 
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d*(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -272,6 +274,7 @@ _ENTITY_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sql": ("table", ("object", "path", "format")),
     "hubspot": ("object", ("table", "path", "format")),
     "file": ("path", ("table", "object")),
+    "plugin": ("object", ("table", "path", "format")),
 }
 
 
@@ -283,6 +286,9 @@ class AdapterConfig(Strict):
     # live; absent, a SQLite file beside the state file.
     database: DatabaseConfig | None = None
     api: ApiConfig | None = None
+    # kind = "plugin": the class to load, and its own settings (it validates them).
+    plugin: Annotated[str, Field(pattern=_PLUGIN_RE)] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
     capture: CaptureConfig = CaptureConfig()
     state: AdapterStateConfig = AdapterStateConfig()
     retry: RetryConfig = RetryConfig()
@@ -306,6 +312,10 @@ class AdapterConfig(Strict):
             raise ValueError('kind = "sql" needs [database] url')
         if self.kind == "hubspot" and self.api is None:
             raise ValueError('kind = "hubspot" needs [api] token_file')
+        if (self.kind == "plugin") != (self.plugin is not None):
+            raise ValueError('kind = "plugin" and plugin = "module:Class" go together')
+        if self.options and self.kind != "plugin":
+            raise ValueError(f'[options] applies to kind = "plugin", not {self.kind!r}')
         if self.kind != "hubspot" and self.api is not None:
             raise ValueError(f'[api] applies to kind = "hubspot", not {self.kind!r}')
         if self.capture.push and self.kind != "sql":
