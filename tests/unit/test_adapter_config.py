@@ -172,3 +172,16 @@ def test_related_keys_belong_to_sql() -> None:
         entity["path"] = entity.pop("table") + ".csv"
     with pytest.raises(ValueError, match=r"related, references and filter apply to kind"):
         AdapterConfig.model_validate(raw)
+
+
+def test_a_plugin_names_its_class_and_only_a_plugin_has_options() -> None:
+    entity = {"contact": {"object": "people", "fields": {"email": "email"}}}
+    base = {"name": "tiny", "kind": "plugin", "entities": entity}
+    with pytest.raises(ValueError, match=r'kind = "plugin" and plugin = "module:Class"'):
+        AdapterConfig.model_validate(base)
+    with pytest.raises(ValueError, match="plugin"):
+        AdapterConfig.model_validate({**base, "plugin": "not a class path"})
+    ok = AdapterConfig.model_validate({**base, "plugin": "pkg.mod:Cls", "options": {"x": 1}})
+    assert ok.options == {"x": 1} and ok.links_url.endswith("tiny.links.db")
+    with pytest.raises(ValueError, match=r'\[options\] applies to kind = "plugin"'):
+        AdapterConfig.model_validate(_config(options={"x": 1}))
