@@ -7,11 +7,14 @@ overrides the broker URL everywhere.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +28,7 @@ from pydantic import (
 
 from router.errors import ConfigError
 from router.events import ENTITY_RE, NAME_RE
+from router.logs import kv
 from router.policies import OPERATOR, Rules
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -83,17 +87,50 @@ class BrokerConfig(Strict):
         """AMQP negotiates heartbeats in whole seconds."""
         return max(1, round(parse_duration(self.heartbeat)))
 
+    @model_validator(mode="after")
+    def _tls_needs_amqps(self) -> BrokerConfig:
+        # Without this a [broker.tls] section would be ignored and the connection would go
+        # in plaintext, which is exactly what the section was written to prevent.
+        if self.tls is not None and not self.url.startswith("amqps://"):
+            raise ValueError("broker.tls needs an amqps:// broker.url (it would be ignored)")
+        return self
+
     def effective_url(self) -> str:
         url = os.environ.get(AMQP_URL_ENV) or self.url
+        if self.tls is not None and not url.startswith("amqps://"):
+            raise ConfigError(
+                f"broker.tls is set but {AMQP_URL_ENV} is not an amqps:// URL; "
+                "use amqps:// or drop [broker.tls]"
+            )
         if self.password_file is not None and "@" not in url:
             raise ConfigError("broker.password_file needs a user in broker.url")
         if self.password_file is not None:
-            secret = self.password_file.read_text().strip()
+            secret = read_secret(self.password_file, "broker.password_file")
             scheme, rest = url.split("://", 1)
-            creds, host = rest.split("@", 1)
+            creds, host = rest.rsplit("@", 1)
             user = creds.split(":", 1)[0]
-            url = f"{scheme}://{user}:{secret}@{host}"
+            # Encoded, so '#', '/', '?' or '@' in a password cannot end the user part
+            # early (and then be printed as the host in an error line).
+            url = f"{scheme}://{user}:{quote(secret, safe='')}@{host}"
         return url
+
+
+def read_secret(path: Path, key: str) -> str:
+    """A secret kept in a file; a file others may read is worth a warning, not a refusal
+    (a container's mounted secret is often 0644 and only readable inside it)."""
+    try:
+        text = path.read_text().strip()
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot read {path} ({e.strerror})") from None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        logging.getLogger("crmsync.config").warning(
+            "a secret file is readable by other users: chmod 600 it",
+            extra=kv(key=key, path=str(path)),
+        )
+    if not text:
+        raise ConfigError(f"{key}: {path} is empty")
+    return text
 
 
 class RouterStateConfig(Strict):

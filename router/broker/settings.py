@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ssl
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
 
 from router.config import BrokerConfig
 
@@ -15,12 +14,18 @@ UNREACHABLE_HINT: Final = (
 
 
 def redact(url: str) -> str:
-    """The URL with its password removed: safe for logs and error lines."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with its password replaced by ``***``: safe for logs and error lines.
+
+    Not parsed as a URL: a password written into the URL unencoded (``#``, ``/``, ``?``
+    or ``@`` in it) would make a parser end the user part early and print the rest of the
+    password as the host. Everything between ``user:`` and the last ``@`` goes instead.
+    """
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0 or ":" not in rest[:at]:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    user = rest[:at].split(":", 1)[0]
+    return f"{scheme}://{user}:***@{rest[at + 1 :]}"
 
 
 def ssl_context(cfg: BrokerConfig, url: str) -> ssl.SSLContext | None:
