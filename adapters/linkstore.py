@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from adapters import links
 from adapters.base import Adapter
 from router.database import make_engine
-from router.errors import ConfigError, TransientWriteError
+from router.errors import ConfigError, TransientWriteError, WriteError
 
 
 def _lenient_text(dbapi_connection: Any, _record: Any) -> None:
@@ -29,8 +29,18 @@ def _lenient_text(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
 
 
+def db_error(cls: type[WriteError], err: sa.exc.DBAPIError) -> WriteError:
+    """A database error as a write error: its full text for the DLQ header, and for
+    logs only the error's class and the constraint it names (its text may quote values)."""
+    orig = err.orig
+    name = type(orig).__name__
+    constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
+    log_text = f"{name} ({constraint})" if constraint else name
+    return cls(f"{name}: {orig}", log_text=log_text)
+
+
 def _transient(err: sa.exc.DBAPIError) -> Exception:
-    return TransientWriteError(f"{type(err.orig).__name__}: {err.orig}")
+    return db_error(TransientWriteError, err)
 
 
 class LinkStoreAdapter(Adapter):

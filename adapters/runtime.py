@@ -40,7 +40,7 @@ from router.errors import (
     RouterUnavailable,
     TransientWriteError,
 )
-from router.logs import kv
+from router.logs import error_text, kv
 from router.messages import Outgoing
 
 T = TypeVar("T")
@@ -284,7 +284,8 @@ class AdapterRuntime:
             except (BrokerUnavailable, PublishFailed, TransientWriteError) as e:
                 self.health.failed(e)
                 self.log.warning(
-                    "capture cycle failed, retrying", extra=kv(adapter=self.name, error=str(e))
+                    "capture cycle failed, retrying",
+                    extra=kv(adapter=self.name, error=error_text(e)),
                 )
             except Exception as e:
                 # Never let capture die quietly while the sink keeps the process looking

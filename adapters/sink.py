@@ -27,9 +27,10 @@ from router.errors import (
     PermanentWriteError,
     PublishFailed,
     TransientWriteError,
+    WriteError,
 )
 from router.events import ChangeEvent, decode
-from router.logs import kv
+from router.logs import error_text, kv
 from router.messages import Delivery, Outgoing
 
 if TYPE_CHECKING:
@@ -141,14 +142,17 @@ class Sink:
             event_id=event.event_id if event else (message.message_id or ""),
             record_id=event.record_id if event else "",
             attempts=hop.headers[topology.ATTEMPTS_HEADER],
-            error=hop.headers[topology.ERROR_HEADER],
+            # Never the header's text: a CRM's error may quote the record's values.
+            error=err.log_text if isinstance(err, WriteError) else type(err).__name__,
         )
         if hop.dead:
             self.log.error("write failed, dead-lettered", extra=ids)
         elif isinstance(err, (TransientWriteError, PermanentWriteError)):
             self.log.warning("write failed, will retry", extra=ids)
         else:
-            self.log.exception("write failed unexpectedly, will retry", extra=ids)
+            # No traceback in the log (its message may hold values): the DLQ copy's
+            # x-crmsync-traceback header has it, with the record.
+            self.log.error("write failed unexpectedly, will retry", extra=ids)
         copy = Outgoing(
             hop.exchange,
             hop.routing_key,
@@ -162,7 +166,7 @@ class Sink:
         except Exception as e:
             self.log.warning(
                 "could not park the failed delivery; it stays in the sink",
-                extra=kv(adapter=self.name, error=str(e)),
+                extra=kv(adapter=self.name, error=error_text(e)),
             )
             await asyncio.sleep(1.0)
             await message.nack(requeue=True)
@@ -193,5 +197,5 @@ class Sink:
         except (BrokerUnavailable, PublishFailed) as e:
             # The change is in the outbox; the capture loop publishes it when it can.
             self.log.warning(
-                "local change not published yet", extra=kv(adapter=self.name, error=str(e))
+                "local change not published yet", extra=kv(adapter=self.name, error=error_text(e))
             )

@@ -21,7 +21,7 @@ from adapters import journal, links, sql_related, sqlclock
 from adapters.base import SourceRow, VersionMismatch
 from adapters.cleansing import Cleansing
 from adapters.cursor import Horizon
-from adapters.linkstore import LinkStoreAdapter
+from adapters.linkstore import LinkStoreAdapter, db_error
 from adapters.sql_table import Table as _Table
 from router.adapter_config import AdapterConfig
 from router.errors import ConfigError, PermanentWriteError, TransientWriteError
@@ -46,8 +46,8 @@ def _is_int(text: str) -> bool:
 def _classify(err: sa.exc.DBAPIError) -> Exception:
     """Library errors become write errors the SDK can route (retry vs dead-letter)."""
     if isinstance(err, (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.ProgrammingError)):
-        return PermanentWriteError(f"{type(err.orig).__name__}: {err.orig}")
-    return TransientWriteError(f"{type(err.orig).__name__}: {err.orig}")
+        return db_error(PermanentWriteError, err)
+    return db_error(TransientWriteError, err)
 
 
 class SqlAdapter(LinkStoreAdapter):

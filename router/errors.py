@@ -87,7 +87,17 @@ class RouterUnavailable(CrmsyncError):
 
 
 class WriteError(CrmsyncError):
-    """An adapter could not write a delivery into its CRM."""
+    """An adapter could not write a delivery into its CRM.
+
+    The message goes into the DLQ's ``x-crmsync-error`` header beside the record (a
+    database's own text may quote values: ``Key (email)=(...)``). ``log_text`` is what
+    logs show instead when the message may hold customer values; absent, the message is
+    value-free already.
+    """
+
+    def __init__(self, message: str, *, log_text: str | None = None) -> None:
+        super().__init__(message)
+        self.log_text = message if log_text is None else log_text
 
 
 class TransientWriteError(WriteError):

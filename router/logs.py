@@ -53,6 +53,13 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
+def error_text(err: BaseException) -> str:
+    """An error as logs may show it: a write error's value-free ``log_text`` (a CRM's
+    own error text may quote the record's values), else its message."""
+    text = getattr(err, "log_text", None)
+    return text if isinstance(text, str) else str(err)
+
+
 def kv(**fields: Any) -> dict[str, Any]:
     """``logger.info("accepted", extra=kv(event_id=..., record_id=...))``."""
     return {"kv": fields}

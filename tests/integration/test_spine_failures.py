@@ -99,6 +99,10 @@ def test_rejected_writes_are_dead_lettered_and_the_rest_flow_on(
             event = decode(entry.body)  # the original event, byte for byte decodable
             assert str(event.fields["email"]).endswith(BLOCKED)
             assert entry.message_id == event.event_id
+        # The values stay in the DLQ with the record: no process logged them.
+        assert "write failed, dead-lettered" in (tmp_path / "logs" / "sales.log").read_text()
+        for log in (tmp_path / "logs").glob("*.log"):
+            assert BLOCKED not in log.read_text(), f"{log.name} logged a customer value"
     finally:
         codes = spine.stop()
     assert all(c == 0 for c in codes.values()), codes

@@ -32,6 +32,7 @@ from adapters.rules import FieldVersions
 from adapters.sql import SqlAdapter
 from router.adapter_config import AdapterConfig
 from router.clock import Order, VectorClock, compare, merge
+from router.errors import PermanentWriteError
 from router.events import ChangeEvent, decode, encode, new_event_id
 from tests.schemas import first_release_link_table
 
@@ -550,3 +551,25 @@ def test_link_table_of_an_older_version_is_upgraded(server: Server) -> None:
     assert link.field_versions == FieldVersions("legacy", dict.fromkeys(published.fields, 1))
     server.engine_for(table)  # starting again on the upgraded table changes nothing
     assert engine.pending() == [fresh]
+
+
+def test_a_refused_write_keeps_the_databases_text_for_the_dlq_but_not_for_logs(
+    server: Server,
+) -> None:
+    """PostgreSQL's and MariaDB's duplicate-key errors quote the value (``Key
+    (email_addr)=(...)``, ``Duplicate entry '...'``): the error's message keeps it for the
+    DLQ header (the body holds the record anyway), its log text does not."""
+    table = server.contacts_table()
+    with server.user.begin() as conn:
+        conn.execute(sa.text(f"CREATE UNIQUE INDEX {table.name}_mail ON {table.name} (email_addr)"))
+    engine = server.engine_for(table)
+    insert_row(server, table, "taken@example.com")
+    capture_one(engine)
+    fields = {"email": "taken@example.com", "first_name": "Dup", "last_name": "Licate"}
+    with pytest.raises(PermanentWriteError) as info:
+        engine.apply(delivery(str(uuid.uuid4()), {"sales": 1}, fields))
+    assert "taken@example.com" in str(info.value)
+    assert "taken@example.com" not in info.value.log_text
+    assert info.value.log_text.startswith(("UniqueViolation", "IntegrityError"))
+    if server.backend == "postgresql":
+        assert info.value.log_text == f"UniqueViolation ({table.name}_mail)"
