@@ -42,6 +42,7 @@ from router.errors import (
 )
 from router.logs import error_text, kv
 from router.messages import Outgoing
+from router.notify import notify
 
 T = TypeVar("T")
 
@@ -97,6 +98,7 @@ class AdapterRuntime:
     def stop(self) -> None:
         self._stopping.set()
         self.sink.batcher.close()
+        notify("STOPPING=1", "STATUS=draining")
 
     @property
     def engine(self) -> SyncEngine:
@@ -137,6 +139,7 @@ class AdapterRuntime:
             await self.migration.serve()
             self.log.info("adapter started", extra=kv(adapter=self.name, actor=self.actor))
             self.ready.set()
+            notify("READY=1", f"STATUS=registered as {self.actor}")
             tasks = [
                 asyncio.create_task(self._capture_loop(), name="capture"),
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),

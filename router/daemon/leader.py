@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from router.database import make_engine
 from router.errors import StateError
 from router.logs import kv
+from router.notify import notify
 from router.schema import meta
 
 log = logging.getLogger("crmsync.router")
@@ -240,6 +241,8 @@ async def become_active(lock: Lock, stopping: asyncio.Event) -> bool:
                     "standby: another router is active; taking over when it stops",
                     extra=kv(active=lock.holder() or "unknown"),
                 )
+                # A standby is up as far as the service manager goes: it is doing its job.
+                notify("READY=1", "STATUS=standby: another router is active")
                 announced = True
         except sa.exc.DBAPIError as e:
             log.warning("standby: cannot reach the state store", extra=kv(error=str(e.orig)))

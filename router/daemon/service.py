@@ -45,6 +45,7 @@ from router.daemon.stats import BATCH_SECONDS, Stats
 from router.errors import BrokerUnavailable, PublishFailed
 from router.logs import kv
 from router.messages import Delivery
+from router.notify import notify
 from router.retention import Retention, limits
 from router.state import RouterStore
 
@@ -67,9 +68,8 @@ class Router:
         self.ctx = RouterContext(config)
         self._new_hub_epoch = new_hub_epoch
         self._connect = broker
-        self._batcher: Batcher[Delivery] = Batcher(
-            config.router.batch_size, parse_duration(config.router.linger)
-        )
+        tuning = config.router
+        self._batcher: Batcher[Delivery] = Batcher(tuning.batch_size, parse_duration(tuning.linger))
         self._stopping = asyncio.Event()
         self._publisher: BrokerPublisher | None = None
         self._connection: BrokerConnection | None = None
@@ -99,6 +99,7 @@ class Router:
         """Finish the batches in hand, then return from :meth:`run`."""
         self._stopping.set()
         self._batcher.close()
+        notify("STOPPING=1", "STATUS=draining")
 
     async def run(self) -> None:
         ctx = self.ctx
@@ -158,6 +159,7 @@ class Router:
                 ),
             )
             self.ready.set()
+            notify("READY=1", "STATUS=active: consuming the ingress")
             housekeeping = asyncio.create_task(run_housekeeping(self.ctx, self._retention))
             watching = asyncio.create_task(leader.watch(lock, self.lost_lead))
             watching.add_done_callback(self._on_watch_done)
