@@ -92,8 +92,22 @@ def demo(
     keep_running: Annotated[
         bool, typer.Option("--keep-running", help="Leave the system up until Ctrl-C.")
     ] = False,
+    prepare_only: Annotated[
+        bool,
+        typer.Option(
+            "--prepare-only",
+            help="Only create the demo CRMs' databases in --dir where missing (for "
+            "config/supervisord.conf), then exit.",
+        ),
+    ] = False,
 ) -> None:
     """The whole system on this machine: router, three adapters, three demo CRMs on SQLite."""
     from router.demo import run_demo
+    from router.demo.crms import prepare
 
+    if prepare_only:
+        where = directory or Path("demo-data")
+        made = prepare(where, records)
+        out.print(f"demo CRMs ready in {where} (created: {', '.join(made) or 'none'})")
+        raise typer.Exit(0)
     raise typer.Exit(run_demo(directory, records, keep_running, out))

@@ -205,3 +205,26 @@ class DemoDb:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def prepare(directory: Path, records: int) -> list[str]:
+    """The demo CRMs' tables in ``directory`` where missing (legacy seeded with
+    ``records`` contacts when its table is new); existing ones are left as they are.
+    Returns the names whose tables it made. By table, not by file: an adapter that
+    started first has already made an empty SQLite file by opening it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    made = []
+    for name, crm in CRMS.items():
+        engine = make_engine(database_url(directory / f"{name}.db"))
+        try:
+            exists = sa.inspect(engine).has_table(crm.table)
+        finally:
+            engine.dispose()
+        if exists:
+            continue
+        db = DemoDb(crm, directory / f"{name}.db")
+        if name == "legacy" and records:
+            db.insert_contacts(records)
+        db.close()
+        made.append(name)
+    return made
