@@ -20,10 +20,10 @@ import asyncio
 import logging
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
-from psycopg import sql
 
+from adapters import metrics
+from router.errors import ConfigError
 from router.logs import kv
 
 
@@ -81,6 +81,12 @@ class PushListener:
         backoff: tuple[float, float] = (0.1, 30.0),
         check_every: float = 30.0,
     ) -> None:
+        try:
+            import psycopg  # noqa: F401  (optional: the postgres extra)
+        except ImportError:
+            raise ConfigError(
+                "capture.push needs psycopg 3: pip install 'crmsync[postgres]'"
+            ) from None
         self._params = connect_args(url)
         # Operators find the session in pg_stat_activity by it.
         self._params.setdefault("application_name", f"crmsync-push-{adapter}"[:63])
@@ -126,14 +132,19 @@ class PushListener:
     def _down(self) -> None:
         self._listening.clear()
         self.backend_pid = None
+        metrics.PUSH_ACTIVE.labels(self.adapter).set(0)
 
     async def _listen(self) -> None:
+        import psycopg
+        from psycopg import sql
+
         conn = await psycopg.AsyncConnection.connect(**self._params, autocommit=True)
         try:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             self.connects += 1
             self.backend_pid = conn.info.backend_pid
             self._listening.set()
+            metrics.PUSH_ACTIVE.labels(self.adapter).set(1)
             # Changes made while nobody listened (the first start included) have sent
             # their notifications to no one: one pass now finds them.
             self.wakeup.set()
