@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import tomllib
 import uuid
@@ -28,7 +29,7 @@ from adapters.sql import SqlAdapter
 from router import topology
 from router.adapter_config import AdapterConfig
 from router.errors import ConfigError
-from tests.integration.support import RunningRouter
+from tests.integration.support import RunningRouter, eventually, logged
 from tests.integration.test_sql_servers import _admin_engine, private_database
 
 pytestmark = pytest.mark.integration
@@ -164,10 +165,12 @@ async def test_listener_wakes_again_after_its_backend_is_terminated(
     listener = PushListener(
         pg, push_trigger.channel(config.name), wakeup, config.name, backoff=(0.05, 1.0)
     )
+    # Its own logger (the name is the test's): INFO says when push is active.
+    logging.getLogger(f"crmsync.adapter.{config.name}").setLevel(logging.INFO)
     task = asyncio.create_task(listener.run())
     admin = _admin_engine("postgresql")
     try:
-        with _engine(pg) as engine:
+        with _engine(pg) as engine, logged(f"crmsync.adapter.{config.name}") as records:
             await asyncio.wait_for(listener.listening(), 10)
             assert await wakeup.wait(5)  # the first connect wakes once
             assert not await wakeup.wait(0.2)  # ... and only once
@@ -186,6 +189,13 @@ async def test_listener_wakes_again_after_its_backend_is_terminated(
             await asyncio.to_thread(_run, engine, insert)
             assert await wakeup.wait(5)
             assert listener.notifications == 1
+            said = [r.getMessage() for r in records]
+            assert said == [
+                "push capture active",
+                "push capture fell back to polling (every poll_interval) until its "
+                "connection is back",
+                "push capture active again",
+            ]
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -207,8 +217,13 @@ def test_push_is_refused_where_there_is_no_listen_notify(backend: str, tmp_path:
 
 
 @contextlib.asynccontextmanager
-async def _running(config: AdapterConfig) -> AsyncIterator[AdapterRuntime]:
+async def _running(
+    config: AdapterConfig, listen_port: int | None = None
+) -> AsyncIterator[AdapterRuntime]:
     runtime = AdapterRuntime(config, SqlAdapter(config))
+    if listen_port is not None:
+        assert runtime.push is not None
+        runtime.push._params["port"] = listen_port
     task = asyncio.create_task(runtime.run())
     ready = asyncio.create_task(runtime.ready.wait())
     await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
@@ -250,3 +265,32 @@ async def test_a_change_is_published_long_before_the_next_poll(
                     took = time.monotonic() - started
                     assert took < 2.0, f"published {took:.2f}s after the commit"
                     assert message.routing_key == f"{config.name}.contact.upsert"
+
+
+async def test_without_its_listener_capture_still_polls(
+    pg: str, tmp_path: Path, router: RunningRouter, connection: AbstractRobustConnection
+) -> None:
+    """A lost notification costs latency, never a change."""
+    config = _config(pg, tmp_path)
+    config = config.model_copy(
+        update={"capture": config.capture.model_copy(update={"poll_interval": 0.3})}
+    )
+    channel = await connection.channel()
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(topology.CHANGES, f"{config.name}.#")
+    with _engine(pg) as engine, logged(f"crmsync.adapter.{config.name}") as records:
+        # Nothing listens on port 1: the LISTEN never starts, the CRM's port is fine.
+        async with _running(config, listen_port=1) as runtime:
+            assert runtime.push is not None
+            await eventually(
+                lambda: any("fell back to polling" in r.getMessage() for r in records),
+                what="the fall-back warning",
+            )
+            assert not runtime.push.active
+            insert = "INSERT INTO people (first_name, updated_at) VALUES ('Cy', now())"
+            await asyncio.to_thread(_run, engine, insert)
+            async with queue.iterator() as messages:
+                message = await asyncio.wait_for(anext(messages), 5)
+                await message.ack()
+            assert message.routing_key == f"{config.name}.contact.upsert"
+            assert runtime.wakeup.wakes == 0
