@@ -32,7 +32,9 @@ from adapters.sql_table import Table
 from router.errors import ConfigError
 from router.logs import kv
 
-log = logging.getLogger("crmsync.adapter.push")
+
+def _log(adapter: str) -> logging.Logger:
+    return logging.getLogger(f"crmsync.adapter.{adapter}")
 
 
 def _digest(adapter: str) -> str:
@@ -122,7 +124,7 @@ def install(engine: sa.Engine, adapter: str, tables: list[sa.Table], where: str)
             "schema and the TRIGGER privilege on the mapped tables (or to own them), or "
             "set capture.push = false"
         ) from e
-    log.info(
+    _log(adapter).info(
         "push triggers installed",
         extra=kv(adapter=adapter, channel=channel(adapter), tables=len(tables)),
     )
@@ -150,10 +152,10 @@ def uninstall(engine: sa.Engine, adapter: str) -> bool:
             )
     except sa.exc.DBAPIError as e:
         # Left behind, the triggers only wake nobody: not worth refusing to start.
-        log.warning(
+        _log(adapter).warning(
             "cannot remove the push triggers (capture.push = false); drop them by hand",
             extra=kv(adapter=adapter, function=trigger_name(adapter), error=type(e.orig).__name__),
         )
         return False
-    log.info("push triggers removed", extra=kv(adapter=adapter, channel=channel(adapter)))
+    _log(adapter).info("push triggers removed", extra=kv(adapter=adapter, channel=channel(adapter)))
     return True
