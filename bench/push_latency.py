@@ -17,7 +17,9 @@ a random pause of 50-250 ms between them (seeded; so changes land at every phase
 poll), and listens on its own queue bound to ``crmsync.changes`` (``<adapter>.#``). A
 change's latency is from its COMMIT returning to its event arriving from the broker
 (the adapter publishes with confirms; so this is capture + publish + broker routing).
-Printed per contender: p50, p95, max and mean in milliseconds.
+Printed per contender: p50, p95, max and mean in milliseconds, and the adapter
+process's CPU (user+sys, share of one core) while the changes went through: push runs a
+capture pass per change instead of one per poll.
 """
 
 from __future__ import annotations
@@ -67,9 +69,12 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+Result = tuple[list[float], float]  # latencies (ms), the adapter's CPU share meanwhile
+
+
 async def contender(
     tmp: Path, amqp: str, name: str, push: bool, args: argparse.Namespace
-) -> list[float]:
+) -> Result:
     with private_database("postgresql") as db:
         engine = sa.create_engine(db)
         try:
@@ -88,7 +93,7 @@ async def _measure(
     name: str,
     push: bool,
     args: argparse.Namespace,
-) -> list[float]:
+) -> Result:
     committed: dict[str, float] = {}
     arrived: dict[str, float] = {}
     connection = await aio_pika.connect(amqp)
@@ -125,6 +130,7 @@ async def _measure(
             got.clear()
             await asyncio.wait_for(got.wait(), args.poll_interval + 30)
         del committed[warm]
+        cpu_before, started = common.cpu_seconds(proc.pid) or 0.0, time.perf_counter()
         rng = random.Random(12)
         for i in range(args.changes):
             await asyncio.to_thread(insert, i)
@@ -137,12 +143,13 @@ async def _measure(
                     f"{name}: {missing} changes never arrived\n{common.tail(log)}"
                 )
             await asyncio.sleep(0.05)
+        cpu = ((common.cpu_seconds(proc.pid) or 0.0) - cpu_before) / (time.perf_counter() - started)
         common.stop(proc, log, f"adapter {name}")
         proc = None
     finally:
         common.kill_quietly(proc)
         await connection.close()
-    return [(arrived[sid] - at) * 1000 for sid, at in committed.items()]
+    return [(arrived[sid] - at) * 1000 for sid, at in committed.items()], cpu
 
 
 def _adapter_cmd() -> list[str]:
@@ -181,11 +188,14 @@ async def main(args: argparse.Namespace) -> int:
         f"PostgreSQL, {args.changes} inserts each (one per transaction, 50-250 ms apart), "
         f"poll_interval {args.poll_interval:g} s"
     )
-    print(f"{'capture':<8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'mean ms':>8}")
-    for name, ms in results.items():
+    print(
+        f"{'capture':<8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'mean ms':>8} "
+        f"{'adapter CPU':>12}"
+    )
+    for name, (ms, cpu) in results.items():
         print(
             f"{name:<8} {pct(ms, 0.5):>8.1f} {pct(ms, 0.95):>8.1f} {max(ms):>8.1f} "
-            f"{statistics.fmean(ms):>8.1f}"
+            f"{statistics.fmean(ms):>8.1f} {cpu:>11.1%}"
         )
     return 0
 
