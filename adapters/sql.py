@@ -79,8 +79,12 @@ class SqlAdapter(LinkStoreAdapter):
         if self.journal:
             self._install_journal(where)
         if config.capture.push:
-            watched = push_trigger.watched(self.tables.values())
-            push_trigger.install(self.engine, self.name, watched, where)
+            try:
+                watched = push_trigger.watched(self.tables.values())
+                push_trigger.install(self.engine, self.name, watched, where)
+            except ConfigError:
+                self.close()  # the caller never gets the adapter to close
+                raise
         else:
             push_trigger.uninstall(self.engine, self.name)
 

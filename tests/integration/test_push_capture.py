@@ -216,6 +216,36 @@ def test_push_is_refused_where_there_is_no_listen_notify(backend: str, tmp_path:
             SqlAdapter(config)
 
 
+def test_a_user_that_may_not_create_triggers_gets_the_grant_to_ask_for(
+    pg: str, tmp_path: Path
+) -> None:
+    role = f"crmsync_r_{uuid.uuid4().hex[:12]}"
+    admin = _admin_engine("postgresql")
+    url = sa.engine.make_url(pg)
+    schema = url.query["options"].split("=", 1)[1]
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+            # Enough for the links and the function, not for a trigger on the CRM's tables.
+            conn.exec_driver_sql(f'GRANT USAGE, CREATE ON SCHEMA "{schema}" TO "{role}"')
+            conn.exec_driver_sql(
+                f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" '
+                f'TO "{role}"'
+            )
+        as_role = url.set(username=role).render_as_string(hide_password=False)
+        config = _config(as_role, tmp_path, related=False)
+        config = config.model_copy(
+            update={"capture": config.capture.model_copy(update={"delete_journal": False})}
+        )
+        with pytest.raises(ConfigError, match=r"capture\.push.*TRIGGER privilege"):
+            SqlAdapter(config)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
+            conn.exec_driver_sql(f'DROP ROLE "{role}"')
+        admin.dispose()
+
+
 @contextlib.asynccontextmanager
 async def _running(
     config: AdapterConfig, listen_port: int | None = None
