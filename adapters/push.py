@@ -156,7 +156,8 @@ class PushListener:
                 async for _ in conn.notifies(timeout=self._check_every):
                     self.notifications += 1
                     self.wakeup.set()
-                # Quiet for check_every: is the connection still there?
+                # Quiet for check_every: is the connection still there? (psycopg >=
+                # 3.2.4 keeps a notification arriving meanwhile for the next notifies().)
                 await asyncio.wait_for(conn.execute("SELECT 1"), self._check_every)
         finally:
             self._down()
