@@ -90,6 +90,8 @@ class PushListener:
         self._params = connect_args(url)
         # Operators find the session in pg_stat_activity by it.
         self._params.setdefault("application_name", f"crmsync-push-{adapter}"[:63])
+        # A black-holed host would hold a connect for the kernel's TCP timeout (minutes).
+        self._params.setdefault("connect_timeout", 10)
         self.channel = channel
         self.wakeup = wakeup
         self.adapter = adapter
@@ -156,8 +158,8 @@ class PushListener:
                 async for _ in conn.notifies(timeout=self._check_every):
                     self.notifications += 1
                     self.wakeup.set()
-                # Quiet for check_every: is the connection still there? (psycopg >=
-                # 3.2.4 keeps a notification arriving meanwhile for the next notifies().)
+                # Every check_every seconds: is the connection still there? (psycopg
+                # >= 3.2.4 keeps a notification arriving meanwhile for notifies().)
                 await asyncio.wait_for(conn.execute("SELECT 1"), self._check_every)
         finally:
             self._down()

@@ -204,6 +204,30 @@ async def test_listener_wakes_again_after_its_backend_is_terminated(
     assert not listener.active
 
 
+async def test_the_liveness_check_between_waits_loses_no_wake(pg: str, tmp_path: Path) -> None:
+    config = _config(pg, tmp_path, related=False)
+    SqlAdapter(config).close()
+    wakeup = Wakeup()
+    # The listener leaves notifies() and runs SELECT 1 every 20 ms.
+    listener = PushListener(
+        pg, push_trigger.channel(config.name), wakeup, config.name, check_every=0.02
+    )
+    task = asyncio.create_task(listener.run())
+    try:
+        with _engine(pg) as engine:
+            await asyncio.wait_for(listener.listening(), 10)
+            assert await wakeup.wait(5)
+            for name in ("Ann", "Ben", "Cat", "Dan", "Eve"):
+                insert = f"INSERT INTO people (first_name, updated_at) VALUES ('{name}', now())"
+                await asyncio.to_thread(_run, engine, insert)
+                assert await wakeup.wait(5), f"the insert of {name} woke nothing"
+            assert listener.connects == 1 and listener.notifications == 5
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
 def test_push_is_refused_where_there_is_no_listen_notify(backend: str, tmp_path: Path) -> None:
     with private_database(backend, tmp_path) as url, _engine(url) as engine:
