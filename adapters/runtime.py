@@ -23,7 +23,7 @@ from adapters.base import Adapter
 from adapters.engine import SyncEngine
 from adapters.links import OutboxEntry, highest_counter
 from adapters.migration_runtime import MigrationSide
-from adapters.polling import CapturePass, HealthTracker
+from adapters.polling import CapturePass, HealthTracker, PushState
 from adapters.push import PushListener, Wakeup
 from adapters.ratelimit import WriteLimiter
 from adapters.sink import Sink
@@ -234,12 +234,15 @@ class AdapterRuntime:
         while True:
             with contextlib.suppress(Exception):
                 bad_rows = self._engine.invalid_rows if self._engine else 0
+                push: PushState = None
+                if self.push is not None:
+                    push = "active" if self.push.active else "polling"
                 await self._rpc.notify(
                     control.Heartbeat(
                         name=self.name,
                         actor=self.actor,
                         at=time.time(),
-                        capture=self.health.report(bad_rows),
+                        capture=self.health.report(bad_rows, push),
                     )
                 )
             await asyncio.sleep(self.config.heartbeat_interval)

@@ -28,7 +28,9 @@ from adapters.runtime import AdapterRuntime
 from adapters.sql import SqlAdapter
 from router import topology
 from router.adapter_config import AdapterConfig
+from router.broker.aio import Connection
 from router.errors import ConfigError
+from router.status import gather_status
 from tests.integration.support import RunningRouter, eventually, logged
 from tests.integration.test_sql_servers import _admin_engine, private_database
 
@@ -63,6 +65,7 @@ def _config(url: str, tmp_path: Path, *, push: bool = True, related: bool = True
             "state": {"path": str(tmp_path / "adapter.state.db")},
             # Far longer than any assertion waits: only a push can be that quick.
             "capture": {"push": push, "poll_interval": 30.0},
+            "heartbeat_interval": 0.2,  # what status says of push, soon
             "entities": {"contact": contact},
         }
     )
@@ -270,6 +273,14 @@ def test_a_user_that_may_not_create_triggers_gets_the_grant_to_ask_for(
         admin.dispose()
 
 
+async def _push_status(connection: AbstractRobustConnection, name: str) -> str | None:
+    """What ``crmsync status`` (its --json) says of the adapter's push capture."""
+    data = await gather_status(Connection(connection), timeout=5.0)
+    [adapter] = [a for a in data["adapters"] if a["name"] == name]
+    push: str | None = (adapter["capture"] or {}).get("push")
+    return push
+
+
 @contextlib.asynccontextmanager
 async def _running(
     config: AdapterConfig, listen_port: int | None = None
@@ -320,6 +331,11 @@ async def test_a_change_is_published_long_before_the_next_poll(
                     assert took < 2.0, f"published {took:.2f}s after the commit"
                     assert message.routing_key == f"{config.name}.contact.upsert"
 
+            async def push_active() -> bool:
+                return await _push_status(connection, config.name) == "active"
+
+            await eventually(push_active, what="status: push active")
+
 
 async def test_without_its_listener_capture_still_polls(
     pg: str, tmp_path: Path, router: RunningRouter, connection: AbstractRobustConnection
@@ -348,3 +364,4 @@ async def test_without_its_listener_capture_still_polls(
                 await message.ack()
             assert message.routing_key == f"{config.name}.contact.upsert"
             assert runtime.wakeup.wakes == 0
+            assert await _push_status(connection, config.name) == "polling"
