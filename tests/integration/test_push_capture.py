@@ -124,6 +124,7 @@ def test_triggers_cover_related_tables_idempotently_and_go_when_push_is_off(
         off = _config(pg, tmp_path, push=False).model_copy(update={"name": config.name})
         SqlAdapter(off).close()
         assert _installed(engine, config.name) == set()
+        # No trigger is left calling the dropped function: the CRM still writes.
         _run(engine, "INSERT INTO people (first_name, updated_at) VALUES ('Ada', now())")
 
 
