@@ -26,6 +26,12 @@ WRITES = prom.Counter(
     ["adapter"],
 )
 
+PUSH_ACTIVE = prom.Gauge(
+    "crmsync_adapter_push_active",
+    "1: changes in the CRM wake capture at once (capture.push listening); 0: polling only",
+    ["adapter"],
+)
+
 
 def serve(port: int) -> None:
     if port:

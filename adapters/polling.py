@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from adapters import cursor
 from adapters.engine import SyncEngine
@@ -23,6 +23,8 @@ from router.control import CaptureHealth
 OnWorker = Callable[..., Awaitable[Any]]
 PublishOwed = Callable[[], Awaitable[None]]
 SaveCursor = Callable[[str, Any], Awaitable[None]]
+# capture.push's listener: "active", "polling" (it is down), None (push is off).
+PushState = Literal["active", "polling"] | None
 
 
 @dataclass
@@ -89,7 +91,11 @@ class HealthTracker:
         self.failing += 1
         self.error = type(err).__name__
 
-    def report(self, bad_rows: int) -> CaptureHealth:
+    def report(self, bad_rows: int, push: PushState = None) -> CaptureHealth:
         return CaptureHealth(
-            failing=self.failing, last_ok=self.last_ok, error=self.error, bad_rows=bad_rows
+            failing=self.failing,
+            last_ok=self.last_ok,
+            error=self.error,
+            bad_rows=bad_rows,
+            push=push,
         )

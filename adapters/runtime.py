@@ -23,7 +23,8 @@ from adapters.base import Adapter
 from adapters.engine import SyncEngine
 from adapters.links import OutboxEntry, highest_counter
 from adapters.migration_runtime import MigrationSide
-from adapters.polling import CapturePass, HealthTracker
+from adapters.polling import CapturePass, HealthTracker, PushState
+from adapters.push import PushListener, Wakeup
 from adapters.ratelimit import WriteLimiter
 from adapters.sink import Sink
 from adapters.statefile import StateFile
@@ -91,6 +92,15 @@ class AdapterRuntime:
             self, config.retry.tiers(), WriteLimiter(config.write_rate(), name=config.name)
         )
         self.migration = MigrationSide(self)
+        # Capture waits on it between passes: the poll interval, or less when pushed.
+        self.wakeup = Wakeup()
+        self.push: PushListener | None = None
+        if config.capture.push:
+            from adapters import push_trigger
+
+            assert config.database is not None  # AdapterConfig: push is for kind = "sql"
+            channel = push_trigger.channel(self.name)
+            self.push = PushListener(config.database.url, channel, self.wakeup, self.name)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -137,14 +147,20 @@ class AdapterRuntime:
                 topology.sink_spec(self.name), self.sink.batcher.add, prefetch=SINK_PREFETCH
             )
             await self.migration.serve()
-            self.log.info("adapter started", extra=kv(adapter=self.name, actor=self.actor))
+            capture = "push" if self.push is not None else "polling"
+            self.log.info(
+                "adapter started", extra=kv(adapter=self.name, actor=self.actor, capture=capture)
+            )
             self.ready.set()
             notify("READY=1", f"STATUS=registered as {self.actor}")
             tasks = [
                 asyncio.create_task(self._capture_loop(), name="capture"),
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-                asyncio.create_task(self.sink.loop(self._stopping), name="sink"),
             ]
+            if self.push is not None:
+                tasks.append(asyncio.create_task(self.push.run(), name="push"))
+            # Last: until_one_ends lets the sink finish its batch in hand.
+            tasks.append(asyncio.create_task(self.sink.loop(self._stopping), name="sink"))
             try:
                 await until_one_ends(tasks, self._stopping, self.log, self.name)
             finally:
@@ -221,12 +237,15 @@ class AdapterRuntime:
         while True:
             with contextlib.suppress(Exception):
                 bad_rows = self._engine.invalid_rows if self._engine else 0
+                push: PushState = None
+                if self.push is not None:
+                    push = "active" if self.push.active else "polling"
                 await self._rpc.notify(
                     control.Heartbeat(
                         name=self.name,
                         actor=self.actor,
                         at=time.time(),
-                        capture=self.health.report(bad_rows),
+                        capture=self.health.report(bad_rows, push),
                     )
                 )
             await asyncio.sleep(self.config.heartbeat_interval)
@@ -297,7 +316,8 @@ class AdapterRuntime:
                 self.log.exception(
                     "capture cycle failed unexpectedly, retrying", extra=kv(adapter=self.name)
                 )
-            await asyncio.sleep(self.config.capture.poll_interval)
+            # A push notification ends the wait early; polling stays the catch-up path.
+            await self.wakeup.wait(self.config.capture.poll_interval)
 
 
 async def run_adapter(config: AdapterConfig, adapter: Adapter) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from adapters import journal, links, sql_related, sqlclock
+from adapters import journal, links, push_trigger, sql_related, sqlclock
 from adapters.base import SourceRow, VersionMismatch
 from adapters.cleansing import Cleansing
 from adapters.cursor import Horizon
@@ -78,6 +78,15 @@ class SqlAdapter(LinkStoreAdapter):
         self.journal = config.capture.delete_journal
         if self.journal:
             self._install_journal(where)
+        if config.capture.push:
+            try:
+                watched = push_trigger.watched(self.tables.values())
+                push_trigger.install(self.engine, self.name, watched, where)
+            except ConfigError:
+                self.close()  # the caller never gets the adapter to close
+                raise
+        else:
+            push_trigger.uninstall(self.engine, self.name)
 
     def _install_journal(self, where: str) -> None:
         dialect = self.engine.dialect.name

@@ -10,7 +10,7 @@ the other instead of silently reading ``None``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgpack
 from pydantic import (
@@ -93,6 +93,9 @@ class CaptureHealth(BaseModel):
     last_ok: float | None = None  # when a pass last completed (epoch seconds)
     error: Annotated[str, Field(max_length=200)] | None = None
     bad_rows: Annotated[int, Field(ge=0)] = 0  # rows skipped since the adapter started
+    # capture.push: "active" (changes wake capture), "polling" (its listener is down);
+    # None: push not configured.
+    push: Literal["active", "polling"] | None = None
 
 
 class Heartbeat(Keyed):

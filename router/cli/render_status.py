@@ -21,7 +21,12 @@ def _capture_text(capture: dict[str, Any] | None) -> str:
         parts.append(f"[red]failing x{capture['failing']}[/] ({capture.get('error') or '?'})")
     if capture.get("bad_rows"):
         parts.append(f"{capture['bad_rows']} bad row(s) skipped (see its log)")
-    return "; ".join(parts) or "ok"
+    parts = parts or ["ok"]
+    if capture.get("push") == "active":
+        parts.append("push")
+    elif capture.get("push") == "polling":
+        parts.append("[yellow]push down, polling[/]")
+    return "; ".join(parts)
 
 
 def render_status(data: dict[str, Any], out: Console) -> None:

@@ -39,3 +39,24 @@ def test_render_shows_degraded_and_skipped_rows() -> None:
     text = out.getvalue()
     assert "degraded" in text and "failing x4 (OperationalError)" in text
     assert "3 bad row(s) skipped" in text
+
+
+def test_render_says_whether_push_capture_is_listening() -> None:
+    def capture_column(capture: dict[str, object]) -> str:
+        adapter = {
+            "name": "odoo",
+            "actor": "odoo",
+            "entities": ["contact"],
+            "alive": True,
+            "state": "alive",
+            "heartbeat_age": 1.0,
+            "capture": capture,
+        }
+        out = StringIO()
+        data = {"router": {"alive": False}, "adapters": [adapter], "queues": []}
+        render_status(data, Console(file=out, width=200, no_color=True))
+        return out.getvalue()
+
+    assert "ok; push" in capture_column({"failing": 0, "push": "active"})
+    assert "ok; push down, polling" in capture_column({"failing": 0, "push": "polling"})
+    assert "push" not in capture_column({"failing": 0})
