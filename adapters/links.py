@@ -265,6 +265,12 @@ def pending(conn: Connection, limit: int = 1000) -> list[OutboxEntry]:
     ]
 
 
+def pending_count(conn: Connection) -> int:
+    """How many local changes wait for the broker's confirm (the outbox's depth)."""
+    query = sa.select(sa.func.count()).where(link_table.c.published.is_(False))
+    return int(conn.execute(query).scalar_one())
+
+
 def _entry(
     record_id: str, body: bytes, event_id: str | None, routing_key: str | None
 ) -> OutboxEntry:

@@ -91,11 +91,19 @@ class HealthTracker:
         self.failing += 1
         self.error = type(err).__name__
 
-    def report(self, bad_rows: int, push: PushState = None) -> CaptureHealth:
+    def report(
+        self,
+        bad_rows: int,
+        push: PushState = None,
+        outbox: int = 0,
+        retry_tiers: list[str] | None = None,
+    ) -> CaptureHealth:
         return CaptureHealth(
             failing=self.failing,
             last_ok=self.last_ok,
             error=self.error,
             bad_rows=bad_rows,
             push=push,
+            outbox=outbox,
+            retry_tiers=retry_tiers or [],
         )

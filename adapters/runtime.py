@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 from adapters import metrics
 from adapters.base import Adapter
 from adapters.engine import SyncEngine
-from adapters.links import OutboxEntry, highest_counter
+from adapters.links import OutboxEntry, highest_counter, pending_count
 from adapters.migration_runtime import MigrationSide
 from adapters.polling import CapturePass, HealthTracker, PushState
 from adapters.push import PushListener, Wakeup
@@ -240,15 +240,21 @@ class AdapterRuntime:
                 push: PushState = None
                 if self.push is not None:
                     push = "active" if self.push.active else "polling"
+                outbox = await self.db(self._outbox_depth)
+                tiers = [label for label, _ in self.config.retry.tiers()]
                 await self._rpc.notify(
                     control.Heartbeat(
                         name=self.name,
                         actor=self.actor,
                         at=time.time(),
-                        capture=self.health.report(bad_rows, push),
+                        capture=self.health.report(bad_rows, push, outbox, tiers),
                     )
                 )
             await asyncio.sleep(self.config.heartbeat_interval)
+
+    def _outbox_depth(self) -> int:
+        with self.adapter.transaction() as tx:
+            return pending_count(tx)
 
     async def _skip_initial(self, cursors: dict[str, Any], save: Any) -> None:
         """``[capture] initial = "none"``: a first start begins its cursor at the CRM's

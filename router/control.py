@@ -96,6 +96,13 @@ class CaptureHealth(BaseModel):
     # capture.push: "active" (changes wake capture), "polling" (its listener is down);
     # None: push not configured.
     push: Literal["active", "polling"] | None = None
+    # What the adapter still owes (``crmsync status`` is "drained" only when all is 0):
+    # local changes not confirmed by the broker yet, and its retry tiers' labels (their
+    # queues, crmsync.retry.NAME.LABEL, hold writes waiting for another try).
+    outbox: Annotated[int, Field(ge=0)] = 0
+    retry_tiers: list[Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=list, max_length=32
+    )
 
 
 class Heartbeat(Keyed):

@@ -75,6 +75,8 @@ async def gather_status(connection: BrokerConnection, timeout: float = 3.0) -> d
                 {**a, "heartbeat_age": round(age, 1), "alive": state == "alive", "state": state}
             )
             queues += [topology.sink_queue(a["name"]), topology.dlq_queue(a["name"])]
+            tiers = (a.get("capture") or {}).get("retry_tiers") or []
+            queues += [topology.retry_queue(a["name"], label) for label in tiers]
     depths = await queue_depths(connection, queues)
     return {
         "router": {
@@ -106,13 +108,57 @@ async def gather_status(connection: BrokerConnection, timeout: float = 3.0) -> d
             }
             for d in depths
         ],
-        "drained": router is not None
-        and all(
-            (d.messages or 0) == 0
-            for d in depths
-            if d.name != topology.INVALID and not d.name.startswith("crmsync.dlq.")
-        ),
+        "drained": drained(router, adapters, depths),
     }
+
+
+def attention(data: dict[str, Any]) -> list[str]:
+    """Why ``crmsync status`` exits 1 (empty: healthy): what an operator must look at.
+    Traffic in flight is not among them; what waits for a person or is not flowing is."""
+    router = data["router"]
+    if not router["alive"]:
+        return ["router not answering"]
+    reasons = []
+    store = router.get("store") or {}
+    if store.get("conflicts_open"):
+        reasons.append(f"{store['conflicts_open']} conflict(s) parked")
+    if store.get("identities_parked"):
+        reasons.append(f"{store['identities_parked']} record(s) parked by identity matching")
+    for a in data["adapters"]:
+        state = a.get("state", "alive" if a.get("alive") else "down")
+        if state == "down":
+            reasons.append(f"adapter {a['name']} down")
+        elif state == "degraded":
+            reasons.append(f"adapter {a['name']} degraded (its capture keeps failing)")
+        bad = (a.get("capture") or {}).get("bad_rows")
+        if bad:
+            reasons.append(f"adapter {a['name']} skipped {bad} bad row(s)")
+    for q in data["queues"]:
+        if not q["messages"]:
+            continue
+        if q["name"].startswith("crmsync.dlq."):
+            reasons.append(f"{q['messages']} dead letter(s) in {q['name']}")
+        elif q["name"] == topology.INVALID:
+            reasons.append(f"{q['messages']} invalid event(s) in {q['name']}")
+    return reasons
+
+
+def drained(
+    router: dict[str, Any] | None, adapters: list[dict[str, Any]], depths: list[QueueDepth]
+) -> bool:
+    """Nothing in flight anywhere: the ingress, every sink and retry tier empty, no
+    delivery owed by the router's outbox and no local change in an adapter's outbox.
+    (Dead letters and invalid events are not in flight: they wait for an operator.)"""
+    if router is None:
+        return False
+    queues_empty = all(
+        (d.messages or 0) == 0
+        for d in depths
+        if d.name != topology.INVALID and not d.name.startswith("crmsync.dlq.")
+    )
+    owed = int((router.get("store") or {}).get("outbox", 0))
+    outboxes = sum(int((a.get("capture") or {}).get("outbox") or 0) for a in adapters)
+    return queues_empty and owed == 0 and outboxes == 0
 
 
 def run_status(

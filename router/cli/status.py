@@ -19,15 +19,21 @@ def status(
 ) -> None:
     """Adapters registered and alive, queue depths, router counters.
 
-    Exits 1 when the router does not answer (usable as a health probe)."""
+    Exits 0 when healthy, 1 when something needs attention (the router does not answer,
+    an adapter is down or degraded, dead letters, invalid events, parked conflicts or
+    records, skipped rows), with the reasons; usable as a monitoring probe."""
     from router.cli.render_status import render_status
-    from router.status import run_status
+    from router.status import attention, run_status
 
     broker = broker_config(config)
     data = run_status(lambda: connect(broker, "crmsync-cli"), timeout)
+    reasons = attention(data)
+    data["attention"] = reasons
     if as_json:
         print_json(data, sort_keys=True)
     else:
         render_status(data, out)
-    if not data["router"]["alive"]:
+        if reasons:
+            out.print("[bold red]needs attention:[/] " + "; ".join(reasons))
+    if reasons:
         raise typer.Exit(1)

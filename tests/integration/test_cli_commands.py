@@ -94,6 +94,7 @@ async def test_status_json_with_a_router_lists_adapters_and_queue_depths(
         assert queues[name]["messages"] == 0, name
     assert queues[topology.INGRESS]["consumers"] == 1  # the router
     assert data["drained"] is True
+    assert data["attention"] == []
 
     assert human.code == 0, human
     assert "router up" in human.stdout

@@ -291,10 +291,14 @@ def test_status_shows_parked_conflicts(spine: Spine) -> None:
 
     _park_one(spine)
     shown = run_cli("status", amqp=spine.url)
-    assert shown.code == 0, shown
+    assert shown.code == 1, shown  # needs attention: a person must decide
     assert "1 conflict(s) parked" in shown.stdout, shown.stdout
-    data = run_cli("status", "--json", amqp=spine.url).json()
+    assert "needs attention: 1 conflict(s) parked" in shown.stdout, shown.stdout
+    as_json = run_cli("status", "--json", amqp=spine.url)
+    assert as_json.code == 1, as_json
+    data = json.loads(as_json.stdout)
     assert data["router"]["store"]["conflicts_open"] == 1, data["router"]
+    assert data["attention"] == ["1 conflict(s) parked"], data["attention"]
 
 
 def test_parked_conflict_survives_a_router_restart(spine: Spine) -> None:
@@ -309,7 +313,7 @@ def test_parked_conflict_survives_a_router_restart(spine: Spine) -> None:
     [still] = _conflicts(spine)
     assert still["id"] == conflict["id"] and still["record_id"] == conflict["record_id"]
     assert still["held"] == 0 and still["fields"] == ["last_name"], still
-    data = run_cli("status", "--json", amqp=spine.url).json()
+    data = json.loads(run_cli("status", "--json", amqp=spine.url).stdout)
     assert data["router"]["store"]["conflicts_open"] == 1, data["router"]
 
     # A change arriving after the restart still waits behind the parked conflict.
