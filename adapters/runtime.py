@@ -80,14 +80,16 @@ class AdapterRuntime:
         self.user = unquote(urlsplit(config.broker.effective_url()).username or "") or None
         self._publish_lock = asyncio.Lock()
         self.ready = asyncio.Event()
-        self.stats: dict[str, int] = {
-            "published": 0,
-            "applied": 0,
-            "skipped": 0,
-            "retried": 0,
-            "dead-lettered": 0,
-        }
+        self.stats: dict[str, int] = dict.fromkeys(metrics.OUTCOMES, 0)
+        for outcome in metrics.OUTCOMES:  # every series exists from the start, at 0
+            metrics.EVENTS.labels(self.name, outcome)
+        metrics.CAPTURED.labels(self.name)
+        metrics.CAPTURE_FAILURES.labels(self.name)
         self.health = HealthTracker()
+        started = time.time()
+        metrics.CAPTURE_LAG.labels(self.name).set_function(
+            lambda: time.time() - (self.health.last_ok or started)
+        )
         self.sink = Sink(
             self, config.retry.tiers(), WriteLimiter(config.write_rate(), name=config.name)
         )
@@ -104,6 +106,11 @@ class AdapterRuntime:
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        """One more ``outcome`` (metrics.OUTCOMES): the goodbye line's and Prometheus'."""
+        self.stats[outcome] += n
+        metrics.EVENTS.labels(self.name, outcome).inc(n)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -241,6 +248,8 @@ class AdapterRuntime:
                 if self.push is not None:
                     push = "active" if self.push.active else "polling"
                 outbox = await self.db(self._outbox_depth)
+                metrics.OUTBOX.labels(self.name).set(outbox)
+                metrics.BAD_ROWS.labels(self.name).set(bad_rows)
                 tiers = [label for label, _ in self.config.retry.tiers()]
                 await self._rpc.notify(
                     control.Heartbeat(
@@ -283,7 +292,7 @@ class AdapterRuntime:
                     return
                 await self.publisher.publish_many([_outgoing(p, self.user) for p in pending])
                 await self.db(self.engine.mark_published, pending)
-                self.stats["published"] += len(pending)
+                self.count("published", len(pending))
 
     async def _capture_loop(self) -> None:
         assert self._state is not None
@@ -303,7 +312,8 @@ class AdapterRuntime:
         every = self.config.capture.hard_delete_scan_every
         while True:
             try:
-                await capture.run(cursors)
+                done = await capture.run(cursors)
+                metrics.CAPTURED.labels(self.name).inc(done.changes)
                 if polls % every == every - 1:
                     await self.db(self.engine.scan_hard_deletes)
                     await self.publish_pending()
@@ -311,6 +321,7 @@ class AdapterRuntime:
                 self.health.ok()
             except (BrokerUnavailable, PublishFailed, TransientWriteError) as e:
                 self.health.failed(e)
+                metrics.CAPTURE_FAILURES.labels(self.name).inc()
                 self.log.warning(
                     "capture cycle failed, retrying",
                     extra=kv(adapter=self.name, error=error_text(e)),
@@ -319,6 +330,7 @@ class AdapterRuntime:
                 # Never let capture die quietly while the sink keeps the process looking
                 # alive: the heartbeat reports it, and `crmsync status` shows it degraded.
                 self.health.failed(e)
+                metrics.CAPTURE_FAILURES.labels(self.name).inc()
                 self.log.exception(
                     "capture cycle failed unexpectedly, retrying", extra=kv(adapter=self.name)
                 )

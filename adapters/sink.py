@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from adapters import metrics
 from adapters.delivery import ApplyResult
 from adapters.failures import next_hop
 from router import topology
@@ -95,7 +96,8 @@ class Sink:
         await self.limiter.acquire(len(events))
         try:
             named = [topology.aliases_header(m.headers) for m, _ in events]
-            results = await runtime.db(runtime.engine.apply_many, [e for _, e in events], named)
+            with metrics.WRITE_SECONDS.labels(self.name).time():
+                results = await runtime.db(runtime.engine.apply_many, [e for _, e in events], named)
         except TransientWriteError as e:
             # The database is away (locked, down, timing out): every write of the batch
             # would wait for the same thing. Park them all in the retry tier at once.
@@ -115,7 +117,8 @@ class Sink:
         runtime = self.runtime
         try:
             aliases = topology.aliases_header(message.headers)
-            result = await runtime.db(runtime.engine.apply, event, aliases)
+            with metrics.WRITE_SECONDS.labels(self.name).time():
+                result = await runtime.db(runtime.engine.apply, event, aliases)
         except Exception as e:
             # Unknown errors count as transient until the retry tiers are used up.
             await self.fail(message, event, e)
@@ -171,7 +174,7 @@ class Sink:
             await asyncio.sleep(1.0)
             await message.nack(requeue=True)
             return False
-        self.runtime.stats["dead-lettered" if hop.dead else "retried"] += 1
+        self.runtime.count("dead-lettered" if hop.dead else "retried")
         await message.ack()
         return hop.dead
 
@@ -179,14 +182,11 @@ class Sink:
         """Migration outcomes, in the adapter's applied/skipped counters."""
         for outcome in outcomes:
             changed = outcome in ("created", "updated", "linked")
-            self.runtime.stats["applied" if changed else "skipped"] += 1
+            self.runtime.count("applied" if changed else "skipped")
 
     async def _after_apply(self, results: list[ApplyResult]) -> None:
         for result in results:
-            if result.action == "applied":
-                self.runtime.stats["applied"] += 1
-            else:
-                self.runtime.stats["skipped"] += 1
+            self.runtime.count("applied" if result.action == "applied" else "skipped")
         if any(r.pending for r in results):
             await self.after_writes()
 
