@@ -212,9 +212,25 @@ class MetricsConfig(Strict):
 
 
 class SecurityConfig(Strict):
-    # adapter name -> the RabbitMQ user it connects as. For these sources the router
-    # accepts only events whose broker-verified user_id is that user.
+    """``[security]`` (router.authz): who may publish and ask what. Set, it binds every
+    event and control request to the broker-verified user that sent it."""
+
+    # adapter name -> the RabbitMQ user it connects as (docs/operations.md, Security).
     adapter_users: dict[Annotated[str, Field(pattern=NAME_RE)], str] = {}
+    router_user: str | None = None  # sinks take deliveries only from this user
+    operator_users: list[str] = Field(default_factory=list)  # op.* requests and replays
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SecurityConfig:
+        users = list(self.adapter_users.values())
+        if len(set(users)) != len(users):
+            raise ValueError("adapter_users: two adapters share a broker user")
+        for user in [*self.operator_users, *([self.router_user] if self.router_user else [])]:
+            if user in users:
+                raise ValueError(f"user {user!r} is an adapter's: give each role its own user")
+        if (self.router_user or self.operator_users) and not self.adapter_users:
+            raise ValueError("router_user and operator_users need adapter_users")
+        return self
 
 
 class ReconcileConfig(Strict):

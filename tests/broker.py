@@ -106,3 +106,34 @@ def delete_queue(vhost: str, queue: str) -> None:
     """Delete a queue as an operator would from the management UI, consumers or not."""
     path = f"/queues/{urllib.parse.quote(vhost, safe='')}/{urllib.parse.quote(queue, safe='')}"
     _request("DELETE", path)
+
+
+def create_user(vhost: str, role: str) -> tuple[str, str]:
+    """A throwaway broker user with every permission on ``vhost`` (the router's checks
+    are under test, not the broker's): (name, password). Remove it with delete_user."""
+    name = f"crmsync-t-{uuid.uuid4().hex[:8]}-{role}"
+    password = uuid.uuid4().hex
+    _request(
+        "PUT", f"/users/{urllib.parse.quote(name, safe='')}", {"password": password, "tags": ""}
+    )
+    _request(
+        "PUT",
+        f"/permissions/{urllib.parse.quote(vhost, safe='')}/{urllib.parse.quote(name, safe='')}",
+        {"configure": ".*", "write": ".*", "read": ".*"},
+    )
+    return name, password
+
+
+def delete_user(name: str) -> None:
+    try:
+        _request("DELETE", f"/users/{urllib.parse.quote(name, safe='')}")
+    except urllib.error.HTTPError as e:
+        if e.code != 404:
+            raise
+
+
+def user_url(vhost: str, user: str, password: str) -> str:
+    return (
+        f"amqp://{urllib.parse.quote(user, safe='')}:{password}@{AMQP_HOST}/"
+        f"{urllib.parse.quote(vhost, safe='')}"
+    )

@@ -180,6 +180,12 @@ class Connection:
         )
         self.closing = False
 
+    @property
+    def user(self) -> str | None:
+        """The user this connection logged in as: what RabbitMQ accepts as ``user_id``."""
+        url = getattr(self._robust, "url", None)
+        return getattr(url, "user", None) or None
+
     async def close(self) -> None:
         self.closing = True
         # Closing a connection that is already gone is not worth an error at shutdown.

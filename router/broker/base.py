@@ -21,6 +21,10 @@ class BrokerPublisher(Protocol):
 
 
 class BrokerConnection(Protocol):
+    @property
+    def user(self) -> str | None:
+        """The broker user this connection logged in as (the ``user_id`` it may set)."""
+
     async def declare(self, queues: Iterable[QueueSpec] = (), *, hub: bool = True) -> None: ...
 
     async def publisher(self) -> BrokerPublisher: ...

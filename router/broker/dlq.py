@@ -281,6 +281,9 @@ class DlqBroker:
                     delivery_mode=pika.DeliveryMode.Persistent,
                     message_id=message.message_id,
                     headers=message.headers,
+                    # The replaying operator's user, verified by the broker: the router
+                    # judges a replayed event by the operator's rights ([security]).
+                    user_id=pika.URLParameters(self._url).credentials.username or None,
                 ),
                 mandatory=True,
             )

@@ -177,8 +177,13 @@ class MemoryPublisher:
 
 
 class MemoryConnection:
-    def __init__(self, broker: MemoryBroker) -> None:
+    def __init__(self, broker: MemoryBroker, user: str | None = None) -> None:
         self.broker = broker
+        self._user = user
+
+    @property
+    def user(self) -> str | None:
+        return self._user
 
     async def declare(self, queues: Iterable[QueueSpec] = (), *, hub: bool = True) -> None:
         for spec in HUB_EXCHANGES:

@@ -77,6 +77,8 @@ class RpcClient:
                     reply_to=reply_to,
                     expiration=timeout,
                     mandatory=False,
+                    # Verified by the broker: the router authorises requests by it.
+                    user_id=self._connection.user,
                 )
             )
             return await asyncio.wait_for(future, timeout)
@@ -115,6 +117,7 @@ class RpcClient:
                 request.body(),
                 expiration=HEARTBEAT_TTL,
                 mandatory=False,
+                user_id=self._connection.user,
             )
         )
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from router.authz import Principals
 from router.clock import HUB, actor_epoch
 from router.config import RouterConfig
 from router.control import CaptureHealth
@@ -43,6 +44,11 @@ class RouterContext:
     _rules: dict[str, Rules] = field(default_factory=dict)
     # Every actor the router issued and its highest counter (clock validation).
     marks: Watermarks = field(default_factory=lambda: Watermarks({}))
+
+    @property
+    def principals(self) -> Principals:
+        sec = self.config.security
+        return Principals.of(sec.adapter_users, sec.operator_users, sec.router_user)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call, on the event loop itself.

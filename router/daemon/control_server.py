@@ -14,11 +14,13 @@ from typing import Any
 
 from router import control
 from router import control_migration as cm
+from router.authz import ADAPTER_REQUESTS
 from router.broker.base import BrokerPublisher
 from router.daemon.identity_ops import IdentityOps
 from router.daemon.migration_ops import MigrationOps
 from router.daemon.operations import Operations
 from router.daemon.plan_ops import PlanOps
+from router.daemon.stats import CONTROL_DENIED
 from router.errors import CrmsyncError, PublishFailed
 from router.logs import kv
 from router.messages import Delivery, Outgoing
@@ -31,6 +33,7 @@ Action = Callable[[Any], Awaitable[control.Reply | None]]
 class ControlServer:
     def __init__(self, operations: Operations, publisher: BrokerPublisher) -> None:
         self._publisher = publisher
+        self._principals = operations.ctx.principals
         migrations = MigrationOps(operations.ctx, publisher)
         identity = IdentityOps(operations.ctx, publisher)
         self._actions: dict[type[control.Request], Action] = {
@@ -59,14 +62,25 @@ class ControlServer:
     async def on_message(self, message: Delivery) -> None:
         """The consumer callback: answer, then ack (a crash before the ack redelivers)."""
         try:
-            reply = await self.handle(message.routing_key, message.body)
+            reply = await self.handle(message.routing_key, message.body, message.user_id)
             if reply is not None and message.reply_to:
                 await self._reply(message, reply)
         finally:
             await message.ack()
 
-    async def handle(self, routing_key: str, body: bytes) -> control.Reply | None:
-        """The reply to one request (None for notifications such as heartbeats)."""
+    async def handle(
+        self, routing_key: str, body: bytes, user_id: str | None = None
+    ) -> control.Reply | None:
+        """The reply to one request (None for notifications such as heartbeats).
+        ``user_id``: the broker-verified sender, checked against ``[security]``."""
+        denied = self._principals.request_refusal(routing_key, user_id)
+        if denied is not None:
+            head = routing_key.split(".", 1)[0]
+            kind = head if head in ADAPTER_REQUESTS else routing_key
+            # Known requests only: a label per made-up key would let anyone grow the series.
+            CONTROL_DENIED.labels(kind if kind in control.REQUESTS else "unknown").inc()
+            log.warning("control request denied", extra=kv(key=routing_key, user=user_id or ""))
+            return control.Failure(error=f"denied: {denied}")
         try:
             request = control.parse_request(routing_key, body)
             return await self._actions[type(request)](request)

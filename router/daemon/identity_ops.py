@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Connection
 
 from router import control, watermark_store
+from router.authz import Principals
 from router.broker.base import BrokerPublisher
 from router.daemon.context import RouterContext
 from router.daemon.pipeline import BatchOutcome, decide_batch, judge
@@ -163,7 +164,7 @@ class IdentityOps:
         delivery = Delivery(item.body, key, _Settled(), message_id=item.event_id)
         # Who published it was checked when it arrived; only its source must still be
         # registered (a removed adapter's event is refused below, the decision undone).
-        judged = judge([delivery], self.ctx.registry, {}, max_bytes=len(item.body) + 1)
+        judged = judge([delivery], self.ctx.registry, Principals(), max_bytes=len(item.body) + 1)
         out = decide_batch(self.ctx, judged, conn, unmatched)
         if out.refused:
             refused = out.refused[0]

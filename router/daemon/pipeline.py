@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from router import topology, watermark_store
+from router.authz import Principals
 from router.conflicts import Conflict
 from router.daemon import migration
 from router.daemon.context import RouterContext
@@ -70,7 +71,7 @@ def internal_error(delivery: Delivery, event: ChangeEvent | None, err: BaseExcep
 def judge(
     deliveries: Sequence[Delivery],
     registered: Container[str],
-    adapter_users: Mapping[str, str],
+    principals: Principals,
     max_bytes: int = 1 << 20,
 ) -> list[Inbound]:
     """Decode and check who published each message; one :class:`Inbound` per message."""
@@ -90,16 +91,9 @@ def judge(
         except Exception as e:  # a bug in decoding must not halt the batch
             judged.append(internal_error(delivery, None, e))
             continue
-        expected_user = adapter_users.get(event.source)
-        if expected_user is not None and delivery.user_id != expected_user:
-            judged.append(
-                Inbound(
-                    delivery,
-                    reason="spoofed-source",
-                    detail=f"source {event.source!r} must be published by user "
-                    f"{expected_user!r}, not {delivery.user_id or '(no user_id)'!r}",
-                )
-            )
+        spoofed = principals.event_refusal(event.source, delivery.routing_key, delivery.user_id)
+        if spoofed is not None:
+            judged.append(Inbound(delivery, reason="spoofed-source", detail=spoofed))
         elif event.source not in registered:
             detail = f"source {event.source!r} never registered"
             judged.append(Inbound(delivery, reason="unregistered-source", detail=detail))

@@ -259,7 +259,7 @@ class Router:
         judged = judge(
             parts.deliveries,
             self.ctx.registry,
-            self.config.security.adapter_users,
+            self.ctx.principals,
             self.config.router.max_event_bytes,
         )
         judged += [Inbound(d, reason=e.reason, detail=e.detail) for d, e in parts.bad]

@@ -10,6 +10,11 @@ import prometheus_client as prom
 
 EVENTS = prom.Counter("crmsync_router_events", "Events judged by the router", ["verdict"])
 INVALID = prom.Counter("crmsync_router_invalid", "Events refused to the invalid queue", ["reason"])
+CONTROL_DENIED = prom.Counter(
+    "crmsync_router_control_denied",
+    "Control requests refused because their user may not make them ([security])",
+    ["request"],
+)
 BATCH_SECONDS = prom.Histogram("crmsync_router_batch_seconds", "Time to process one batch")
 OPEN_CONFLICTS = prom.Gauge(
     "crmsync_router_conflicts_open", "Conflicts parked for an operator (manual policy)"

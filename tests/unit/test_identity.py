@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from router import topology
+from router.authz import Principals
 from router.config import RouterConfig
 from router.daemon.context import RouterContext
 from router.daemon.pipeline import BatchOutcome, decide_batch, judge
@@ -95,7 +96,7 @@ class Hub:
             Delivery(encode_dict(p), f"{p['source']}.contact.upsert", _Unsettled())
             for p in payloads
         ]
-        judged = judge(deliveries, self.ctx.registry, {})
+        judged = judge(deliveries, self.ctx.registry, Principals())
         with self.store.transaction() as conn:
             out: BatchOutcome = decide_batch(self.ctx, judged, conn, unmatched)
             self.store.commit_batch(

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from router import migration_store
+from router.authz import Principals
 from router.batches import BATCH_HEADER, MIGRATION, BatchMeta, InvalidRow, pack_batch, unpack_batch
 from router.compare import Digest, merge, tally
 from router.config import RouterConfig
@@ -97,7 +98,7 @@ class Hub:
 
     def run(self, deliveries: list[Delivery]) -> BatchOutcome:
         parts = migration.split(deliveries)
-        judged = judge(parts.deliveries, self.ctx.registry, {})
+        judged = judge(parts.deliveries, self.ctx.registry, Principals())
         with self.store.transaction() as conn:
             migration_store.record(conn, parts.invalid)
             out = decide_batch(self.ctx, judged, conn)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from router import control, topology
+from router.authz import Principals
 from router.broker.memory import MemoryBroker, MemoryConnection, MemoryPublisher
 from router.broker.rpc import RpcClient
 from router.config import RouterConfig
@@ -106,7 +107,7 @@ async def test_control_requests_that_make_no_sense_get_an_error_reply(hub: Hub) 
     assert [a.name for a in status.adapters] == ["legacy", "mktg", "sales"]
 
 
-def _delivery(body: bytes, user: str | None = None) -> Delivery:
+def _delivery(body: bytes, user: str | None = None, key: str = "legacy.contact.upsert") -> Delivery:
     class Unsettled:
         async def ack(self, multiple: bool = False) -> None:
             raise AssertionError("judging settles nothing")
@@ -114,7 +115,7 @@ def _delivery(body: bytes, user: str | None = None) -> Delivery:
         async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
             raise AssertionError("judging settles nothing")
 
-    return Delivery(body, "legacy.contact.upsert", Unsettled(), user_id=user)
+    return Delivery(body, key, Unsettled(), user_id=user)
 
 
 def test_judging_names_why_each_message_is_refused_and_spots_repeats() -> None:
@@ -124,10 +125,11 @@ def test_judging_names_why_each_message_is_refused_and_spots_repeats() -> None:
         _delivery(encode_dict(good), user="crm-legacy"),
         _delivery(encode_dict(good), user="crm-legacy"),
         _delivery(encode_dict(good), user="intruder"),
-        _delivery(encode_dict(stranger)),
+        _delivery(encode_dict(stranger), user="crm-mktg", key="mktg.contact.upsert"),
         _delivery(encode_dict({**good, "op": "merge"})),
     ]
-    judged = judge(batch, {"legacy", "sales"}, {"legacy": "crm-legacy"})
+    users = Principals.of({"legacy": "crm-legacy", "mktg": "crm-mktg"})
+    judged = judge(batch, {"legacy", "sales"}, users)
     assert [(j.reason, j.repeat) for j in judged] == [
         (None, False),
         (None, True),
@@ -137,6 +139,9 @@ def test_judging_names_why_each_message_is_refused_and_spots_repeats() -> None:
     ]
     assert judged[0].event == decode(encode_dict(good))
     assert "must be published by user 'crm-legacy', not 'intruder'" in judged[2].detail
+    # Without [security] nobody's user is checked, only the registry.
+    open_hub = judge(batch[2:4], {"legacy", "sales"}, Principals())
+    assert [j.reason for j in open_hub] == [None, "unregistered-source"]
 
 
 class _GatedPublisher(MemoryPublisher):
