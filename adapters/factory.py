@@ -16,4 +16,8 @@ def make_adapter(config: AdapterConfig, where: str = "adapter config") -> Adapte
         from adapters.sql import SqlAdapter
 
         return SqlAdapter(config, where=where)
+    if config.kind == "hubspot":
+        from adapters.hubspot.adapter import HubspotAdapter
+
+        return HubspotAdapter(config, where=where)
     raise NotImplementedError(f"kind = {config.kind!r} is not built yet")

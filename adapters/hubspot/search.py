@@ -117,18 +117,20 @@ def read_changes(
     since_ms = None if since is None else to_ms(since)
     out: list[dict[str, Any]] = []
     anchor = after
+    stuck: int | None = None  # a millisecond too full for one page, being read alone
     while len(out) < limit:
         want = min(PAGE_MAX, limit - len(out))
-        body = keyset_body(since_ms, anchor, properties, PAGE_MAX)
-        results = _results(client.post(path, body))
-        page, stuck = complete_prefix(results, len(results) >= PAGE_MAX)
+        if stuck is None or anchor is None or anchor[0] != stuck:
+            body = keyset_body(since_ms, anchor, properties, PAGE_MAX)
+            results = _results(client.post(path, body))
+            page, stuck = complete_prefix(results, len(results) >= PAGE_MAX)
         if stuck is not None:
             # One millisecond fills the page: read it alone, in id order.
             start = anchor[1] if anchor is not None and anchor[0] == stuck else 0
             results = _results(client.post(path, same_ms_body(stuck, start, properties, want)))
             out.extend(results)
             if len(results) < want:
-                anchor = (stuck, 2**62)  # that millisecond is done: on to the next
+                anchor, stuck = (stuck, 2**62), None  # that millisecond is done: on to the next
             elif results:
                 anchor = key_of(results[-1])
             continue

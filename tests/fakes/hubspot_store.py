@@ -251,7 +251,10 @@ class Store:
         now = self.clock()
         out: list[Contact] = []
         for versions in self.index.values():
-            seen = [doc for visible, doc in versions if visible <= now]
-            if seen and seen[-1] is not None:
-                out.append(seen[-1])
+            visible, doc = versions[-1]
+            if visible > now:  # the newest version is not searchable yet: the last that is
+                seen = [d for v, d in versions if v <= now]
+                doc = seen[-1] if seen else None
+            if doc is not None:
+                out.append(doc)
         return out

@@ -1,0 +1,357 @@
+"""``kind = "hubspot"``: HubSpot CRM v3 objects (contacts) through the REST API.
+
+Capture is :mod:`adapters.hubspot.search` (modified-since, exact keyset); its cursor is
+held ``api.search_lag`` behind now, because search shows a write only seconds to a
+minute after it: each poll re-reads that stretch, and echo/duplicate suppression (the
+SDK's) makes the re-reads no-ops. Archived records never appear in search, so deletes
+are found the way hard deletes are: the SDK compares chunks of links with
+``batch/read`` (:meth:`HubspotAdapter.existing_ids`). Writes go through the batch
+endpoints; a create that HubSpot refuses with 409 because the email exists updates that
+contact instead and links it (a link, not a duplicate). The links live in their own
+database (:class:`~adapters.linkstore.LinkStoreAdapter`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import Connection
+
+from adapters import links
+from adapters.base import SourceRow, VersionMismatch
+from adapters.cleansing import Cleansing
+from adapters.cursor import Horizon
+from adapters.hubspot import search
+from adapters.hubspot.client import Answer, HubspotClient, read_token
+from adapters.hubspot.limiter import RequestLimiter
+from adapters.hubspot.mapping import ObjectMapping
+from adapters.linkstore import LinkStoreAdapter
+from router.adapter_config import AdapterConfig
+from router.config import parse_duration
+from router.errors import PermanentWriteError, TransientWriteError
+from router.events import Scalar
+
+BATCH_MAX = 100  # inputs per batch request
+LIST_MAX = 100  # records per list page
+_EXISTING_RE = re.compile(r"Existing ID:\s*(\d+)")
+
+
+def existing_id(body: Any) -> str | None:
+    """The contact a 409 CONFLICT names ("Contact already exists. Existing ID: N")."""
+    if not isinstance(body, dict):
+        return None
+    ids = (body.get("context") or {}).get("existingId")
+    if isinstance(ids, list) and ids:
+        return str(ids[0])
+    match = _EXISTING_RE.search(str(body.get("message") or ""))
+    return match.group(1) if match else None
+
+
+class HubspotAdapter(LinkStoreAdapter):
+    def __init__(
+        self,
+        config: AdapterConfig,
+        where: str = "adapter config",
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        api = config.api
+        assert api is not None  # AdapterConfig: kind = "hubspot" needs [api]
+        token = read_token(api.token_file, where)
+        if config.database is None:
+            Path(config.state.path).parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(config.links_url, where)
+        self.name = config.name
+        self.config = config
+        self.cleansing = Cleansing.from_config(config.canonical)
+        self.limiter = RequestLimiter(api.requests_per_10s, api.daily, clock=clock, sleep=sleep)
+        self.client = HubspotClient(
+            api.base_url, token, self.limiter, timeout=api.timeout, sleep=sleep, transport=transport
+        )
+        self.lag = parse_duration(api.search_lag)
+        self._clock = clock
+        self.objects = {e: ObjectMapping(e, m) for e, m in config.entities.items()}
+        # The row each conditional write's locked read saw (no locks in HubSpot: the
+        # write compares against that read, which the SDK made in the same transaction).
+        self._seen: dict[tuple[str, str], SourceRow] = {}
+        # Migration paging: the list cursor HubSpot returned after a page's last id.
+        self._cursors: dict[tuple[str, str], str] = {}
+        self.create_links()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        self._seen.clear()  # a locked read counts only within its own transaction
+        with super().transaction() as tx:
+            yield tx
+
+    def _path(self, entity: str, tail: str = "") -> str:
+        return f"/crm/v3/objects/{self.objects[entity].object}{tail}"
+
+    def _row(self, entity: str, result: dict[str, Any]) -> SourceRow:
+        props = result.get("properties") or {}
+        stamp = str(props.get("lastmodifieddate") or result.get("updatedAt"))
+        return SourceRow(
+            entity=entity,
+            source_record_id=str(result["id"]),
+            fields=self.objects[entity].read(props),
+            deleted=bool(result.get("archived", False)),
+            version=stamp,
+            position=search.parse_stamp(stamp),
+        )
+
+    def entities(self) -> dict[str, list[str]]:
+        return {e: m.field_names for e, m in self.objects.items()}
+
+    # -- capture --------------------------------------------------------------------
+    def read_changes(
+        self, tx: Connection, entity: str, since: Any, after: tuple[Any, str] | None, limit: int
+    ) -> list[SourceRow]:
+        anchor = None if after is None else (search.to_ms(after[0]), int(after[1]))
+        found = search.read_changes(
+            self.client,
+            self._path(entity, "/search"),
+            self.objects[entity].properties,
+            since,
+            anchor,
+            limit,
+        )
+        return [self._row(entity, r) for r in found]
+
+    def horizon(self, tx: Connection, entity: str) -> Horizon:
+        # The cursor stays one search lag behind now: what search may not show yet is
+        # read again next poll rather than passed.
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        return Horizon(now - timedelta(seconds=self.lag))
+
+    # -- reads ----------------------------------------------------------------------
+    def read_record(
+        self, tx: Connection, entity: str, source_record_id: str, for_update: bool = False
+    ) -> SourceRow | None:
+        row = self.read_records(tx, entity, [source_record_id]).get(source_record_id)
+        if for_update:
+            key = (entity, source_record_id)
+            if row is None:
+                self._seen.pop(key, None)
+            else:
+                self._seen[key] = row
+        return row
+
+    def read_records(
+        self, tx: Connection, entity: str, source_record_ids: Sequence[str]
+    ) -> dict[str, SourceRow]:
+        ids = [sid for sid in dict.fromkeys(source_record_ids) if sid.isdigit()]
+        found: dict[str, SourceRow] = {}
+        for start in range(0, len(ids), BATCH_MAX):
+            body = {
+                "inputs": [{"id": sid} for sid in ids[start : start + BATCH_MAX]],
+                "properties": self.objects[entity].properties,
+            }
+            answer = self.client.post(self._path(entity, "/batch/read"), body)
+            for result in _results(answer):  # 207: the missing ids are simply absent
+                row = self._row(entity, result)
+                found[row.source_record_id] = row
+        return {sid: found[sid] for sid in source_record_ids if sid in found}
+
+    def existing_ids(
+        self, tx: Connection, entity: str, source_record_ids: Sequence[str]
+    ) -> set[str] | None:
+        """Which of these contacts are live: archived ones are not (a delete)."""
+        return set(self.read_records(tx, entity, source_record_ids))
+
+    def read_page(
+        self, tx: Connection, entity: str, after: str | None, limit: int
+    ) -> list[SourceRow]:
+        """A page of the list endpoint (unlagged, unlike search), continuing from the
+        cursor HubSpot gave after ``after``; a page not started here (a resumed
+        migration) continues by search on ``hs_object_id GT after``, exact too."""
+        props = ",".join(self.objects[entity].properties)
+        cursor = None if after is None else self._cursors.pop((entity, after), None)
+        rows: list[SourceRow] = []
+        if after is not None and cursor is None:
+            body = {
+                "filterGroups": [
+                    {
+                        "filters": [
+                            {"propertyName": "hs_object_id", "operator": "GT", "value": after}
+                        ]
+                    }
+                ],
+                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                "properties": self.objects[entity].properties,
+                "limit": min(limit, search.PAGE_MAX),
+            }
+            answer = self.client.post(self._path(entity, "/search"), body)
+            return [self._row(entity, r) for r in _results(answer)]
+        while len(rows) < limit:
+            params: dict[str, Any] = {
+                "limit": min(LIST_MAX, limit - len(rows)),
+                "properties": props,
+            }
+            if cursor is not None:
+                params["after"] = cursor
+            answer = self.client.get(self._path(entity), params)
+            rows.extend(self._row(entity, r) for r in _results(answer))
+            nxt = ((answer.body or {}).get("paging") or {}).get("next") or {}
+            cursor = nxt.get("after")
+            if cursor is None or not rows:
+                break
+        if rows and cursor is not None:
+            self._cursors[(entity, rows[-1].source_record_id)] = str(cursor)
+        return rows
+
+    def list_all(self, tx: Connection, entity: str) -> Iterator[SourceRow]:
+        after: str | None = None
+        while True:
+            page = self.read_page(tx, entity, after, 500)
+            yield from page
+            if len(page) < 500:
+                return
+            after = page[-1].source_record_id
+
+    def count_rows(self, tx: Connection, entity: str) -> int | None:
+        body = {"filterGroups": [], "properties": ["hs_object_id"], "limit": 1}
+        answer = self.client.post(self._path(entity, "/search"), body)
+        total = (answer.body or {}).get("total")
+        return int(total) if isinstance(total, int) else None
+
+    # -- writes ---------------------------------------------------------------------
+    def _check(self, tx: Connection, entity: str, sid: str, expected: str | None) -> None:
+        """No conditional writes in HubSpot: compare with the row the SDK's locked read
+        saw in this transaction (read again if there was none)."""
+        current = self._seen.pop((entity, sid), None) or self.read_record(tx, entity, sid)
+        if expected is not None and (current is None or current.version != expected):
+            raise VersionMismatch(current)
+
+    def _back(self, tx: Connection, entity: str, results: list[dict[str, Any]]) -> SourceRow:
+        """The record written, from the batch's answer; read again when the answer lacks
+        a mapped property (the read-back must be what HubSpot holds)."""
+        if len(results) != 1:
+            raise TransientWriteError(f"HubSpot answered {len(results)} results for one input")
+        props = results[0].get("properties") or {}
+        if all(p in props for p in self.objects[entity].properties):
+            return self._row(entity, results[0])
+        back = self.read_record(tx, entity, str(results[0]["id"]))
+        if back is None:
+            raise TransientWriteError(f"record {results[0]['id']} vanished right after the write")
+        return back
+
+    def _update(self, tx: Connection, entity: str, sid: str, props: dict[str, str]) -> SourceRow:
+        body = {
+            "inputs": [{"id": sid, "properties": props}],
+            "properties": self.objects[entity].properties,
+        }
+        return self._back(
+            tx, entity, _results(self.client.post(self._path(entity, "/batch/update"), body))
+        )
+
+    def write_record(
+        self,
+        tx: Connection,
+        entity: str,
+        source_record_id: str | None,
+        record_id: str,
+        fields: dict[str, Scalar],
+        expected_version: str | None,
+    ) -> SourceRow:
+        props = self.objects[entity].write(fields)
+        if source_record_id is not None:
+            self._check(tx, entity, source_record_id, expected_version)
+            return self._update(tx, entity, source_record_id, props)
+        body = {"inputs": [{"properties": props}], "properties": self.objects[entity].properties}
+        answer = self.client.post(self._path(entity, "/batch/create"), body, conflict_ok=True)
+        if answer.status != 409:
+            return self._back(tx, entity, _results(answer))
+        return self._link_existing(tx, entity, record_id, props, answer.body)
+
+    def _link_existing(
+        self, tx: Connection, entity: str, record_id: str, props: dict[str, str], body: Any
+    ) -> SourceRow:
+        """A create refused because the email exists: that contact *is* this record
+        (HubSpot's emails are unique), so update it and link it, unless another record
+        holds it already (two records, one email: a person must decide)."""
+        sid = existing_id(body)
+        if sid is None:
+            raise PermanentWriteError("HubSpot 409 CONFLICT without the existing record's id")
+        other = links.by_source(tx, entity, [sid]).get(sid)
+        if other is not None and other.record_id != record_id and not other.deleted:
+            raise PermanentWriteError(
+                f"HubSpot 409 CONFLICT: contact {sid} has this email and is already record "
+                f"{other.record_id}"
+            )
+        return self._update(tx, entity, sid, props)
+
+    def insert_many(
+        self, tx: Connection, entity: str, items: Sequence[tuple[str, dict[str, Scalar]]]
+    ) -> list[SourceRow]:
+        """``batch/create`` in chunks of 100. One bad input fails HubSpot's whole batch
+        (and an existing email 409s it): that chunk is then written one input at a time,
+        so the good inputs land and the existing contacts are linked. HubSpot has no
+        transactions: what a failed batch created stays, and a retry links it by email."""
+        out: list[SourceRow] = []
+        for start in range(0, len(items), BATCH_MAX):
+            chunk = items[start : start + BATCH_MAX]
+            props = [self.objects[entity].write(fields) for _, fields in chunk]
+            body = {
+                "inputs": [{"properties": p} for p in props],
+                "properties": self.objects[entity].properties,
+            }
+            try:
+                answer = self.client.post(
+                    self._path(entity, "/batch/create"), body, conflict_ok=True
+                )
+            except PermanentWriteError:
+                answer = None
+            results = _results(answer) if answer is not None and answer.status < 300 else []
+            if answer is not None and answer.status in (200, 201) and len(results) == len(chunk):
+                out.extend(_in_input_order(self, entity, props, results))
+                continue
+            for record_id, fields in chunk:
+                out.append(self.write_record(tx, entity, None, record_id, fields, None))
+        return out
+
+    def delete_record(
+        self, tx: Connection, entity: str, source_record_id: str, expected_version: str | None
+    ) -> SourceRow | None:
+        """Archive (HubSpot's delete; it answers 204 whether or not the record was live)."""
+        self._check(tx, entity, source_record_id, expected_version)
+        body = {"inputs": [{"id": source_record_id}]}
+        self.client.post(self._path(entity, "/batch/archive"), body)
+        return None
+
+    def soft_deletes(self, entity: str) -> bool:
+        return False  # an archived contact leaves search and reads: like a removed row
+
+    def close(self) -> None:
+        self.client.close()
+        super().close()
+
+
+def _results(answer: Answer) -> list[dict[str, Any]]:
+    body = answer.body if isinstance(answer.body, dict) else {}
+    return [r for r in body.get("results") or [] if isinstance(r, dict)]
+
+
+def _in_input_order(
+    adapter: HubspotAdapter, entity: str, props: list[dict[str, str]], results: list[dict[str, Any]]
+) -> list[SourceRow]:
+    """Batch results are not promised in input order: match them by email (unique in
+    HubSpot) where every input has one, else by position."""
+    rows = [adapter._row(entity, r) for r in results]
+    emails = [(p.get("email") or "").strip().lower() for p in props]
+    if all(emails) and len(set(emails)) == len(emails):
+        by_email = {
+            str((r.get("properties") or {}).get("email") or "").lower(): row
+            for r, row in zip(results, rows, strict=True)
+        }
+        if all(e in by_email for e in emails):
+            return [by_email[e] for e in emails]
+    return rows
