@@ -191,3 +191,31 @@ def test_token_never_in_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     assert caplog.records
     for secret in ("pat-na1-secret-0123", "pat-na1-wrong-4567", "Bearer"):
         assert secret not in text
+
+
+def test_cursor_stays_a_search_lag_behind_so_a_late_indexed_edit_is_read(
+    tmp_path: Path,
+) -> None:
+    # Search shows an edit up to a minute late, and not in stamp order: here A's edit
+    # lags 30 s while B (indexed at once) is stamped 20 s later. A cursor that followed
+    # B would start the next poll past A's stamp and never see A's edit.
+    clock = VirtualClock()
+    with rig(tmp_path, virtual=clock, fake_args={"lag": 30.0}, search_lag="60s") as (
+        fake,
+        _,
+        engine,
+    ):
+        t0_ms = int(clock.now * 1000)
+        [a] = fake.seed(1, start_ms=t0_ms - 100_000)
+        first = engine.capture({})
+        assert [e.source_record_id for e in drain(engine)] == [a]
+        fake.edit(a, firstname="Late")  # stamped t0, searchable from t0 + 30 s
+        clock.now += 20
+        [b] = fake.seed(1, start_ms=t0_ms + 20_000)  # searchable at once
+        second = engine.capture(first.positions)
+        assert [e.source_record_id for e in drain(engine)] == [b]
+        assert second.positions["contact"].timestamp() <= clock.now - 59.999
+        clock.now += 15
+        engine.capture(second.positions)
+        [late] = drain(engine)
+        assert (late.source_record_id, late.fields["first_name"]) == (a, "Late")
