@@ -13,6 +13,7 @@ database (:class:`~adapters.linkstore.LinkStoreAdapter`).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -124,7 +125,33 @@ class HubspotAdapter(LinkStoreAdapter):
             anchor,
             limit,
         )
-        return [self._row(entity, r) for r in found]
+        return self._not_stale(tx, entity, [self._row(entity, r) for r in found])
+
+    def _not_stale(self, tx: Connection, entity: str, rows: list[SourceRow]) -> list[SourceRow]:
+        """Search serves an index that lags writes: for a while after a write (ours or a
+        capture's) it still returns the version before. Such a row must not read as a
+        change (it would undo the newer version everywhere), so a row older than its
+        link's version reads as the link's content at the link's version (an echo, its
+        place in the keyset kept). A row of a record deleted here is looked up: an
+        archive still lagging in search is left out, a contact restored from the
+        recycle bin (same id) is read as it is now."""
+        known = links.by_source(tx, entity, [r.source_record_id for r in rows])
+        tombs = [sid for sid, link in known.items() if link.deleted]
+        live = self.read_records(tx, entity, tombs) if tombs else {}
+        out: list[SourceRow] = []
+        for row in rows:
+            link = known.get(row.source_record_id)
+            if link is None:
+                out.append(row)
+            elif link.deleted:
+                restored = live.get(row.source_record_id)
+                if restored is not None:
+                    out.append(dataclasses.replace(restored, position=row.position))
+            elif link.version is not None and search.parse_stamp(link.version) > row.position:
+                out.append(dataclasses.replace(row, fields=dict(link.fields), version=link.version))
+            else:
+                out.append(row)
+        return out
 
     def horizon(self, tx: Connection, entity: str) -> Horizon:
         # The cursor stays one search lag behind now: what search may not show yet is

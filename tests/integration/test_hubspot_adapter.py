@@ -219,3 +219,34 @@ def test_cursor_stays_a_search_lag_behind_so_a_late_indexed_edit_is_read(
         engine.capture(second.positions)
         [late] = drain(engine)
         assert (late.source_record_id, late.fields["first_name"]) == (a, "Late")
+
+
+def test_stale_search_versions_after_our_writes_are_no_changes(tmp_path: Path) -> None:
+    # For `lag` seconds after a write, search still returns the version before it.
+    # Captured then, that old version must neither undo our write nor resurrect an
+    # archived contact as a new record.
+    clock = VirtualClock()
+    with rig(tmp_path, virtual=clock, fake_args={"lag": 30.0}, search_lag="60s") as (
+        fake,
+        _,
+        engine,
+    ):
+        kept, archived = fake.seed(2)
+        engine.capture({})
+        seen = {e.source_record_id: e for e in drain(engine)}
+        fields = {"email": f"seed{kept}@example.test", "first_name": "New"}
+        assert engine.apply(delivery(seen[kept].record_id, fields, seen[kept].clock)).action == (
+            "applied"
+        )
+        gone = seen[archived]
+        assert engine.apply(delivery(gone.record_id, {}, gone.clock, op="delete")).action == (
+            "applied"
+        )
+        clock.now += 5  # both writes still lag in search
+        assert engine.capture({}).changes == 0
+        assert drain(engine) == []
+        clock.now += 60  # indexed now: our own write, an echo; the archive, gone
+        assert engine.capture({}).changes == 0
+        assert drain(engine) == []
+        contact = fake.get(kept)
+        assert contact is not None and contact.properties["firstname"] == "New"
