@@ -14,7 +14,6 @@ database (:class:`~adapters.linkstore.LinkStoreAdapter`).
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,8 +28,8 @@ from adapters import links
 from adapters.base import SourceRow, VersionMismatch
 from adapters.cleansing import Cleansing
 from adapters.cursor import Horizon
-from adapters.hubspot import search
-from adapters.hubspot.client import Answer, HubspotClient, read_token
+from adapters.hubspot import records, search
+from adapters.hubspot.client import HubspotClient, read_token
 from adapters.hubspot.limiter import RequestLimiter
 from adapters.hubspot.mapping import ObjectMapping
 from adapters.linkstore import LinkStoreAdapter
@@ -41,18 +40,6 @@ from router.events import Scalar
 
 BATCH_MAX = 100  # inputs per batch request
 LIST_MAX = 100  # records per list page
-_EXISTING_RE = re.compile(r"Existing ID:\s*(\d+)")
-
-
-def existing_id(body: Any) -> str | None:
-    """The contact a 409 CONFLICT names ("Contact already exists. Existing ID: N")."""
-    if not isinstance(body, dict):
-        return None
-    ids = (body.get("context") or {}).get("existingId")
-    if isinstance(ids, list) and ids:
-        return str(ids[0])
-    match = _EXISTING_RE.search(str(body.get("message") or ""))
-    return match.group(1) if match else None
 
 
 class HubspotAdapter(LinkStoreAdapter):
@@ -98,16 +85,7 @@ class HubspotAdapter(LinkStoreAdapter):
         return f"/crm/v3/objects/{self.objects[entity].object}{tail}"
 
     def _row(self, entity: str, result: dict[str, Any]) -> SourceRow:
-        props = result.get("properties") or {}
-        stamp = str(props.get("lastmodifieddate") or result.get("updatedAt"))
-        return SourceRow(
-            entity=entity,
-            source_record_id=str(result["id"]),
-            fields=self.objects[entity].read(props),
-            deleted=bool(result.get("archived", False)),
-            version=stamp,
-            position=search.parse_stamp(stamp),
-        )
+        return records.to_row(entity, self.objects[entity], result)
 
     def entities(self) -> dict[str, list[str]]:
         return {e: m.field_names for e, m in self.objects.items()}
@@ -183,7 +161,7 @@ class HubspotAdapter(LinkStoreAdapter):
                 "properties": self.objects[entity].properties,
             }
             answer = self.client.post(self._path(entity, "/batch/read"), body)
-            for result in _results(answer):  # 207: the missing ids are simply absent
+            for result in records.results(answer):  # 207: the missing ids are simply absent
                 row = self._row(entity, result)
                 found[row.source_record_id] = row
         return {sid: found[sid] for sid in source_record_ids if sid in found}
@@ -204,20 +182,16 @@ class HubspotAdapter(LinkStoreAdapter):
         cursor = None if after is None else self._cursors.pop((entity, after), None)
         rows: list[SourceRow] = []
         if after is not None and cursor is None:
-            body = {
-                "filterGroups": [
-                    {
-                        "filters": [
-                            {"propertyName": "hs_object_id", "operator": "GT", "value": after}
-                        ]
-                    }
-                ],
-                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-                "properties": self.objects[entity].properties,
-                "limit": min(limit, search.PAGE_MAX),
-            }
-            answer = self.client.post(self._path(entity, "/search"), body)
-            return [self._row(entity, r) for r in _results(answer)]
+            anchor = int(after)
+            while len(rows) < limit:
+                want = min(search.PAGE_MAX, limit - len(rows))
+                body = search.id_after_body(anchor, self.objects[entity].properties, want)
+                found = records.results(self.client.post(self._path(entity, "/search"), body))
+                rows.extend(self._row(entity, r) for r in found)
+                if len(found) < want:
+                    break
+                anchor = int(rows[-1].source_record_id)
+            return rows
         while len(rows) < limit:
             params: dict[str, Any] = {
                 "limit": min(LIST_MAX, limit - len(rows)),
@@ -226,7 +200,7 @@ class HubspotAdapter(LinkStoreAdapter):
             if cursor is not None:
                 params["after"] = cursor
             answer = self.client.get(self._path(entity), params)
-            rows.extend(self._row(entity, r) for r in _results(answer))
+            rows.extend(self._row(entity, r) for r in records.results(answer))
             nxt = ((answer.body or {}).get("paging") or {}).get("next") or {}
             cursor = nxt.get("after")
             if cursor is None or not rows:
@@ -277,7 +251,7 @@ class HubspotAdapter(LinkStoreAdapter):
             "properties": self.objects[entity].properties,
         }
         return self._back(
-            tx, entity, _results(self.client.post(self._path(entity, "/batch/update"), body))
+            tx, entity, records.results(self.client.post(self._path(entity, "/batch/update"), body))
         )
 
     def write_record(
@@ -296,7 +270,7 @@ class HubspotAdapter(LinkStoreAdapter):
         body = {"inputs": [{"properties": props}], "properties": self.objects[entity].properties}
         answer = self.client.post(self._path(entity, "/batch/create"), body, conflict_ok=True)
         if answer.status != 409:
-            return self._back(tx, entity, _results(answer))
+            return self._back(tx, entity, records.results(answer))
         return self._link_existing(tx, entity, record_id, props, answer.body)
 
     def _link_existing(
@@ -305,7 +279,7 @@ class HubspotAdapter(LinkStoreAdapter):
         """A create refused because the email exists: that contact *is* this record
         (HubSpot's emails are unique), so update it and link it, unless another record
         holds it already (two records, one email: a person must decide)."""
-        sid = existing_id(body)
+        sid = records.existing_id(body)
         if sid is None:
             raise PermanentWriteError("HubSpot 409 CONFLICT without the existing record's id")
         other = links.by_source(tx, entity, [sid]).get(sid)
@@ -337,12 +311,16 @@ class HubspotAdapter(LinkStoreAdapter):
                 )
             except PermanentWriteError:
                 answer = None
-            results = _results(answer) if answer is not None and answer.status < 300 else []
+            results = records.results(answer) if answer is not None and answer.status < 300 else []
             if answer is not None and answer.status in (200, 201) and len(results) == len(chunk):
-                out.extend(_in_input_order(self, entity, props, results))
+                out.extend(self._row(entity, r) for r in records.in_input_order(props, results))
                 continue
             for record_id, fields in chunk:
                 out.append(self.write_record(tx, entity, None, record_id, fields, None))
+        sids = [row.source_record_id for row in out]
+        if len(set(sids)) != len(sids):
+            # Two inputs with one email: both 409-linked to one contact.
+            raise PermanentWriteError("two records of the batch have the email of one contact")
         return out
 
     def delete_record(
@@ -360,25 +338,3 @@ class HubspotAdapter(LinkStoreAdapter):
     def close(self) -> None:
         self.client.close()
         super().close()
-
-
-def _results(answer: Answer) -> list[dict[str, Any]]:
-    body = answer.body if isinstance(answer.body, dict) else {}
-    return [r for r in body.get("results") or [] if isinstance(r, dict)]
-
-
-def _in_input_order(
-    adapter: HubspotAdapter, entity: str, props: list[dict[str, str]], results: list[dict[str, Any]]
-) -> list[SourceRow]:
-    """Batch results are not promised in input order: match them by email (unique in
-    HubSpot) where every input has one, else by position."""
-    rows = [adapter._row(entity, r) for r in results]
-    emails = [(p.get("email") or "").strip().lower() for p in props]
-    if all(emails) and len(set(emails)) == len(emails):
-        by_email = {
-            str((r.get("properties") or {}).get("email") or "").lower(): row
-            for r, row in zip(results, rows, strict=True)
-        }
-        if all(e in by_email for e in emails):
-            return [by_email[e] for e in emails]
-    return rows

@@ -85,6 +85,16 @@ def same_ms_body(t: int, after_id: int, properties: Sequence[str], limit: int) -
     }
 
 
+def id_after_body(after_id: int, properties: Sequence[str], limit: int) -> dict[str, Any]:
+    """Records in id order after ``after_id``: a migration page resumed by search."""
+    return {
+        "filterGroups": [{"filters": [_f(ID, "GT", after_id)]}],
+        "sorts": [{"propertyName": ID, "direction": "ASCENDING"}],
+        "properties": list(properties),
+        "limit": min(limit, PAGE_MAX),
+    }
+
+
 def key_of(result: dict[str, Any]) -> Anchor:
     props = result.get("properties") or {}
     stamp = props.get(LMD) or result.get("updatedAt")

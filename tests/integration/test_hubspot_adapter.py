@@ -106,6 +106,15 @@ def test_bulk_insert_falls_back_per_input_when_one_email_exists(tmp_path: Path) 
         assert fake.requests["POST /crm/v3/objects/contacts/batch/create"] == 2 + 50
 
 
+def test_one_email_twice_in_a_bulk_insert_is_permanent(tmp_path: Path) -> None:
+    with rig(tmp_path) as (_, adapter, _engine):
+        items: list[tuple[str, dict[str, Scalar]]] = [
+            (str(uuid.uuid4()), {"email": "twice@example.test"}) for _ in range(2)
+        ]
+        with pytest.raises(PermanentWriteError, match="one contact"), adapter.transaction() as tx:
+            adapter.insert_many(tx, "contact", items)
+
+
 def test_archive_is_a_delete_both_ways(tmp_path: Path) -> None:
     with rig(tmp_path) as (fake, _, engine):
         a, b = fake.seed(2)
@@ -158,20 +167,21 @@ def test_a_user_edit_is_never_overwritten(tmp_path: Path) -> None:
 
 def test_migration_paging_and_count(tmp_path: Path) -> None:
     with rig(tmp_path) as (fake, adapter, _):
-        ids = fake.seed(250)
+        ids = fake.seed(600)
         fake.delete(ids[10])
         with adapter.transaction() as tx:
-            assert adapter.count_rows(tx, "contact") == 249
+            assert adapter.count_rows(tx, "contact") == 599
             first = adapter.read_page(tx, "contact", None, 120)
             second = adapter.read_page(tx, "contact", first[-1].source_record_id, 120)
             # A page not continued from this process (a resumed migration): by search.
-            resumed = adapter.read_page(tx, "contact", second[5].source_record_id, 50)
+            resumed = adapter.read_page(tx, "contact", second[5].source_record_id, 230)
             every = list(adapter.list_all(tx, "contact"))
         live = [i for i in ids if i != ids[10]]
         assert [r.source_record_id for r in first + second] == live[:240]
         at = live.index(second[5].source_record_id)
-        assert [r.source_record_id for r in resumed] == live[at + 1 : at + 51]
-        assert len(every) == 249 and len({r.source_record_id for r in every}) == 249
+        assert len(resumed) == 230  # two searches: 200 + 30
+        assert [r.source_record_id for r in resumed] == live[at + 1 : at + 231]
+        assert [r.source_record_id for r in every] == live
 
 
 def test_token_never_in_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
