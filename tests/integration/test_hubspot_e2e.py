@@ -6,7 +6,10 @@ shipped config/adapters/hubspot.toml (only URLs, paths and intervals replaced)."
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,18 +71,30 @@ class Rig:
     def wait(self, what: str, predicate: Any, timeout: float = 60.0) -> None:
         wait_for(what, predicate, self.fleet, timeout)
 
-    def start(self) -> None:
-        self.fleet.start("router", "router", "--config", "router.toml")
-        self.wait("the router", lambda: bool(self.status()["router"]["alive"]))
-        for name in ("legacy", "hubspot"):
+    def start(self, adapters: tuple[str, ...] = ("legacy", "hubspot")) -> None:
+        if "router" not in self.fleet.procs:
+            self.fleet.start("router", "router", "--config", "router.toml")
+            self.wait("the router", lambda: bool(self.status()["router"]["alive"]))
+        for name in adapters:
             self.fleet.start(name, "adapter", "--config", f"{name}.toml")
         self.wait(
-            "both adapters registered",
-            lambda: (
-                {"legacy", "hubspot"}
-                <= {a["name"] for a in self.status()["adapters"] if a["alive"]}
-            ),
+            f"adapters {adapters} registered",
+            lambda: set(adapters) <= {a["name"] for a in self.status()["adapters"] if a["alive"]},
         )
+
+    def migrate(self, source: str, target: str) -> dict[str, Any]:
+        command = ["migrate", "--from", source, "--to", target, "--json"]
+        done = subprocess.run(
+            [sys.executable, "-m", "router.cli", *command],
+            cwd=self.fleet.workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**self.fleet.env, "PYTHONPATH": str(ROOT)},
+        )
+        assert done.returncode == 0, done.stderr
+        report: dict[str, Any] = json.loads(done.stdout)
+        return report
 
     def in_hubspot(self, email: str) -> Contact | None:
         with self.fake.lock:
@@ -171,3 +186,37 @@ def test_sqlite_and_hubspot_sync_both_ways_through_the_router(rig: Rig) -> None:
     assert _settled(rig) == (verdicts + 1, writes + 1)
     logs = "".join(p.read_text() for p in (rig.fleet.workdir / "logs").glob("*.log"))
     assert TOKEN not in logs
+
+
+def test_hubspot_joins_with_crmsync_migrate_then_syncs(rig: Rig) -> None:
+    emails = rig.legacy.insert_contacts(150)
+    rig.start(("legacy",))
+    rig.wait(
+        "the SQLite CRM's records in the hub",
+        lambda: rig.status()["router"]["store"]["records"] >= 150,
+    )
+    rig.start(("hubspot",))  # joins a running system with data
+    report = rig.migrate("legacy", "hubspot")
+    assert report["verified"] is True
+    counts = report["entities"]["contact"]
+    assert (counts["created"], counts["failed"]) == (150, 0)
+    assert rig.fake.live_count() == 150
+    # Batches of up to 100 inputs, not one request per record.
+    assert rig.fake.requests["POST /crm/v3/objects/contacts/batch/create"] <= 4
+    # Live sync on the migrated links, both ways.
+    rig.legacy.update_by_email(emails[42], first_name="Migrated")
+    rig.wait(
+        "the SQLite edit in HubSpot",
+        lambda: (
+            (rig.in_hubspot(emails[42]) or Contact("", {}, 0, 0)).properties.get("firstname")
+            == "Migrated"
+        ),
+    )
+    contact = rig.in_hubspot(emails[7])
+    assert contact is not None
+    rig.fake.edit(contact.id, lastname="FromHubSpot")
+    rig.wait(
+        "the HubSpot edit in SQLite",
+        lambda: rig.legacy.contacts()[emails[7]]["last_name"] == "FromHubSpot",
+    )
+    assert rig.fake.live_count() == 150 and len(rig.legacy.contacts()) == 150
