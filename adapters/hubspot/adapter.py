@@ -63,7 +63,13 @@ class HubspotAdapter(LinkStoreAdapter):
         self.cleansing = Cleansing.from_config(config.canonical)
         self.limiter = RequestLimiter(api.requests_per_10s, api.daily, clock=clock, sleep=sleep)
         self.client = HubspotClient(
-            api.base_url, token, self.limiter, timeout=api.timeout, sleep=sleep, transport=transport
+            api.base_url,
+            token,
+            self.limiter,
+            timeout=api.timeout,
+            sleep=sleep,
+            transport=transport,
+            adapter=config.name,
         )
         self.lag = parse_duration(api.search_lag)
         self._clock = clock
@@ -267,7 +273,8 @@ class HubspotAdapter(LinkStoreAdapter):
         if source_record_id is not None:
             self._check(tx, entity, source_record_id, expected_version)
             return self._update(tx, entity, source_record_id, props)
-        body = {"inputs": [{"properties": props}], "properties": self.objects[entity].properties}
+        wanted = self.objects[entity].properties
+        body = {"inputs": [{"properties": _set(props)}], "properties": wanted}
         answer = self.client.post(self._path(entity, "/batch/create"), body, conflict_ok=True)
         if answer.status != 409:
             return self._back(tx, entity, records.results(answer))
@@ -302,7 +309,7 @@ class HubspotAdapter(LinkStoreAdapter):
             chunk = items[start : start + BATCH_MAX]
             props = [self.objects[entity].write(fields) for _, fields in chunk]
             body = {
-                "inputs": [{"properties": p} for p in props],
+                "inputs": [{"properties": _set(p)} for p in props],
                 "properties": self.objects[entity].properties,
             }
             try:
@@ -338,3 +345,9 @@ class HubspotAdapter(LinkStoreAdapter):
     def close(self) -> None:
         self.client.close()
         super().close()
+
+
+def _set(props: dict[str, str]) -> dict[str, str]:
+    """A new record's properties: an empty string clears a property, and a new record
+    has none to clear."""
+    return {k: v for k, v in props.items() if v != ""}

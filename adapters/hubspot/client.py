@@ -29,7 +29,6 @@ from router.config import parse_duration
 from router.errors import ConfigError, PermanentWriteError, TransientWriteError
 from router.logs import kv
 
-log = logging.getLogger("crmsync.adapter.hubspot")
 MAX_ATTEMPTS = 6
 BACKOFF_S = 0.25  # first pause after a 5xx or a dropped connection; doubles, capped
 BACKOFF_CAP_S = 10.0
@@ -87,7 +86,9 @@ class HubspotClient:
         sleep: Callable[[float], None] = time.sleep,
         max_attempts: int = MAX_ATTEMPTS,
         transport: httpx.BaseTransport | None = None,
+        adapter: str = "hubspot",
     ) -> None:
+        self.log = logging.getLogger(f"crmsync.adapter.{adapter}")
         seconds = parse_duration(timeout) if isinstance(timeout, str) else timeout
         self.limiter = limiter
         self._sleep = sleep
@@ -155,7 +156,7 @@ class HubspotClient:
             if attempt == self._max_attempts:
                 break
             self.retries += 1
-            log.info(
+            self.log.info(
                 "hubspot request retried",
                 extra=kv(method=method, path=path, attempt=attempt, reason=why, wait_s=wait),
             )
