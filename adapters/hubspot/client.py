@@ -139,7 +139,8 @@ class HubspotClient:
                 if status == 429:
                     policy = parsed.get("policyName") if isinstance(parsed, dict) else None
                     if policy == "DAILY":
-                        raise DailyCapReached(f"HubSpot 429 DAILY: {message}")
+                        self.limiter.day_spent()  # nothing more today, from any caller
+                        raise DailyCapReached("HubSpot 429 DAILY: daily request cap reached")
                     wait = _retry_after(resp.headers) or _interval(resp.headers)
                     self.limiter.back_off(wait)
                     why = f"HubSpot 429 {policy or category}"

@@ -131,3 +131,8 @@ class RequestLimiter:
     def back_off(self, seconds: float) -> None:
         with self._lock:
             self.budget.back_off(self._clock(), seconds)
+
+    def day_spent(self) -> None:
+        """The server said the day's budget is gone (a 429 DAILY)."""
+        with self._lock:
+            self.budget.observe(self._clock(), {"x-hubspot-ratelimit-daily-remaining": "0"})

@@ -101,9 +101,12 @@ def test_validation_and_auth_errors_are_permanent_and_409_is_data() -> None:
 def test_daily_429_is_not_retried() -> None:
     daily = httpx.Response(429, json={"policyName": "DAILY", "message": "daily limit"})
     slept: list[float] = []
-    with pytest.raises(DailyCapReached):
-        _client(_answers(daily), slept).post("/x", {})
+    client = _client(_answers(daily), slept)
+    with pytest.raises(DailyCapReached, match="daily request cap reached"):
+        client.post("/x", {})
     assert slept == []
+    with pytest.raises(DailyCapReached):  # nothing more is sent today
+        client.get("/y")
 
 
 def test_token_file_checks_name_the_key(tmp_path: Path) -> None:
