@@ -290,11 +290,15 @@ class HubspotAdapter(LinkStoreAdapter):
         if sid is None:
             raise PermanentWriteError("HubSpot 409 CONFLICT without the existing record's id")
         other = links.by_source(tx, entity, [sid]).get(sid)
-        if other is not None and other.record_id != record_id and not other.deleted:
-            raise PermanentWriteError(
-                f"HubSpot 409 CONFLICT: contact {sid} has this email and is already record "
-                f"{other.record_id}"
-            )
+        if other is not None and other.record_id != record_id:
+            if not other.deleted:
+                raise PermanentWriteError(
+                    f"HubSpot 409 CONFLICT: contact {sid} has this email and is already "
+                    f"record {other.record_id}"
+                )
+            # A record deleted here whose contact came back (restored): the tombstone
+            # lets go of the id, as when capture finds a deleted record's id in use.
+            links.save(tx, other.evolve(source_record_id=None))
         return self._update(tx, entity, sid, props)
 
     def insert_many(

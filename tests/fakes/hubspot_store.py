@@ -227,6 +227,18 @@ class Store:
         c.updated_ms = max(self.now_ms(), c.updated_ms)
         self._reindex(c, c.updated_ms)
 
+    def restore(self, contact_id: str) -> Contact:
+        """Bring an archived contact back under its id (HubSpot's recycle bin, 90 days)."""
+        c = self.contacts.get(contact_id)
+        if c is None or not c.archived:
+            raise ApiError(404, "OBJECT_NOT_FOUND", "Object not found")
+        self._check_email(c.properties, c.id)
+        c.archived = False
+        self._index_email(c, None)
+        c.updated_ms = max(self.now_ms(), c.updated_ms)
+        self._reindex(c, c.updated_ms)
+        return c
+
     def purge(self, contact_id: str) -> None:
         c = self.contacts.pop(contact_id, None)
         if c is not None and not c.archived:

@@ -133,6 +133,36 @@ def test_archive_is_a_delete_both_ways(tmp_path: Path) -> None:
         assert fake.live_count() == 0
 
 
+def test_a_restored_contact_comes_back_as_a_record(tmp_path: Path) -> None:
+    with rig(tmp_path) as (fake, adapter, engine):
+        captured_back, linked_back = fake.seed(2)
+        engine.capture({})
+        for event in drain(engine):
+            delete = delivery(event.record_id, {}, event.clock, op="delete")
+            assert engine.apply(delete).action == "applied"
+        with adapter.transaction() as tx:
+            tomb = links.by_source(tx, "contact", [linked_back])[linked_back]
+        # Restored from HubSpot's recycle bin under its id; capture reads it as new.
+        fake.restore(captured_back)
+        positions = engine.capture({}).positions
+        [back] = drain(engine)
+        assert (back.op, back.source_record_id) == ("upsert", captured_back)
+        # Restored, then a record with its email is delivered before capture saw it:
+        # the contact is linked to that record, and the old tombstone lets go of it.
+        fake.restore(linked_back)
+        fresh = str(uuid.uuid4())
+        email = {"email": f"seed{linked_back}@example.test"}
+        assert engine.apply(delivery(fresh, email)).action == "applied"
+        with adapter.transaction() as tx:
+            old = links.by_record(tx, tomb.record_id)
+            new = links.by_record(tx, fresh)
+        assert old is not None and old.deleted and old.source_record_id is None
+        assert new is not None and new.source_record_id == linked_back
+        assert fake.live_count() == 2
+        engine.capture(positions)
+        assert drain(engine) == []
+
+
 def test_errors_are_classified(tmp_path: Path) -> None:
     clock = VirtualClock()  # the back-off between retries costs no wall time
     with rig(tmp_path, virtual=clock) as (fake, _, engine):
