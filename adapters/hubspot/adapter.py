@@ -61,7 +61,9 @@ class HubspotAdapter(LinkStoreAdapter):
         self.name = config.name
         self.config = config
         self.cleansing = Cleansing.from_config(config.canonical)
-        self.limiter = RequestLimiter(api.requests_per_10s, api.daily, clock=clock, sleep=sleep)
+        self.limiter = RequestLimiter(
+            api.requests_per_10s, api.daily, clock=clock, sleep=sleep, adapter=config.name
+        )
         self.client = HubspotClient(
             api.base_url,
             token,

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from adapters.hubspot import usage
 from adapters.hubspot.limiter import DailyCapReached, RequestLimiter
 from router.config import parse_duration
 from router.errors import ConfigError, PermanentWriteError, TransientWriteError
@@ -88,6 +89,7 @@ class HubspotClient:
         transport: httpx.BaseTransport | None = None,
         adapter: str = "hubspot",
     ) -> None:
+        self.adapter = adapter
         self.log = logging.getLogger(f"crmsync.adapter.{adapter}")
         seconds = parse_duration(timeout) if isinstance(timeout, str) else timeout
         self.limiter = limiter
@@ -124,14 +126,17 @@ class HubspotClient:
         why = ""
         for attempt in range(1, self._max_attempts + 1):
             self.limiter.acquire()
+            status: int | None = None
             try:
                 resp = self._http.request(method, path, json=body, params=params)
             except httpx.TransportError as e:
+                usage.REQUESTS.labels(self.adapter, usage.outcome(None)).inc()
                 why = f"{type(e).__name__} talking to HubSpot"
                 wait = pause
             else:
                 self.limiter.observe(resp.headers)
                 status = resp.status_code
+                usage.REQUESTS.labels(self.adapter, usage.outcome(status)).inc()
                 if status < 300 or (status == 409 and conflict_ok):
                     return Answer(status, resp.json() if resp.content else None)
                 parsed = _json(resp)
@@ -142,6 +147,7 @@ class HubspotClient:
                         self.limiter.day_spent()  # nothing more today, from any caller
                         raise DailyCapReached("HubSpot 429 DAILY: daily request cap reached")
                     wait = _retry_after(resp.headers) or _interval(resp.headers)
+                    # The budget holds the retry (and every other request) that long.
                     self.limiter.back_off(wait)
                     why = f"HubSpot 429 {policy or category}"
                 elif status >= 500:
@@ -161,7 +167,8 @@ class HubspotClient:
                 "hubspot request retried",
                 extra=kv(method=method, path=path, attempt=attempt, reason=why, wait_s=wait),
             )
-            self._sleep(wait)
+            if status != 429:
+                self._sleep(wait)  # a 429's wait is the limiter's, for every caller
             pause = min(pause * 2, BACKOFF_CAP_S)
         raise TransientWriteError(f"{why} (gave up after {self._max_attempts} attempts)")
 

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from adapters.hubspot import usage
 from router.errors import TransientWriteError
 
 WINDOW_S = 10.0
@@ -105,8 +106,10 @@ class RequestLimiter:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        adapter: str = "hubspot",
     ) -> None:
         self.budget = Budget(per_10s, daily)
+        self._waited = usage.THROTTLED.labels(adapter)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -122,6 +125,7 @@ class RequestLimiter:
                     self.budget.take(now)
                     return
             self.throttled_s += pause
+            self._waited.inc(pause)
             self._sleep(pause)
 
     def observe(self, headers: Mapping[str, str]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from adapters.hubspot.client import HubspotClient, read_token
 from adapters.hubspot.limiter import DailyCapReached, RequestLimiter
@@ -19,7 +20,10 @@ TOKEN = "pat-na1-very-secret-token"
 
 
 def _client(
-    handler: Callable[[httpx.Request], httpx.Response], slept: list[float], attempts: int = 4
+    handler: Callable[[httpx.Request], httpx.Response],
+    slept: list[float],
+    attempts: int = 4,
+    adapter: str = "hubspot",
 ) -> HubspotClient:
     now = [1_000_000.0]
 
@@ -27,7 +31,7 @@ def _client(
         slept.append(seconds)
         now[0] += seconds
 
-    limiter = RequestLimiter(1000, 100_000, clock=lambda: now[0], sleep=sleep)
+    limiter = RequestLimiter(1000, 100_000, clock=lambda: now[0], sleep=sleep, adapter=adapter)
     return HubspotClient(
         "https://api.example.test",
         TOKEN,
@@ -36,6 +40,7 @@ def _client(
         sleep=sleep,
         max_attempts=attempts,
         transport=httpx.MockTransport(handler),
+        adapter=adapter,
     )
 
 
@@ -68,6 +73,24 @@ def test_429_waits_as_the_headers_say_then_succeeds() -> None:
     # Retry-After (2 s) and the server's Remaining 0 for its 10 s interval: the limiter
     # holds the next request until the interval is over.
     assert sum(slept) >= 10
+
+
+def test_usage_metrics_count_outcomes_and_waits() -> None:
+    name = "metrics-probe"
+    responses = [
+        httpx.Response(429, headers=LIMITED, json={"policyName": "TEN_SECONDLY_ROLLING"}),
+        httpx.Response(503, json={}),
+        httpx.Response(200, json={}),
+    ]
+    _client(_answers(*responses), [], adapter=name).post("/x", {})
+
+    def sample(metric: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(metric, {"adapter": name, **labels})
+
+    for outcome in ("throttled", "server_error", "ok"):
+        assert sample("crmsync_adapter_api_requests_total", outcome=outcome) == 1
+    waited = sample("crmsync_adapter_api_throttled_seconds_total")
+    assert waited is not None and waited >= 9  # the 429's interval, held by the budget
 
 
 def test_5xx_and_dropped_connections_are_transient_after_retries() -> None:
