@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from adapters import links
+from adapters.base import VersionMismatch
 from router.errors import PermanentWriteError, TransientWriteError
 from router.events import Scalar
 from tests.integration.hubspot_rig import VirtualClock, delivery, drain, rig
@@ -161,6 +162,26 @@ def test_a_restored_contact_comes_back_as_a_record(tmp_path: Path) -> None:
         assert fake.live_count() == 2
         engine.capture(positions)
         assert drain(engine) == []
+
+
+def test_conditional_write_and_bounded_existence_checks(tmp_path: Path) -> None:
+    with rig(tmp_path) as (fake, adapter, _):
+        ids = fake.seed(250)
+        for sid in ids[::50]:
+            fake.delete(sid)
+        before = fake.requests["POST /crm/v3/objects/contacts/batch/read"]
+        with adapter.transaction() as tx:
+            present = adapter.existing_ids(tx, "contact", ids)
+            row = adapter.read_record(tx, "contact", ids[1], for_update=True)
+        assert present == set(ids) - set(ids[::50])
+        assert fake.requests["POST /crm/v3/objects/contacts/batch/read"] - before == 3 + 1
+        assert row is not None
+        fake.edit(ids[1], firstname="Someone")  # a user edit since the version last seen
+        with adapter.transaction() as tx, pytest.raises(VersionMismatch) as missed:
+            adapter.write_record(tx, "contact", ids[1], "r", {"first_name": "X"}, "stale")
+        assert missed.value.current is not None
+        contact = fake.get(ids[1])
+        assert contact is not None and contact.properties["firstname"] == "Someone"
 
 
 def test_errors_are_classified(tmp_path: Path) -> None:
