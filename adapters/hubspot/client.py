@@ -159,7 +159,7 @@ class HubspotClient:
                         "api.token_file (a private-app token with the crm.objects scopes)"
                     )
                 else:
-                    raise PermanentWriteError(f"HubSpot {status} {category}: {message}")
+                    raise refused(f"HubSpot {status} {category}: {message}", category)
             if attempt == self._max_attempts:
                 break
             self.retries += 1
@@ -171,6 +171,16 @@ class HubspotClient:
                 self._sleep(wait)  # a 429's wait is the limiter's, for every caller
             pause = min(pause * 2, BACKOFF_CAP_S)
         raise TransientWriteError(f"{why} (gave up after {self._max_attempts} attempts)")
+
+
+def refused(message: str, category: str) -> PermanentWriteError:
+    """A permanent error whose message is HubSpot's own text, which may quote the value
+    it refused ("Email address ... is invalid"): that text goes to the DLQ header, logs
+    get the category only (``log_text``, which router.errors' WriteError logs instead of
+    the message; set through ``vars`` so it also holds where the constructor predates it)."""
+    err = PermanentWriteError(message)
+    vars(err)["log_text"] = f"HubSpot {category}"
+    return err
 
 
 def _interval(headers: Mapping[str, str]) -> float:

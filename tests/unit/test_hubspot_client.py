@@ -108,9 +108,14 @@ def test_5xx_and_dropped_connections_are_transient_after_retries() -> None:
 
 
 def test_validation_and_auth_errors_are_permanent_and_409_is_data() -> None:
-    bad = httpx.Response(400, json={"category": "VALIDATION_ERROR", "message": "Property x"})
-    with pytest.raises(PermanentWriteError, match="400 VALIDATION_ERROR"):
+    bad = httpx.Response(
+        400, json={"category": "VALIDATION_ERROR", "message": "Email address ada@x is invalid"}
+    )
+    with pytest.raises(PermanentWriteError, match="400 VALIDATION_ERROR") as invalid:
         _client(_answers(bad), []).post("/x", {})
+    # HubSpot's text (it quotes the value) is for the DLQ; logs get the category only.
+    assert "ada@x" in str(invalid.value)
+    assert vars(invalid.value)["log_text"] == "HubSpot VALIDATION_ERROR"
     denied = httpx.Response(401, json={"category": "INVALID_AUTHENTICATION"})
     with pytest.raises(PermanentWriteError, match=r"check api\.token_file"):
         _client(_answers(denied), []).post("/x", {})
