@@ -16,6 +16,10 @@ from router.errors import ConfigError
 
 def make_adapter(config: AdapterConfig, where: str = "adapter config") -> Adapter:
     """The adapter ``config.kind`` names; a bad setting raises ConfigError naming its key."""
+    if config.kind == "hubspot":
+        from adapters.hubspot.adapter import HubspotAdapter
+
+        return HubspotAdapter(config, where=where)
     if config.kind == "sql":
         from adapters.sql import SqlAdapter
 

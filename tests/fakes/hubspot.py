@@ -144,6 +144,11 @@ class FakeHubSpot:
             else:
                 self.store.archive(contact_id)
 
+    def restore(self, contact_id: str) -> None:
+        """Restore an archived contact from the recycle bin, as a HubSpot user can."""
+        with self.lock:
+            self.store.restore(contact_id)
+
     def get(self, contact_id: str) -> Contact | None:
         with self.lock:
             c = self.store.contacts.get(contact_id)

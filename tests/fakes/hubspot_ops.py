@@ -8,6 +8,8 @@ are written and the response is 207 with `errors` naming each failed trace id.
 
 from __future__ import annotations
 
+import heapq
+import operator
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -181,30 +183,66 @@ def _value(c: Contact, name: str) -> int | str | None:
     return c.properties.get(name)
 
 
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "EQ": lambda a, b: a == b,
-    "NEQ": lambda a, b: a != b,
-    "GT": lambda a, b: a > b,
-    "GTE": lambda a, b: a >= b,
-    "LT": lambda a, b: a < b,
-    "LTE": lambda a, b: a <= b,
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "EQ": operator.eq,
+    "NEQ": operator.ne,
+    "GT": operator.gt,
+    "GTE": operator.ge,
+    "LT": operator.lt,
+    "LTE": operator.le,
 }
 
 
-def _matches(c: Contact, f: dict[str, Any]) -> bool:
+LMD = "lastmodifieddate"
+_NUMERIC: dict[str, Callable[[Contact], int]] = {
+    "createdate": lambda c: c.created_ms,
+    "lastmodifieddate": lambda c: c.updated_ms,
+    "hs_object_id": lambda c: int(c.id),
+}
+
+
+def _predicate(f: dict[str, Any]) -> Callable[[Contact], bool]:
+    """One filter as a test of a contact, its value parsed once per query (a search
+    reads every contact, so this is what 25,000-contact tests spend their time on)."""
     name, op = f.get("propertyName"), f.get("operator")
     if op == "HAS_PROPERTY":
-        return _value(c, str(name)) is not None
+        return lambda c: _value(c, str(name)) is not None
     if op not in _OPS or not isinstance(name, str) or "value" not in f:
         raise validation(f"Unsupported filter: {op} on {name}")
-    have = _value(c, name)
-    if have is None:
-        return bool(op == "NEQ")
-    if isinstance(have, int):
-        want: int | str = _int(f["value"], name)
-    else:
-        have, want = have.lower(), str(f["value"]).lower()
-    return bool(_OPS[op](have, want))
+    compare = _OPS[op]
+    numeric = _NUMERIC.get(name)
+    if numeric is not None:
+        want_int = _int(f["value"], name)
+        return lambda c: bool(compare(numeric(c), want_int))
+    want = str(f["value"]).lower()
+
+    def text(c: Contact) -> bool:
+        have = c.properties.get(name)
+        if have is None:
+            return bool(op == "NEQ")
+        return bool(compare(have.lower(), want))
+
+    return text
+
+
+def _lmd_floor(groups: list[dict[str, Any]]) -> int | None:
+    """The lowest lastmodifieddate any group admits, when every group bounds it below."""
+    floors = []
+    for g in groups:
+        bounds = [
+            _int(f["value"], LMD) + (1 if f["operator"] == "GT" else 0)
+            for f in g.get("filters", [])
+            if f.get("propertyName") == LMD and f.get("operator") in ("GT", "GTE", "EQ")
+        ]
+        if not bounds:
+            return None
+        floors.append(max(bounds))
+    return min(floors) if floors else None
+
+
+def _group(filters: list[dict[str, Any]]) -> Callable[[Contact], bool]:
+    tests = [_predicate(f) for f in filters]
+    return lambda c: all(t(c) for t in tests)
 
 
 def search(store: Store, body: Any) -> Response:
@@ -230,11 +268,12 @@ def search(store: Store, body: Any) -> Response:
                 raise validation(
                     f"Unsupported filter: {f.get('operator')} on {f.get('propertyName')}"
                 )
-    hits = [
-        c
-        for c in store.searchable()
-        if not groups or any(all(_matches(c, f) for f in g.get("filters", [])) for g in groups)
-    ]
+    tests = [_group(g.get("filters", [])) for g in groups]
+    pool = store.searchable()
+    floor = _lmd_floor(groups)
+    if floor is not None:  # a cheap first cut; every filter is still applied below
+        pool = [c for c in pool if c.updated_ms >= floor]
+    hits = [c for c in pool if not tests or any(t(c) for t in tests)]
     sorts = body.get("sorts") or []
     if len(sorts) > 1:
         raise validation("Search supports one sort")
@@ -242,8 +281,11 @@ def search(store: Store, body: Any) -> Response:
     if sorts:
         key = str(sorts[0].get("propertyName"))
         desc = str(sorts[0].get("direction", "ASCENDING")).upper().startswith("DESC")
-    hits.sort(key=lambda c: (_sort_key(c, key), int(c.id)), reverse=desc)
-    page = hits[after : after + limit]
+    order: Callable[[Contact], Any] = lambda c: (_sort_key(c, key), int(c.id))  # noqa: E731
+    # Only the first after + limit in order are needed: nsmallest/nlargest equal
+    # sorted(...)[:n] and cost a fraction of sorting every hit per page.
+    pick = heapq.nlargest if desc else heapq.nsmallest
+    page = pick(after + limit, hits, key=order)[after:]
     wanted = body.get("properties") or None
     out: dict[str, Any] = {"total": len(hits), "results": [c.render(wanted) for c in page]}
     if after + limit < len(hits):

@@ -227,6 +227,18 @@ class Store:
         c.updated_ms = max(self.now_ms(), c.updated_ms)
         self._reindex(c, c.updated_ms)
 
+    def restore(self, contact_id: str) -> Contact:
+        """Bring an archived contact back under its id (HubSpot's recycle bin, 90 days)."""
+        c = self.contacts.get(contact_id)
+        if c is None or not c.archived:
+            raise ApiError(404, "OBJECT_NOT_FOUND", "Object not found")
+        self._check_email(c.properties, c.id)
+        c.archived = False
+        self._index_email(c, None)
+        c.updated_ms = max(self.now_ms(), c.updated_ms)
+        self._reindex(c, c.updated_ms)
+        return c
+
     def purge(self, contact_id: str) -> None:
         c = self.contacts.pop(contact_id, None)
         if c is not None and not c.archived:
@@ -251,7 +263,10 @@ class Store:
         now = self.clock()
         out: list[Contact] = []
         for versions in self.index.values():
-            seen = [doc for visible, doc in versions if visible <= now]
-            if seen and seen[-1] is not None:
-                out.append(seen[-1])
+            visible, doc = versions[-1]
+            if visible > now:  # the newest version is not searchable yet: the last that is
+                seen = [d for v, d in versions if v <= now]
+                doc = seen[-1] if seen else None
+            if doc is not None:
+                out.append(doc)
         return out
