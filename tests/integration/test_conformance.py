@@ -8,6 +8,7 @@ tests/fakes and ``adapters.kit.DRIVERS["hubspot"]``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -17,7 +18,10 @@ import pytest
 import sqlalchemy as sa
 
 from adapters.kit import CHECKS, Subject, open_subject
+from adapters.kit.file_driver import FileDriver
 from router.adapter_config import AdapterConfig
+from router.events import Scalar
+from tests.integration.cli_runner import Result, run_cli
 from tests.integration.test_sql_servers import UPDATED_AT, private_database
 
 pytestmark = pytest.mark.integration
@@ -100,3 +104,62 @@ def subject(
 @pytest.mark.parametrize("check", list(CHECKS))
 def test_adapter_conforms(subject: Subject, check: str) -> None:
     CHECKS[check](subject)
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+class LyingDriver(FileDriver):
+    """A driver whose CRM refuses nothing and never goes away: those two checks fail."""
+
+    def refused(self, entity: str) -> dict[str, Scalar]:
+        return {}
+
+    @contextmanager
+    def outage(self) -> Iterator[None]:
+        yield
+
+
+def _toml(tmp: Path) -> Path:
+    (tmp / "export").mkdir()
+    path = tmp / "export.toml"
+    path.write_text(
+        'name = "export"\nkind = "file"\n[write]\nrate = "40/s"\n'
+        f"[entities.contact]\npath = {json.dumps(str(tmp / 'export' / 'contacts.csv'))}\n"
+        'fields = { email = "email", first_name = "first", last_name = "last" }\n'
+        '[entities.contact.transforms.score]\ntype = "integer"\n'
+    )
+    return path
+
+
+def _conformance(*args: str) -> Result:
+    root = Path(__file__).resolve().parents[2]
+    env = {"PYTHONPATH": str(root)}
+    return run_cli("adapter", "conformance", *args, amqp=None, cwd=root, env=env)
+
+
+def test_command_passes_a_conforming_adapter(tmp_path: Path) -> None:
+    result = _conformance(str(_toml(tmp_path)), "--verbose")
+    assert result.code == 0, result
+    lines = result.stdout.splitlines()
+    assert [line.split()[1].rstrip(":") for line in lines[:-1]] == list(CHECKS)
+    assert all(line.startswith("ok") for line in lines[:-1])
+    assert lines[-1] == f"{len(CHECKS)} of {len(CHECKS)} checks passed"
+
+
+def test_command_prints_one_line_per_failed_check_and_fails(tmp_path: Path) -> None:
+    result = _conformance(str(_toml(tmp_path)), "--driver", f"{__name__}:LyingDriver")
+    assert result.code == 1, result
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert [line.split()[1] for line in failed] == [
+        "refused_is_permanent:",
+        "outage_is_transient:",
+    ], result.stdout
+    assert "was applied, not refused" in failed[0]
+    assert result.stdout.splitlines()[-1] == f"{len(CHECKS) - 2} of {len(CHECKS)} checks passed"
+
+
+def test_command_reports_a_config_it_cannot_load(tmp_path: Path) -> None:
+    result = _conformance(str(tmp_path / "missing.toml"))
+    assert result.code == 1
+    assert result.stdout.splitlines()[0].startswith("FAIL setup: ConfigError: ")
