@@ -45,7 +45,7 @@ def _config(kind: str, entity: dict[str, Any], **sections: Any) -> AdapterConfig
 def _sql(backend: str, tmp: Path, soft: bool) -> Iterator[AdapterConfig]:
     with private_database(backend, tmp) as url:
         engine = sa.create_engine(url)
-        columns = [
+        columns: list[sa.schema.SchemaItem] = [
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
             sa.Column("email", sa.String(255)),
             sa.Column("fname", sa.String(100)),
