@@ -4,7 +4,7 @@
   numbers, one record at a time (constant memory). A CSV record may span lines: a
   quoted value can hold a newline, so a record ends at a newline outside quotes
   (RFC 4180 doubles quotes inside quoted values, so an even count of ``"`` means the
-  record is complete). JSON Lines: one object per line; blank lines are skipped.
+  record is complete). JSON Lines: one object per line. Blank lines are skipped.
 * :func:`decode` / :func:`encode` turn one record's bytes into ``column -> value`` and
   back. CSV holds text only: an empty value reads as null, null writes as empty,
   booleans as ``true``/``false``, other values as ``str``; typed fields come back
@@ -73,8 +73,8 @@ def frames(stream: BinaryIO, fmt: Format, offset: int = 0, line: int = 1) -> Ite
                 chunk += more
                 offset += len(more)
                 line += 1
-        if fmt == "jsonl" and not chunk.strip():
-            continue
+        if not chunk.strip():
+            continue  # a blank line holds no record (CSV or JSON Lines)
         yield Frame(start, len(chunk), first, chunk)
 
 

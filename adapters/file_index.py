@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,9 +83,12 @@ class Located:
 
 def signature(path: Path) -> str | None:
     try:
-        st = path.stat()
+        return _signature(path.stat())
     except FileNotFoundError:
         return None
+
+
+def _signature(st: os.stat_result) -> str:
     return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
@@ -150,7 +154,7 @@ class FileIndex:
         seen: set[str] = set()  # ids of the batch in hand (duplicates across batches: gen)
         next_line = 1
         with self.path.open("rb") as f:
-            sig = signature(self.path)
+            sig = _signature(os.fstat(f.fileno()))  # of the file read, even if replaced now
             for frame in codec.frames(f, self.fmt):
                 next_line = frame.line + frame.raw.count(b"\n")
                 try:
@@ -163,7 +167,7 @@ class FileIndex:
                     if sid is None or sid == "" or isinstance(sid, (dict, list, bool)):
                         raise BadRecord(f"no value in the id column {self.id_column!r}")
                     sid = str(sid)
-                    if sid in seen or self._seen_before(tx, sid, gen):
+                    if sid in seen:
                         raise BadRecord("an id an earlier record has (the first one counts)")
                 except BadRecord as e:
                     self._bad(frame.line, str(e))
@@ -198,10 +202,6 @@ class FileIndex:
                 f"{', '.join(missing)} (entities.{self.entity}.fields)"
             )
 
-    def _seen_before(self, tx: Connection, sid: str, gen: int) -> bool:
-        query = sa.select(rows.c.gen).where(rows.c.entity == self.entity, rows.c.sid == sid)
-        return tx.execute(query).scalar() == gen
-
     def _bad(self, line: int, reason: str) -> None:
         self.bad_lines += 1
         self.log.warning(
@@ -222,13 +222,18 @@ class FileIndex:
         if not batch:
             return
         sids = [sid for _, sid, _ in batch]
-        query = sa.select(rows.c.sid, rows.c.digest, rows.c.rev).where(
+        query = sa.select(rows.c.sid, rows.c.digest, rows.c.rev, rows.c.gen).where(
             rows.c.entity == self.entity, rows.c.sid.in_(sids)
         )
-        old = {r.sid: (r.digest, r.rev) for r in tx.execute(query)}
-        tx.execute(rows.delete().where(rows.c.entity == self.entity, rows.c.sid.in_(sids)))
+        old = {r.sid: (r.digest, r.rev, r.gen) for r in tx.execute(query)}
+        doubles = {sid for sid, (_, _, seen) in old.items() if seen == gen}
+        fresh = [sid for sid in sids if sid not in doubles]
+        tx.execute(rows.delete().where(rows.c.entity == self.entity, rows.c.sid.in_(fresh)))
         values = []
         for frame, sid, deleted in batch:
+            if sid in doubles:  # an earlier batch of this scan indexed the id
+                self._bad(frame.line, "an id an earlier record has (the first one counts)")
+                continue
             known = old.get(sid)
             d = frame.digest
             values.append(
@@ -245,7 +250,8 @@ class FileIndex:
                     "gen": gen,
                 }
             )
-        tx.execute(rows.insert(), values)
+        if values:
+            tx.execute(rows.insert(), values)
 
     # -- reading records ----------------------------------------------------------------
     def locate(
@@ -315,8 +321,15 @@ class FileIndex:
         return [r.sid for r in tx.execute(query.order_by(rows.c.sid).limit(limit))]
 
     def present(self, tx: Connection, sids: Sequence[str]) -> set[str]:
-        """Which of these ids have a record (pending writes included)."""
-        return {sid for sid, where in self.locate(tx, sids).items() if where is not None}
+        """Which of these ids have a record (staged writes included), from the index."""
+        found: set[str] = set()
+        for start in range(0, len(sids), BATCH):
+            part = list(sids[start : start + BATCH])
+            query = sa.select(rows.c.sid).where(rows.c.entity == self.entity, rows.c.sid.in_(part))
+            found.update(r.sid for r in tx.execute(query))
+            for sid, staged in self._pending(tx, part).items():
+                (found.add if staged is not None else found.discard)(sid)
+        return found
 
     def count(self, tx: Connection) -> int:
         query = sa.select(sa.func.count()).select_from(rows)

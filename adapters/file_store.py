@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from typing import Any
 
 import sqlalchemy as sa
@@ -150,6 +151,8 @@ class FileStore(FileIndex):
             out.writelines(raw for raw in left.values() if raw is not None)
             out.flush()
             os.fsync(out.fileno())
+        if self.path.exists():
+            os.chmod(tmp, stat.S_IMODE(self.path.stat().st_mode))  # the export's own mode
         os.replace(tmp, self.path)
         fd = os.open(self.path.parent, os.O_RDONLY)
         try:
