@@ -21,7 +21,7 @@ from router.events import ChangeEvent, Scalar
 
 # Measured rates may exceed the cap by this much (timer resolution, rounding).
 RATE_TOLERANCE: Final = 1.05
-RATE_WINDOW: Final = 1.0  # seconds of writes the rate check measures
+RATE_WINDOW: Final = 0.5  # seconds of writes the rate check measures
 RATE_MAX_WRITES: Final = 300
 
 

@@ -15,6 +15,9 @@ as an exporter would) and a new adapter brings its own. Five methods:
   raise :class:`~router.errors.TransientWriteError`), reachable again after it.
 * ``close()``: release what the driver opened.
 
+Optional: ``sample(entity, fields) -> fields``, the kit's generated values adjusted to
+what the CRM stores (the ``sql`` driver gives boolean and number columns such values).
+
 A driver is made by a factory ``(config, adapter) -> driver``; :data:`DRIVERS` names
 the shipped ones by kind, and ``--driver module:factory`` picks another.
 """

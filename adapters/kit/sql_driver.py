@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from adapters.base import Adapter
 from adapters.kit.driver import KitSetupError
@@ -34,6 +35,13 @@ class SqlDriver:
         row[t.updated_at] = t.now(self.engine.dialect.name)
         return row
 
+    def _related(self, conn: Connection, t: Table, sid: str, fields: dict[str, Scalar]) -> None:
+        """Related rows (SuiteCRM's email) as the application writes them."""
+        if t.extras is not None:
+            refs = set(t.mapping.references)
+            mine = {n: v for n, v in fields.items() if n not in refs}
+            t.extras.write(conn, t.key(sid), mine, t.now(self.engine.dialect.name))
+
     def insert(self, entity: str, fields: dict[str, Scalar]) -> str:
         t = self.adapter.tables[entity]
         row = self._stamped(t, t.values(fields))
@@ -45,17 +53,21 @@ class SqlDriver:
             row[t.id] = f"user-{uuid.uuid4().hex[:12]}"
         with self.engine.begin() as conn:
             result = conn.execute(t.table.insert().values(row))
-        if not t.int_ids:
-            return str(row[t.id])
-        key = result.inserted_primary_key
-        assert key is not None
-        return str(key[0])
+            if t.int_ids:
+                key = result.inserted_primary_key
+                assert key is not None
+                sid = str(key[0])
+            else:
+                sid = str(row[t.id])
+            self._related(conn, t, sid, fields)
+        return sid
 
     def update(self, entity: str, source_record_id: str, fields: dict[str, Scalar]) -> None:
         t = self.adapter.tables[entity]
         query = t.table.update().where(t.id == t.key(source_record_id))
         with self.engine.begin() as conn:
             conn.execute(query.values(self._stamped(t, t.values(fields))))
+            self._related(conn, t, source_record_id, fields)
 
     def delete(self, entity: str, source_record_id: str) -> None:
         t = self.adapter.tables[entity]
@@ -70,19 +82,35 @@ class SqlDriver:
         with self.engine.begin() as conn:
             conn.execute(query)
 
+    def sample(self, entity: str, fields: dict[str, Scalar]) -> dict[str, Scalar]:
+        """The kit's sample with values of the column's type where it is not text."""
+        t = self.adapter.tables[entity]
+        typed: dict[type, Scalar] = {bool: True, int: 7, float: 7.5}
+        out = dict(fields)
+        for name, col in t.fields.items():
+            kind = _python_type(col)
+            if name in out and kind in typed:
+                out[name] = typed[kind]
+        return out
+
     def refused(self, entity: str) -> dict[str, Scalar]:
-        """A null for a NOT NULL column, else a value longer than a column holds."""
+        """A null for a NOT NULL column; on a server (SQLite takes any value) text for a
+        typed column, else a value longer than a column holds."""
         t = self.adapter.tables[entity]
         for name, col in t.fields.items():
             if not col.nullable and not col.primary_key:
                 return {name: None}
+        server = self.engine.dialect.name != "sqlite"
+        for name, col in t.fields.items():
+            if server and _python_type(col) in (bool, int, float):
+                return {name: "not a value of its type"}
         for name, col in t.fields.items():
             length = getattr(col.type, "length", None)
-            if isinstance(length, int) and self.engine.dialect.name != "sqlite":
+            if server and isinstance(length, int):
                 return {name: "x" * (length + 1)}
         raise KitSetupError(
-            f"entities.{entity}: no mapped column refuses a value (give one NOT NULL, "
-            "or a length on a server database)"
+            f"entities.{entity}: no mapped column refuses a value (give one NOT NULL; on "
+            "a server a typed column or a length does too)"
         )
 
     @contextmanager
@@ -103,3 +131,10 @@ class SqlDriver:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _python_type(column: sa.Column[Any]) -> type | None:
+    try:
+        return column.type.python_type
+    except NotImplementedError:
+        return None

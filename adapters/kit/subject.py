@@ -97,6 +97,8 @@ class Subject:
         mapping = self.config.entities[self.entity]
         fields: dict[str, Scalar] = {}
         for name in self.engine.mapped[self.entity]:
+            if name in mapping.references:
+                continue  # a reference is another record's global id: none to give
             t = mapping.transforms.get(name)
             if t is not None and t.direction == "read":
                 continue
@@ -106,7 +108,8 @@ class Subject:
                 fields[name] = next(iter(t.map.values()))
             else:
                 fields[name] = known.get(name, f"kit {name} {tag}")
-        return fields
+        adjust = getattr(self.driver, "sample", None)  # optional: the CRM's own types
+        return adjust(self.entity, fields) if adjust is not None else fields
 
     def readable(self, fields: dict[str, Scalar]) -> dict[str, Scalar]:
         """``fields`` as capture reports them (cleansed; write-only fields left out)."""

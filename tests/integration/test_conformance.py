@@ -19,14 +19,19 @@ import sqlalchemy as sa
 
 from adapters.kit import CHECKS, Subject, open_subject
 from adapters.kit.file_driver import FileDriver
-from router.adapter_config import AdapterConfig
+from router.adapter_config import AdapterConfig, DatabaseConfig, load_adapter
 from router.events import Scalar
+from tests.integration import crm_layouts
 from tests.integration.cli_runner import Result, run_cli
+from tests.integration.crm_layouts import ODOO_DDL, SUITECRM_DDL
 from tests.integration.test_sql_servers import UPDATED_AT, private_database
 
 pytestmark = pytest.mark.integration
 
 RATE = "40/s"  # every case holds a [write] rate, so rate_limit measures it
+
+
+Kit = tuple[AdapterConfig, str | None]  # the config, and the entity to check (None: first)
 
 
 def _config(kind: str, entity: dict[str, Any], **sections: Any) -> AdapterConfig:
@@ -42,7 +47,7 @@ def _config(kind: str, entity: dict[str, Any], **sections: Any) -> AdapterConfig
 
 
 @contextmanager
-def _sql(backend: str, tmp: Path, soft: bool) -> Iterator[AdapterConfig]:
+def _sql(backend: str, tmp: Path, soft: bool) -> Iterator[Kit]:
     with private_database(backend, tmp) as url:
         engine = sa.create_engine(url)
         columns: list[sa.schema.SchemaItem] = [
@@ -62,11 +67,11 @@ def _sql(backend: str, tmp: Path, soft: bool) -> Iterator[AdapterConfig]:
         }
         if soft:
             entity["deleted"] = "is_deleted"
-        yield _config("sql", entity, database={"url": url})
+        yield _config("sql", entity, database={"url": url}), None
 
 
 @contextmanager
-def _file(fmt: str, tmp: Path, soft: bool) -> Iterator[AdapterConfig]:
+def _file(fmt: str, tmp: Path, soft: bool) -> Iterator[Kit]:
     folder = tmp / "export"
     folder.mkdir()
     entity: dict[str, Any] = {
@@ -77,10 +82,22 @@ def _file(fmt: str, tmp: Path, soft: bool) -> Iterator[AdapterConfig]:
     }
     if soft:
         entity["deleted"] = "deleted"
-    yield _config("file", entity)
+    yield _config("file", entity), None
 
 
-Case = Callable[[Path], AbstractContextManager[AdapterConfig]]
+@contextmanager
+def _shipped(name: str, backend: str, ddl: list[str], tmp: Path) -> Iterator[Kit]:
+    """A shipped config on its CRM's own table layout, checked on its contacts (related
+    email, a reference to the company)."""
+    with private_database(backend, tmp) as url:
+        engine = sa.create_engine(url)
+        crm_layouts.create(engine, ddl)
+        engine.dispose()
+        shipped = load_adapter(Path(__file__).resolve().parents[2] / "config/adapters" / name)
+        yield shipped.model_copy(update={"database": DatabaseConfig(url=url)}), "contact"
+
+
+Case = Callable[[Path], AbstractContextManager[Kit]]
 
 CASES: dict[str, Case] = {
     "sql-sqlite": lambda tmp: _sql("sqlite", tmp, soft=False),
@@ -88,6 +105,8 @@ CASES: dict[str, Case] = {
     "sql-mariadb": lambda tmp: _sql("mariadb", tmp, soft=False),
     "file-csv": lambda tmp: _file("csv", tmp, soft=False),
     "file-jsonl": lambda tmp: _file("jsonl", tmp, soft=True),
+    "suitecrm-mariadb": lambda tmp: _shipped("suitecrm.toml", "mariadb", SUITECRM_DDL, tmp),
+    "odoo-postgresql": lambda tmp: _shipped("odoo.toml", "postgresql", ODOO_DDL, tmp),
     # "hubspot": lambda tmp: _hubspot(tmp),  (wip/hubspot: the fake server's config)
 }
 
@@ -97,7 +116,7 @@ def subject(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Subject]:
     tmp = tmp_path_factory.mktemp(request.param)
-    with CASES[request.param](tmp) as config, open_subject(config, tmp / "kit") as s:
+    with CASES[request.param](tmp) as kit, open_subject(kit[0], tmp / "kit", entity=kit[1]) as s:
         yield s
 
 
