@@ -5,8 +5,8 @@
 (``entities.<e>.id``), the mapped columns and optionally a ``deleted`` flag column. The
 adapter indexes the file in the links database, one record at a time (constant memory):
 id -> byte offset, digest of the record's bytes (its version) and the *revision* at
-which those bytes last changed. Capture reads only records whose revision is at or after
-its cursor, seeking to each, so a poll of an unchanged file reads nothing and a page
+which those bytes last changed. Capture reads only records of revisions after its cursor,
+seeking to each, so a poll of an unchanged file reads nothing and a page
 never costs more than its own records. The file is indexed again whenever its signature
 (inode, size, mtime) changes: a record whose bytes changed is an update, a record that
 disappeared a hard delete (found by the SDK's id comparison), a ``deleted`` flag a soft
@@ -34,6 +34,7 @@ as one change.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -60,6 +61,20 @@ from router.events import Scalar
 from router.logs import kv
 
 PAGE = 500
+# Capture positions: revision R is the span [R * SPAN, R * SPAN + SPAN - 1], and a
+# record of R sits at the span's end. Capture reads from its cursor less the overlap
+# (seconds, meant for late commits a file index never has): from inside the span, so
+# the next poll starts at R + 1 instead of reading revision R again every poll.
+SPAN = 1_000_000
+
+
+def position(rev: int) -> int:
+    return rev * SPAN + SPAN - 1
+
+
+def first_revision(since: Any) -> int | None:
+    """The first revision whose records are at or after ``since`` (None: all)."""
+    return None if since is None else math.ceil(since / SPAN)
 
 
 class _Refused:
@@ -150,7 +165,7 @@ class FileAdapter(LinkStoreAdapter):
             fields=fields,
             deleted=at.deleted,
             version=codec.digest(at.raw),
-            position=at.rev,
+            position=position(at.rev),
         )
 
     def _rows(self, tx: Connection, e: _Entity, sids: Sequence[str]) -> list[SourceRow]:
@@ -163,13 +178,14 @@ class FileAdapter(LinkStoreAdapter):
         return e
 
     def horizon(self, tx: Connection, entity: str) -> Horizon:
-        return Horizon(self._open(tx, entity).store.revision(tx))
+        return Horizon(position(self._open(tx, entity).store.revision(tx)))
 
     def read_changes(
         self, tx: Connection, entity: str, since: Any, after: tuple[Any, str] | None, limit: int
     ) -> list[SourceRow]:
         e = self._open(tx, entity)
-        return self._rows(tx, e, e.store.changed(tx, since, after, limit))
+        keyset = None if after is None else (int(after[0]) // SPAN, after[1])
+        return self._rows(tx, e, e.store.changed(tx, first_revision(since), keyset, limit))
 
     def read_record(
         self, tx: Connection, entity: str, source_record_id: str, for_update: bool = False

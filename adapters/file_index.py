@@ -300,9 +300,10 @@ class FileIndex:
         return {r.sid: r.raw for r in tx.execute(query)}  # the last write of each id
 
     def changed(
-        self, tx: Connection, since: Any, after: tuple[Any, str] | None, limit: int
+        self, tx: Connection, since: int | None, after: tuple[int, str] | None, limit: int
     ) -> list[str]:
-        """Ids of records whose revision is at or after ``since``, in (rev, id) order."""
+        """Ids of records of revision ``since`` or later (None: all), in (rev, id) order,
+        strictly after the keyset ``after``."""
         query = sa.select(rows.c.sid).where(rows.c.entity == self.entity)
         if since is not None:
             query = query.where(rows.c.rev >= since)
