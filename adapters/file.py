@@ -253,11 +253,33 @@ class FileAdapter(LinkStoreAdapter):
         return at
 
     def _stage(self, tx: Connection, e: _Entity, sid: str, record: dict[str, Any]) -> SourceRow:
-        raw = codec.encode(e.store.fmt, e.store.columns(), record)
-        e.store.stage(tx, sid, raw)
+        return self._stage_many(tx, e, [(sid, record)])[0]
+
+    def _stage_many(
+        self, tx: Connection, e: _Entity, records: list[tuple[str, dict[str, Any]]]
+    ) -> list[SourceRow]:
+        staged = [(sid, codec.encode(e.store.fmt, e.store.columns(), r)) for sid, r in records]
+        e.store.stage(tx, staged)
         self._dirty.add(e.name)
-        at = Located(sid, raw, 0, e.store.revision(tx), e.store.is_deleted(record))
-        return self._row(e, at)
+        rev = e.store.revision(tx)
+        return [
+            self._row(e, Located(sid, raw, 0, rev, e.store.is_deleted(record)))
+            for (sid, raw), (_, record) in zip(staged, records, strict=True)
+        ]
+
+    def _record(
+        self, e: _Entity, sid: str, current: Located | None, fields: dict[str, Scalar]
+    ) -> dict[str, Any]:
+        """The record to write: the current one (unmapped columns kept) with ``fields``."""
+        try:
+            columns = e.mapper.write(dict(fields))
+        except TransformError as err:
+            raise PermanentWriteError(f"{e.name}: cannot write {err}") from None
+        base = codec.decode(e.store.fmt, e.store.columns(), current.raw) if current else {}
+        record: dict[str, Any] = {e.mapping.id: sid, **base, **columns}
+        if e.mapping.deleted is not None:
+            record[e.mapping.deleted] = not e.mapping.deleted_value
+        return record
 
     def write_record(
         self,
@@ -275,16 +297,19 @@ class FileAdapter(LinkStoreAdapter):
         current = self._current(tx, e, sid, expected_version)
         if source_record_id is not None and current is None:
             raise VersionMismatch(None)
-        try:
-            columns = e.mapper.write(dict(fields))
-        except TransformError as err:
-            raise PermanentWriteError(f"{entity}: cannot write {err}") from None
         # An insert whose id is there already (a write redone after a crash) replaces it.
-        base = codec.decode(e.store.fmt, e.store.columns(), current.raw) if current else {}
-        record: dict[str, Any] = {e.mapping.id: sid, **base, **columns}
-        if e.mapping.deleted is not None:
-            record[e.mapping.deleted] = not e.mapping.deleted_value
-        return self._stage(tx, e, sid, record)
+        return self._stage(tx, e, sid, self._record(e, sid, current, fields))
+
+    def insert_many(
+        self, tx: Connection, entity: str, items: Sequence[tuple[str, dict[str, Scalar]]]
+    ) -> list[SourceRow]:
+        """One lookup and one staging statement for the batch (a migration's)."""
+        e = self.files[entity]
+        self._writable(e)
+        e.store.refresh(tx)
+        current = e.store.locate(tx, [record_id for record_id, _ in items])
+        records = [(rid, self._record(e, rid, current.get(rid), f)) for rid, f in items]
+        return self._stage_many(tx, e, records)
 
     def delete_record(
         self, tx: Connection, entity: str, source_record_id: str, expected_version: str | None
@@ -296,7 +321,7 @@ class FileAdapter(LinkStoreAdapter):
         if current is None:
             return None  # already gone: the delete is done
         if e.mapping.deleted is None:
-            e.store.stage(tx, source_record_id, None)
+            e.store.stage(tx, [(source_record_id, None)])
             self._dirty.add(entity)
             return None
         record = codec.decode(e.store.fmt, e.store.columns(), current.raw)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,9 +32,11 @@ class FileStore(FileIndex):
     """One entity's file: its index, and the writes into it."""
 
     # -- writing ---------------------------------------------------------------------------
-    def stage(self, tx: Connection, sid: str, raw: bytes | None) -> None:
-        """A write of ``sid``'s record (None: remove it), committed with ``tx``."""
-        tx.execute(pending.insert().values(entity=self.entity, sid=sid, raw=raw))
+    def stage(self, tx: Connection, writes: Sequence[tuple[str, bytes | None]]) -> None:
+        """Writes of records (an id, its bytes; None: remove it), committed with ``tx``."""
+        if writes:
+            rows_ = [{"entity": self.entity, "sid": sid, "raw": raw} for sid, raw in writes]
+            tx.execute(pending.insert(), rows_)
 
     def flush(self, engine: sa.Engine) -> None:
         """Put the pending writes into the file (after their commit, or after a crash)."""

@@ -18,7 +18,7 @@ from adapters.file import FileAdapter
 from adapters.file_store import FileStore
 from router.adapter_config import AdapterConfig
 from router.errors import TransientWriteError
-from router.events import ChangeEvent, decode
+from router.events import ChangeEvent, Scalar, decode
 
 FIELDS = {"email": "email", "first_name": "first", "last_name": "last"}
 
@@ -289,3 +289,27 @@ def test_a_crash_after_the_rewrite_does_not_duplicate(
         "r2,b@example.org,,",
     ]
     assert _pending(adapter) == 0
+
+
+def test_a_batch_is_staged_at_once_and_a_redone_one_does_not_duplicate(tmp_path: Path) -> None:
+    adapter = FileAdapter(config(tmp_path, "jsonl"))
+    items: list[tuple[str, dict[str, Scalar]]] = [
+        (f"r{i}", {"email": f"p{i}@example.org", "last_name": str(i)}) for i in range(4)
+    ]
+    with adapter.transaction() as tx:
+        back = adapter.insert_many(tx, "contact", items[:2])
+    with adapter.transaction() as tx:  # the batch again, after a crash lost its outcome
+        again = adapter.insert_many(tx, "contact", items)
+    assert [r.source_record_id for r in again] == ["r0", "r1", "r2", "r3"]
+    assert [r.version for r in again[:2]] == [r.version for r in back]
+    assert [json.loads(line)["id"] for line in records(tmp_path / "contacts.jsonl")] == [
+        "r0",
+        "r1",
+        "r2",
+        "r3",
+    ]
+    with adapter.transaction() as tx:
+        stored = adapter.read_records(tx, "contact", ["r3", "r0"])
+    assert {sid: row.fields for sid, row in stored.items()} == {
+        r.source_record_id: r.fields for r in (again[3], again[0])
+    }
