@@ -83,12 +83,12 @@ class Located:
 
 def signature(path: Path) -> str | None:
     try:
-        return _signature(path.stat())
+        return stat_signature(path.stat())
     except FileNotFoundError:
         return None
 
 
-def _signature(st: os.stat_result) -> str:
+def stat_signature(st: os.stat_result) -> str:
     return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
@@ -154,7 +154,7 @@ class FileIndex:
         seen: set[str] = set()  # ids of the batch in hand (duplicates across batches: gen)
         next_line = 1
         with self.path.open("rb") as f:
-            sig = _signature(os.fstat(f.fileno()))  # of the file read, even if replaced now
+            sig = stat_signature(os.fstat(f.fileno()))  # of the file read, even if replaced now
             for frame in codec.frames(f, self.fmt):
                 next_line = frame.line + frame.raw.count(b"\n")
                 try:

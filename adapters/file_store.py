@@ -18,14 +18,15 @@ import json
 import os
 import stat
 from collections.abc import Sequence
-from typing import Any
+from typing import BinaryIO
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from adapters import file_codec as codec
-from adapters.file_codec import BadRecord, Frame
-from adapters.file_index import BATCH, FileIndex, pending, rows, signature, state
+from adapters.file_codec import Frame
+from adapters.file_index import BATCH, FileIndex, pending, rows, signature, stat_signature, state
+from router.errors import TransientWriteError
 
 
 class FileStore(FileIndex):
@@ -59,14 +60,16 @@ class FileStore(FileIndex):
                 ops[r.sid], last = r.raw, r.seq  # the last write of each id counts
             if not ops:
                 return
-            fresh = all(raw is not None for raw in ops.values()) and not self._indexed(tx, ops)
+            spans = self._spans(tx, list(ops))
+            fresh = all(raw is not None for raw in ops.values()) and not spans
             at = self.path.stat().st_size if self.path.exists() else 0
             if fresh:  # committed first: a torn append is cut back to it after a crash
                 tx.execute(state.update().where(state.c.entity == self.entity).values(append_at=at))
+            indexed = signature(self.path)
         if fresh:
             start = self._append([raw for raw in ops.values() if raw is not None], at)
         else:
-            self._rewrite(ops)
+            self._rewrite(ops, spans, indexed)
         with engine.begin() as tx:
             if fresh:
                 self._index_appended(tx, start)
@@ -77,15 +80,16 @@ class FileStore(FileIndex):
                 pending.delete().where(pending.c.entity == self.entity, pending.c.seq <= last)
             )
 
-    def _indexed(self, tx: Connection, sids: dict[str, Any]) -> bool:
-        keys = list(sids)
-        for start in range(0, len(keys), BATCH):
-            query = sa.select(rows.c.sid).where(
-                rows.c.entity == self.entity, rows.c.sid.in_(keys[start : start + BATCH])
+    def _spans(self, tx: Connection, sids: list[str]) -> list[tuple[int, int, str, str]]:
+        """Where the indexed records of these ids sit: (offset, length, digest, id), in
+        file order."""
+        found = []
+        for start in range(0, len(sids), BATCH):
+            query = sa.select(rows.c.offset, rows.c.length, rows.c.digest, rows.c.sid).where(
+                rows.c.entity == self.entity, rows.c.sid.in_(sids[start : start + BATCH])
             )
-            if tx.execute(query.limit(1)).first() is not None:
-                return True
-        return False
+            found += [(int(r.offset), int(r.length), r.digest, r.sid) for r in tx.execute(query)]
+        return sorted(found)
 
     def _index_appended(self, tx: Connection, start: int) -> None:
         """Index the records an append added (the rest of the file is as indexed)."""
@@ -142,47 +146,74 @@ class FileStore(FileIndex):
             f.seek(-1, os.SEEK_END)
             return f.read(1) == b"\n"
 
-    def _rewrite(self, ops: dict[str, bytes | None]) -> None:
+    def _rewrite(
+        self,
+        ops: dict[str, bytes | None],
+        spans: list[tuple[int, int, str, str]],
+        indexed: str | None,
+    ) -> None:
+        """The file with the records at ``spans`` replaced (or left out) and the other
+        writes appended, byte ranges copied as they are: nothing else is parsed."""
         tmp = self.path.with_name(f".{self.path.name}.crmsync-tmp")
-        left = dict(ops)
-        with tmp.open("wb") as out:
+        try:
+            with tmp.open("wb") as out:
+                tail = self._copy(out, ops, spans, indexed)
+                if tail not in (b"", b"\n"):
+                    out.write(b"\n")  # a last record without its line end
+                placed = {sid for *_, sid in spans}
+                out.writelines(r for sid, r in ops.items() if r is not None and sid not in placed)
+                out.flush()
+                os.fsync(out.fileno())
             if self.path.exists():
-                with self.path.open("rb") as f:
-                    self._copy(f, out, left)
-            elif self.fmt == "csv":
-                out.write(codec.encode_header(self.columns()))
-            out.writelines(raw for raw in left.values() if raw is not None)
-            out.flush()
-            os.fsync(out.fileno())
-        if self.path.exists():
-            os.chmod(tmp, stat.S_IMODE(self.path.stat().st_mode))  # the export's own mode
-        os.replace(tmp, self.path)
+                os.chmod(tmp, stat.S_IMODE(self.path.stat().st_mode))  # the export's own mode
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
         fd = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(fd)  # the rename itself survives a power cut
         finally:
             os.close(fd)
 
-    def _copy(self, f: Any, out: Any, left: dict[str, bytes | None]) -> None:
-        """Every record of ``f`` into ``out``, the pending ones replaced or left out;
-        records that cannot be read are copied as they are (they are not ours)."""
-        header = None
-        for frame in codec.frames(f, self.fmt):
-            raw = frame.raw if frame.raw.endswith(b"\n") else frame.raw + b"\n"
-            if self.fmt == "csv" and header is None:
-                header = codec.header(frame.raw)
-                out.write(raw)
-                continue
-            try:
-                sid = codec.decode(self.fmt, header, frame.raw).get(self.id_column)
-            except BadRecord:
-                sid = None
-            key = None if sid is None else str(sid)
-            if key is not None and key in left:
-                replacement = left.pop(key)
+    def _copy(
+        self,
+        out: BinaryIO,
+        ops: dict[str, bytes | None],
+        spans: list[tuple[int, int, str, str]],
+        indexed: str | None,
+    ) -> bytes:
+        """The file into ``out`` with the spans' records replaced; the last byte copied."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            if self.fmt == "csv":
+                out.write(codec.encode_header(self.columns()))
+            return b"\n"
+        with self.path.open("rb") as f:
+            if stat_signature(os.fstat(f.fileno())) != indexed:
+                # Changed since it was indexed: the spans may be wrong. Index it first.
+                raise TransientWriteError(f"entities.{self.entity}.path: changed while written")
+            pos = 0
+            for offset, length, digest, sid in spans:
+                _copy_range(f, out, pos, offset - pos)
+                f.seek(offset)
+                if codec.digest(f.read(length)) != digest:
+                    raise TransientWriteError(f"entities.{self.entity}.path: changed while written")
+                replacement = ops[sid]
                 if replacement is not None:
                     out.write(replacement)
-                continue
-            out.write(raw)
-        if self.fmt == "csv" and header is None:
-            out.write(codec.encode_header(self.columns()))
+                pos = offset + length
+            size = os.fstat(f.fileno()).st_size
+            _copy_range(f, out, pos, size - pos)
+            if size == 0:
+                return b"\n"
+            f.seek(size - 1)
+            return f.read(1) if size > pos or not spans else b"\n"
+
+
+def _copy_range(f: BinaryIO, out: BinaryIO, start: int, length: int) -> None:
+    f.seek(start)
+    while length > 0:
+        chunk = f.read(min(length, 1 << 20))
+        if not chunk:
+            return
+        out.write(chunk)
+        length -= len(chunk)

@@ -24,7 +24,7 @@ def conformance(
     ] = False,
 ) -> None:
     """Check an adapter against the SDK contract (writes test records into its CRM):
-    one line per check; exit 1 when one fails."""
+    one line per failed check (-v: per check); exit 1 when one fails."""
     from adapters.kit.runner import run
 
     outcomes = run(config, driver, entity)

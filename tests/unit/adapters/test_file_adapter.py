@@ -272,8 +272,8 @@ def test_a_crash_after_the_rewrite_does_not_duplicate(
     _write(adapter, "r1", email="a@example.org", first_name="A")
     real = FileStore._rewrite
 
-    def then_crash(self: FileStore, ops: dict[str, bytes | None]) -> None:
-        real(self, ops)
+    def then_crash(self: FileStore, *args: Any) -> None:
+        real(self, *args)
         raise SystemExit("crash before the staged writes are dropped")
 
     monkeypatch.setattr(FileStore, "_rewrite", then_crash)
@@ -313,3 +313,29 @@ def test_a_batch_is_staged_at_once_and_a_redone_one_does_not_duplicate(tmp_path:
     assert {sid: row.fields for sid, row in stored.items()} == {
         r.source_record_id: r.fields for r in (again[3], again[0])
     }
+
+
+def test_a_rewrite_changes_the_written_records_only_byte_for_byte(tmp_path: Path) -> None:
+    path = tmp_path / "contacts.csv"
+    before = (
+        b"id,email,first,last\r\n"
+        b"1,a@example.org,A,Crlf\r\n"
+        b"not,a,record\r\n"
+        b'2,b@example.org,"B\nB",Quoted\r\n'
+        b"3,c@example.org,C,NoLineEnd"
+    )
+    path.write_bytes(before)
+    adapter = FileAdapter(config(tmp_path))
+    with adapter.transaction() as tx:
+        adapter.write_record(tx, "contact", "2", "r", {"last_name": "New"}, None)
+        adapter.delete_record(tx, "contact", "1", None)
+        adapter.write_record(tx, "contact", None, "r4", {"email": "d@example.org"}, None)
+    assert path.read_bytes() == (
+        b"id,email,first,last\r\n"
+        b"not,a,record\r\n"
+        b'2,b@example.org,"B\nB",New\n'
+        b"3,c@example.org,C,NoLineEnd\n"
+        b"r4,d@example.org,,\n"
+    )
+    with adapter.transaction() as tx:
+        assert sorted(adapter.list_ids(tx, "contact") or ()) == ["2", "3", "r4"]
