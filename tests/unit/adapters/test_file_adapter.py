@@ -339,3 +339,18 @@ def test_a_rewrite_changes_the_written_records_only_byte_for_byte(tmp_path: Path
     )
     with adapter.transaction() as tx:
         assert sorted(adapter.list_ids(tx, "contact") or ()) == ["2", "3", "r4"]
+
+
+def test_initial_none_starts_after_what_the_file_holds(tmp_path: Path) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_text("id,email,first,last\n1,a@example.org,A,B\n2,b@example.org,C,D\n")
+    engine = SyncEngine(FileAdapter(config(tmp_path)), "export", overlap=2.0)
+    cursors: dict[str, Any] = {"contact": engine.limit("contact")}  # as the runtime starts it
+    assert captured(engine, cursors) == []
+    (tmp_path / "next.csv").write_text(
+        "id,email,first,last\n1,a@example.org,A,B\n2,b@example.org,C,E\n"
+    )
+    (tmp_path / "next.csv").replace(path)
+    assert [(e.source_record_id, e.fields["last_name"]) for e in captured(engine, cursors)] == [
+        ("2", "E")
+    ]
