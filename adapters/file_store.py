@@ -44,7 +44,7 @@ class FileStore(FileIndex):
         with engine.begin() as tx:
             st = self._state(tx)
             if st.append_at is not None:
-                self._undo_torn_append(int(st.append_at))
+                self._undo_torn_append(int(st.append_at), st.signature)
                 tx.execute(
                     state.update().where(state.c.entity == self.entity).values(append_at=None)
                 )
@@ -118,8 +118,14 @@ class FileStore(FileIndex):
             )
         )
 
-    def _undo_torn_append(self, at: int) -> None:
-        if self.path.exists() and self.path.stat().st_size > at:
+    def _undo_torn_append(self, at: int, before: str | None) -> None:
+        """Cut the file back to where a crashed append began, if it is still the file
+        appended to (a file put in its place since is not ours to cut; none before: the
+        append created it)."""
+        now = signature(self.path)
+        if now is None or (before is not None and now.split(":")[0] != before.split(":")[0]):
+            return
+        if self.path.stat().st_size > at:
             with self.path.open("r+b") as f:
                 f.truncate(at)
                 os.fsync(f.fileno())

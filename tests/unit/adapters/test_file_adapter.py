@@ -264,6 +264,36 @@ def test_a_torn_append_is_cut_back_and_done_again(
     ]
 
 
+def test_a_torn_first_append_and_a_replaced_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config(tmp_path)
+    adapter = FileAdapter(cfg)
+    path = tmp_path / "contacts.csv"
+
+    def torn(self: FileStore, lines: list[bytes], at: int) -> int:
+        with self.path.open("ab") as f:
+            f.write(b"id,email,fi")  # the power goes mid-header of a new file
+        raise SystemExit("crash")
+
+    monkeypatch.setattr(FileStore, "_append", torn)
+    with pytest.raises(SystemExit):
+        _write(adapter, "r1", email="a@example.org")
+    monkeypatch.undo()
+    FileAdapter(cfg)
+    assert records(path) == ["id,email,first,last", "r1,a@example.org,,"]
+
+    monkeypatch.setattr(FileStore, "_append", torn)
+    with pytest.raises(SystemExit):
+        _write(adapter, "r2", email="b@example.org")
+    monkeypatch.undo()
+    # Before the restart someone puts another export in its place: not cut, but kept.
+    (tmp_path / "other.csv").write_text("id,email,first,last\nx1,x@example.org,X,Y\n")
+    (tmp_path / "other.csv").replace(path)
+    FileAdapter(cfg)
+    assert records(path) == ["id,email,first,last", "x1,x@example.org,X,Y", "r2,b@example.org,,"]
+
+
 def test_a_crash_after_the_rewrite_does_not_duplicate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
