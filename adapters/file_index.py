@@ -66,6 +66,8 @@ pending = sa.Table(
     sa.Column("sid", sa.String(255), nullable=False),
     sa.Column("raw", sa.LargeBinary, nullable=True),  # None: the record is removed
 )
+# Reads look staged writes up by id; they pile up while the file is unreachable.
+sa.Index("crmsync_file_pending_sid", pending.c.entity, pending.c.sid)
 
 BATCH = 500  # ids per query (bind-parameter limits)
 
