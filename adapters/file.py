@@ -39,6 +39,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,7 +57,7 @@ from adapters.file_store import FileStore
 from adapters.linkstore import LinkStoreAdapter
 from adapters.transforms import TransformError
 from router.adapter_config import AdapterConfig, EntityMapping
-from router.errors import PermanentWriteError, TransientWriteError
+from router.errors import ConfigError, PermanentWriteError, TransientWriteError
 from router.events import Scalar
 from router.logs import kv
 
@@ -105,9 +106,21 @@ class FileAdapter(LinkStoreAdapter):
         self.cleansing = Cleansing.from_config(config.canonical)
         self.log = logging.getLogger(f"crmsync.adapter.{self.name}")
         self.files: dict[str, _Entity] = {}
+        paths: dict[Path, str] = {}
         for entity, mapping in config.entities.items():
             assert mapping.path is not None  # AdapterConfig: file entities name one
             mapper = Mapper(mapping)
+            taken = {mapping.id, mapping.deleted or mapping.id} & set(mapper.columns)
+            if taken:
+                raise ConfigError(
+                    f"{where}: entities.{entity}.fields: column {sorted(taken)[0]!r} is the "
+                    "id or deleted column; map it as one of those only"
+                )
+            other = paths.setdefault(mapping.path.resolve(), entity)
+            if other != entity:
+                raise ConfigError(
+                    f"{where}: entities.{entity}.path: the file of entities.{other} as well"
+                )
             deleted = (mapping.deleted, mapping.deleted_value) if mapping.deleted else None
             store = FileStore(
                 self.name,

@@ -17,7 +17,7 @@ from adapters.engine import SyncEngine
 from adapters.file import FileAdapter
 from adapters.file_store import FileStore
 from router.adapter_config import AdapterConfig
-from router.errors import TransientWriteError
+from router.errors import ConfigError, TransientWriteError
 from router.events import ChangeEvent, Scalar, decode
 
 FIELDS = {"email": "email", "first_name": "first", "last_name": "last"}
@@ -168,6 +168,18 @@ def test_a_vanished_file_is_an_outage_not_a_mass_delete(tmp_path: Path) -> None:
         engine.capture(cursors)
     with pytest.raises(TransientWriteError):
         engine.scan_hard_deletes()
+
+
+def test_config_errors_name_their_key(tmp_path: Path) -> None:
+    bad = config(tmp_path, fields={"email": "id"})
+    with pytest.raises(ConfigError, match=r"entities\.contact\.fields: column 'id' is the id"):
+        FileAdapter(bad)
+    both = config(tmp_path).model_copy(deep=True)
+    both.entities["company"] = both.entities["contact"]
+    with pytest.raises(
+        ConfigError, match=r"entities\.company\.path: the file of entities\.contact"
+    ):
+        FileAdapter(both)
 
 
 # -- as a target ---------------------------------------------------------------------------
