@@ -53,7 +53,7 @@ def _same(s: Subject, got: dict[str, Scalar], sent: dict[str, Scalar], what: str
 def _captured_insert(s: Subject) -> tuple[str, ChangeEvent]:
     fields = s.sample()
     sid = s.driver.insert(s.entity, fields)
-    event = _one(s.capture(), sid, "a record inserted in the CRM")
+    event = _one(s.capture_for(sid), sid, "a record inserted in the CRM")
     _require(event.op == "upsert", f"an insert was captured as a {event.op}")
     _same(s, event.fields, fields, "the captured insert")
     return sid, event
@@ -69,7 +69,7 @@ def capture_update(s: Subject) -> str:
     changed = {k: v for k, v in s.sample().items() if k in first.fields}
     _require(bool(changed), "no mapped field can be both written and read")
     s.driver.update(s.entity, sid, changed)
-    event = _one(s.capture(), sid, "a record updated in the CRM")
+    event = _one(s.capture_for(sid), sid, "a record updated in the CRM")
     _require(event.record_id == first.record_id, "the update came as another record")
     _require(event.op == "upsert", f"an update was captured as a {event.op}")
     _same(s, event.fields, changed, "the captured update")
@@ -79,7 +79,7 @@ def capture_update(s: Subject) -> str:
 def capture_delete(s: Subject) -> str:
     sid, first = _captured_insert(s)
     s.driver.delete(s.entity, sid)
-    event = _one(s.capture(), sid, "a record deleted in the CRM")
+    event = _one(s.capture_for(sid), sid, "a record deleted in the CRM")
     _require(event.record_id == first.record_id, "the delete came as another record")
     _require(event.op == "delete", f"a delete was captured as a {event.op}")
     return "a delete made in the CRM is captured as a delete of the record"

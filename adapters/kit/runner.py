@@ -52,7 +52,12 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}"
 
 
-def run(config: Path, driver: str | None = None, entity: str | None = None) -> list[Outcome]:
+def run(
+    config: Path,
+    driver: str | None = None,
+    entity: str | None = None,
+    patience: float | None = None,
+) -> list[Outcome]:
     """Every check on ``config``; a setup failure (bad config, no driver) is one outcome
     named ``setup``."""
     env = {conformance.CONFIG_ENV: str(config)}
@@ -60,6 +65,8 @@ def run(config: Path, driver: str | None = None, entity: str | None = None) -> l
         env[conformance.DRIVER_ENV] = driver
     if entity:
         env[conformance.ENTITY_ENV] = entity
+    if patience is not None:
+        env[conformance.PATIENCE_ENV] = str(patience)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     collect = _Collect()

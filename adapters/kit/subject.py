@@ -10,6 +10,7 @@ Point the config at a test CRM: the checks insert, edit and delete records there
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ from router.config import parse_duration
 from router.events import ChangeEvent, Op, Scalar, decode, new_event_id
 
 HUB = "kithub"  # the source the kit's deliveries come from
+PATIENCE = 10.0
+POLL = 0.1
 
 
 @dataclass
@@ -38,6 +41,9 @@ class Subject:
     engine: SyncEngine
     driver: CrmDriver
     entity: str
+    # Seconds a change may take to show in capture (a CRM whose change feed lags its
+    # writes, as HubSpot's search does): capture is polled until then.
+    patience: float = PATIENCE
     cursors: dict[str, Any] = field(default_factory=dict)
     _n: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -51,6 +57,18 @@ class Subject:
         owed = self.engine.pending()
         self.engine.mark_published(owed)
         return [decode(entry.body) for entry in owed]
+
+    def capture_for(self, source_record_id: str) -> list[ChangeEvent]:
+        """Capture passes until one reports ``source_record_id`` (or :attr:`patience`
+        runs out), and one pass more: a change must be reported once, not again."""
+        deadline = time.monotonic() + self.patience
+        events = self.capture()
+        while not any(e.source_record_id == source_record_id for e in events):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(POLL)  # the next poll, as the runtime's poll interval
+            events += self.capture()
+        return events + self.capture()
 
     def delivery(
         self, record_id: str, counter: int, fields: dict[str, Scalar], op: Op = "upsert"
@@ -157,6 +175,7 @@ def open_subject(
     workdir: Path,
     driver: str | None = None,
     entity: str | None = None,
+    patience: float = PATIENCE,
 ) -> Iterator[Subject]:
     """The adapter of ``config`` (a TOML path or a model) ready for the checks."""
     cfg = load_adapter(config) if isinstance(config, Path) else config
@@ -169,7 +188,7 @@ def open_subject(
         raise
     overlap = parse_duration(cfg.capture.overlap)
     engine = SyncEngine(adapter, cfg.name, overlap, cfg.capture.batch_size)
-    subject = Subject(cfg, adapter, engine, crm, entity or next(iter(engine.mapped)))
+    subject = Subject(cfg, adapter, engine, crm, entity or next(iter(engine.mapped)), patience)
     try:
         yield subject
     finally:

@@ -19,6 +19,10 @@ def conformance(
     entity: Annotated[
         str | None, typer.Option("--entity", help="The entity to check (default: the first).")
     ] = None,
+    patience: Annotated[
+        float,
+        typer.Option(help="Seconds capture may take to see a change (a lagging change feed)."),
+    ] = 10.0,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="A line for each passed check too.")
     ] = False,
@@ -27,7 +31,7 @@ def conformance(
     one line per failed check (-v: per check); exit 1 when one fails."""
     from adapters.kit.runner import run
 
-    outcomes = run(config, driver, entity)
+    outcomes = run(config, driver, entity, patience)
     for o in outcomes:
         if not o.passed or verbose:
             mark = "ok  " if o.passed else "FAIL"

@@ -76,7 +76,8 @@ def subject(tmp_path: Path, kind: type[FileAdapter], rate: str | None = None) ->
     config = private_state(config, tmp_path / "kit")
     adapter = kind(config)
     engine = SyncEngine(adapter, config.name, overlap=2.0)
-    return Subject(config, adapter, engine, FileDriver(config, adapter), "contact")
+    # A change this fake CRM's capture misses would never show: do not wait for it long.
+    return Subject(config, adapter, engine, FileDriver(config, adapter), "contact", patience=0.3)
 
 
 def failing(s: Subject) -> dict[str, str]:
