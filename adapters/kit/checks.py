@@ -184,6 +184,32 @@ def outage_is_transient(s: Subject) -> str:
     return "an unreachable CRM is a TransientWriteError (retried), and the retry lands"
 
 
+def migration_paging(s: Subject) -> str:
+    """``read_page`` / ``list_all`` / ``count_rows`` agree (a migration source's calls)."""
+    made = {s.driver.insert(s.entity, s.sample()) for _ in range(3)}
+    with s.adapter.transaction() as tx:
+        try:
+            paged: list[str] = []
+            after: str | None = None
+            while page := s.adapter.read_page(tx, s.entity, after, 2):
+                _require(len(page) <= 2, f"read_page returned {len(page)} rows for a limit of 2")
+                paged += [row.source_record_id for row in page]
+                after = page[-1].source_record_id
+        except NotImplementedError:
+            return "no read_page: this adapter cannot be a migration source"
+        every = list(s.adapter.list_all(tx, s.entity))
+        count = s.adapter.count_rows(tx, s.entity)
+    _require(len(paged) == len(set(paged)), "read_page returned a record on two pages")
+    _require(made <= set(paged), "read_page did not reach every record")
+    _require(
+        {row.source_record_id for row in every} == set(paged),
+        "list_all and read_page list different records",
+    )
+    live = sum(1 for row in every if not row.deleted)
+    _require(count is None or count == live, f"count_rows says {count}, list_all has {live}")
+    return f"{len(paged)} records paged 2 at a time, as list_all and count_rows say"
+
+
 def rate_limit(s: Subject) -> str:
     rate = s.config.write_rate()
     if rate is None:
@@ -220,5 +246,6 @@ CHECKS: Final[dict[str, Callable[[Subject], str]]] = {
     "echo_suppressed": echo_suppressed,
     "refused_is_permanent": refused_is_permanent,
     "outage_is_transient": outage_is_transient,
+    "migration_paging": migration_paging,
     "rate_limit": rate_limit,
 }

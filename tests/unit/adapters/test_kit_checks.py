@@ -56,6 +56,12 @@ class IgnoresDeletes(FileAdapter):
         return None
 
 
+class MiscountsPages(FileAdapter):
+    def count_rows(self, tx: Connection, entity: str) -> int | None:
+        counted = super().count_rows(tx, entity)
+        return None if counted is None else counted + 1
+
+
 def subject(tmp_path: Path, kind: type[FileAdapter], rate: str | None = None) -> Subject:
     folder = tmp_path / "export"
     folder.mkdir()
@@ -105,6 +111,7 @@ def test_a_conforming_adapter_passes_every_check(tmp_path: Path) -> None:
         # The next write then finds "someone else's" edit and yields to it.
         (LyingReadBack, {"honest_read_back", "echo_suppressed", "idempotent_writes"}, "differs"),
         (IgnoresDeletes, {"idempotent_writes"}, "left the record live"),
+        (MiscountsPages, {"migration_paging"}, "count_rows says"),
     ],
 )
 def test_a_broken_adapter_fails_the_checks_of_what_it_breaks(
