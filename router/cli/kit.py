@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from router.cli.common import out
+from router.errors import CrmsyncError
 
 
 def conformance(
@@ -29,7 +30,12 @@ def conformance(
 ) -> None:
     """Check an adapter against the SDK contract (writes test records into its CRM):
     one line per failed check (-v: per check); exit 1 when one fails."""
-    from adapters.kit.runner import run
+    try:
+        from adapters.kit.runner import run
+    except ModuleNotFoundError as e:  # the kit runs its checks as a pytest module
+        raise CrmsyncError(
+            f"the conformance kit needs {e.name}: pip install 'crmsync[test]'"
+        ) from e
 
     outcomes = run(config, driver, entity, patience)
     for o in outcomes:
