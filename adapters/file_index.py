@@ -147,7 +147,16 @@ class FileIndex:
                 raise TransientWriteError(f"entities.{self.entity}.path: the file is missing")
             return
         if sig != st.signature:
-            self._scan(tx, st)
+            try:
+                self._scan(tx, st)
+            except OSError as e:
+                raise self.unreadable(e) from e
+
+    def unreadable(self, err: OSError) -> TransientWriteError:
+        """A file the adapter cannot read now (permissions, a mount away): retried."""
+        return TransientWriteError(
+            f"entities.{self.entity}.path: cannot read the file ({type(err).__name__})"
+        )
 
     def _scan(self, tx: Connection, st: sa.Row[Any]) -> None:
         rev, gen = int(st.rev) + 1, int(st.gen) + 1
@@ -266,7 +275,11 @@ class FileIndex:
             query = sa.select(rows).where(rows.c.entity == self.entity, rows.c.sid.in_(part))
             indexed = list(tx.execute(query))
             if indexed:
-                with self.path.open("rb") as f:
+                try:
+                    f = self.path.open("rb")
+                except OSError as e:
+                    raise self.unreadable(e) from e
+                with f:
                     for r in indexed:
                         f.seek(r.offset)
                         raw = f.read(r.length)

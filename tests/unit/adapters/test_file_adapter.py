@@ -168,6 +168,9 @@ def test_a_vanished_file_is_an_outage_not_a_mass_delete(tmp_path: Path) -> None:
         engine.capture(cursors)
     with pytest.raises(TransientWriteError):
         engine.scan_hard_deletes()
+    path.mkdir()  # something that cannot be read as the file (as a permission would)
+    with pytest.raises(TransientWriteError, match=r"cannot read the file \(IsADirectoryError\)"):
+        engine.capture(cursors)
 
 
 def test_config_errors_name_their_key(tmp_path: Path) -> None:
