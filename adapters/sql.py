@@ -380,4 +380,5 @@ class SqlAdapter(LinkStoreAdapter):
         except sa.exc.StatementError as e:
             # Refused before it reached the database: a value the column's type cannot
             # bind (text for a Boolean). The same value fails every retry.
-            raise PermanentWriteError(f"{type(e.orig).__name__}: {e.orig}") from e
+            name = type(e.orig).__name__  # its text quotes the value: not for logs
+            raise PermanentWriteError(f"{name}: {e.orig}", log_text=name) from e

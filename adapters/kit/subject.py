@@ -22,7 +22,8 @@ from typing import Any
 from adapters import links
 from adapters.base import Adapter, SourceRow
 from adapters.canonical import validate
-from adapters.engine import ApplyResult, SyncEngine
+from adapters.delivery import ApplyResult
+from adapters.engine import SyncEngine
 from adapters.factory import make_adapter
 from adapters.kit.driver import CrmDriver, driver_for
 from router.adapter_config import AdapterConfig, load_adapter
