@@ -55,9 +55,8 @@ from adapters.file_codec import Mapper
 from adapters.file_index import Located
 from adapters.file_store import FileStore
 from adapters.linkstore import LinkStoreAdapter
-from adapters.transforms import TransformError
 from router.adapter_config import AdapterConfig, EntityMapping
-from router.errors import ConfigError, PermanentWriteError, TransientWriteError
+from router.errors import ConfigError, TransientWriteError
 from router.events import Scalar
 from router.logs import kv
 
@@ -90,6 +89,13 @@ class _Refused:
         raise InvalidRecord(self.reason)
 
 
+def _once(reason: str) -> str:
+    """``score: score: not an integer`` (validation names the field of a transform's
+    marker, which names it already) as ``score: not an integer``."""
+    field, _, rest = reason.partition(": ")
+    return rest if rest.startswith(f"{field}: ") else reason
+
+
 @dataclass
 class _Entity:
     name: str
@@ -109,7 +115,7 @@ class FileAdapter(LinkStoreAdapter):
         paths: dict[Path, str] = {}
         for entity, mapping in config.entities.items():
             assert mapping.path is not None  # AdapterConfig: file entities name one
-            mapper = Mapper(mapping)
+            mapper = Mapper(entity, mapping)
             taken = {mapping.id, mapping.deleted or mapping.id} & set(mapper.columns)
             if taken:
                 raise ConfigError(
@@ -170,8 +176,8 @@ class FileAdapter(LinkStoreAdapter):
         try:
             fields = e.mapper.read(record)
             validate(e.name, fields, self.cleansing)
-        except (TransformError, InvalidRecord) as err:
-            fields = {where: _Refused(str(err))}
+        except InvalidRecord as err:  # a transform's refusal included (its marker)
+            fields = {where: _Refused(_once(str(err)))}
         return SourceRow(
             entity=e.name,
             source_record_id=at.sid,
@@ -284,10 +290,7 @@ class FileAdapter(LinkStoreAdapter):
         self, e: _Entity, sid: str, current: Located | None, fields: dict[str, Scalar]
     ) -> dict[str, Any]:
         """The record to write: the current one (unmapped columns kept) with ``fields``."""
-        try:
-            columns = e.mapper.write(dict(fields))
-        except TransformError as err:
-            raise PermanentWriteError(f"{e.name}: cannot write {err}") from None
+        columns = e.mapper.write(dict(fields))  # PermanentWriteError: a transform refused
         base = codec.decode(e.store.fmt, e.store.columns(), current.raw) if current else {}
         record: dict[str, Any] = {e.mapping.id: sid, **base, **columns}
         if e.mapping.deleted is not None:

@@ -9,8 +9,9 @@
   back. CSV holds text only: an empty value reads as null, null writes as empty,
   booleans as ``true``/``false``, other values as ``str``; typed fields come back
   through transforms. JSON Lines keeps JSON's types.
-* :class:`Mapper` applies an entity's mapping (``fields`` renames, transforms, name
-  split, constants) both ways, as the SQL adapter does.
+* :class:`Mapper` is the entity's mapping both ways (``fields`` renames, transforms,
+  name split, constants: :class:`~adapters.mapping.RecordMapping`) and the columns a
+  write sets.
 
 Errors never quote a value: :class:`BadRecord` says what is wrong with a record.
 """
@@ -25,9 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
-from adapters.transforms import Transforms
+from adapters.mapping import RecordMapping
 from router.adapter_config import EntityMapping
-from router.transform_config import EntityTransforms
 
 Format = Literal["csv", "jsonl"]
 
@@ -151,42 +151,13 @@ def is_true(value: Any) -> bool:
     return bool(value)
 
 
-class Mapper:
-    """One entity's mapping, both ways: canonical fields <-> the file's columns. A value
-    a transform cannot take raises :class:`~adapters.transforms.TransformError`."""
+class Mapper(RecordMapping):
+    """An entity's mapping (:class:`~adapters.mapping.RecordMapping`), plus every column
+    a write sets: a new CSV file's header lists them."""
 
-    def __init__(self, mapping: EntityMapping) -> None:
-        resolved = {
-            name: t if t.column else t.model_copy(update={"column": mapping.fields.get(name, name)})
-            for name, t in mapping.transforms.items()
-        }
-        config = EntityTransforms(
-            transforms=resolved, names=mapping.names, constants=mapping.constants
-        )
-        claimed = {t.column or n for n, t in resolved.items()}
-        self.read_columns = {t.column or n for n, t in resolved.items() if t.direction != "write"}
-        fields = set(resolved)
+    def __init__(self, entity: str, mapping: EntityMapping) -> None:
+        super().__init__(entity, mapping)
+        transformed = {t.column or mapping.fields.get(n, n) for n, t in mapping.transforms.items()}
         if mapping.names is not None:
-            claimed.add(mapping.names.column)
-            self.read_columns.add(mapping.names.column)
-            fields |= {mapping.names.first, mapping.names.last}
-        self.plain = {
-            n: c for n, c in mapping.fields.items() if n not in fields and c not in claimed
-        }
-        self.transforms = Transforms(config) if fields or mapping.constants else None
-        self.field_names = sorted(set(self.plain) | fields)
-        # Every column a write sets: a new CSV file's header lists them.
-        self.columns = sorted(set(self.plain.values()) | claimed | set(mapping.constants))
-
-    def read(self, record: dict[str, Any]) -> dict[str, Any]:
-        fields = {n: record.get(c) for n, c in self.plain.items()}
-        if self.transforms is not None:
-            fields.update(self.transforms.read({c: record.get(c) for c in self.read_columns}))
-        return fields
-
-    def write(self, fields: dict[str, Any]) -> dict[str, Any]:
-        out = {self.plain[n]: v for n, v in fields.items() if n in self.plain}
-        if self.transforms is not None:
-            rest = {n: v for n, v in fields.items() if n not in self.plain}
-            out.update(self.transforms.write(rest))
-        return out
+            transformed.add(mapping.names.column)
+        self.columns = sorted(set(self.renames.values()) | transformed | set(mapping.constants))

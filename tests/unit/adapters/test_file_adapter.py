@@ -78,6 +78,22 @@ def test_bad_records_are_reported_by_line_and_field_never_value(
     assert "secret" not in caplog.text and "dup@example.org" not in caplog.text
 
 
+def test_a_value_a_transform_refuses_is_reported_by_line_and_field(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "contacts.csv").write_text(
+        "id,email,first,last,score\n1,a@example.org,A,B,7\n2,b@example.org,C,D,seven\n"
+    )
+    adapter = FileAdapter(config(tmp_path, transforms={"score": {"type": "integer"}}))
+    engine = SyncEngine(adapter, "export", overlap=2.0)
+    with caplog.at_level(logging.WARNING):
+        events = captured(engine, {})
+    assert [(e.source_record_id, e.fields["score"]) for e in events] == [("1", 7)]
+    reasons = [r.__dict__["kv"]["reason"] for r in caplog.records]
+    assert reasons == ["line 3: score: not an integer"]
+    assert "seven" not in caplog.text
+
+
 def test_a_changed_file_is_read_again_only_where_it_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
