@@ -75,7 +75,13 @@ def load_factory(spec: str) -> DriverFactory:
     return factory
 
 
-def driver_for(config: AdapterConfig, adapter: Adapter, spec: str | None = None) -> CrmDriver:
+def driver_for(
+    config: AdapterConfig, adapter: Adapter, spec: str | DriverFactory | None = None
+) -> CrmDriver:
+    """The driver ``spec`` names (``module:factory``) or is (a factory: a test's own, bound
+    to its fake CRM server), else the kind's from :data:`DRIVERS`."""
+    if callable(spec):
+        return spec(config, adapter)
     if spec is None:
         spec = DRIVERS.get(config.kind)
         if spec is None:

@@ -25,7 +25,7 @@ from adapters.canonical import validate
 from adapters.delivery import ApplyResult
 from adapters.engine import SyncEngine
 from adapters.factory import make_adapter
-from adapters.kit.driver import CrmDriver, driver_for
+from adapters.kit.driver import CrmDriver, DriverFactory, driver_for
 from router.adapter_config import AdapterConfig, load_adapter
 from router.config import parse_duration
 from router.events import ChangeEvent, Op, Scalar, decode, new_event_id
@@ -174,7 +174,7 @@ def private_state(config: AdapterConfig, workdir: Path) -> AdapterConfig:
 def open_subject(
     config: AdapterConfig | Path,
     workdir: Path,
-    driver: str | None = None,
+    driver: str | DriverFactory | None = None,
     entity: str | None = None,
     patience: float = PATIENCE,
 ) -> Iterator[Subject]:

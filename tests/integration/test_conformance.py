@@ -3,26 +3,24 @@
 Each case builds a CRM of its own (a private database, a folder of files) and the
 adapter config for it; every check of :data:`adapters.kit.CHECKS` then runs on that
 adapter. To add a kind, add one case to :data:`CASES` (hubspot: its fake server from
-tests/fakes and ``adapters.kit.DRIVERS["hubspot"]``).
+tests/fakes, and a driver: ``adapters.kit.DRIVERS["hubspot"]``, or a factory bound to
+the fake server passed to ``open_subject(..., driver=factory)``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import sqlalchemy as sa
 
 from adapters.kit import CHECKS, Subject, open_subject
-from adapters.kit.file_driver import FileDriver
+from adapters.kit.driver import DriverFactory
 from router.adapter_config import AdapterConfig, DatabaseConfig, load_adapter
-from router.events import Scalar
 from tests.integration import crm_layouts
-from tests.integration.cli_runner import Result, run_cli
 from tests.integration.crm_layouts import ODOO_DDL, SUITECRM_DDL
 from tests.integration.test_sql_servers import UPDATED_AT, private_database
 
@@ -31,7 +29,10 @@ pytestmark = pytest.mark.integration
 RATE = "40/s"  # every case holds a [write] rate, so rate_limit measures it
 
 
-Kit = tuple[AdapterConfig, str | None]  # the config, and the entity to check (None: first)
+class Kit(NamedTuple):
+    config: AdapterConfig
+    entity: str | None = None  # the entity to check (None: the first)
+    driver: DriverFactory | None = None  # None: the kind's from adapters.kit.DRIVERS
 
 
 def _config(kind: str, entity: dict[str, Any], **sections: Any) -> AdapterConfig:
@@ -67,7 +68,7 @@ def _sql(backend: str, tmp: Path, soft: bool) -> Iterator[Kit]:
         }
         if soft:
             entity["deleted"] = "is_deleted"
-        yield _config("sql", entity, database={"url": url}), None
+        yield Kit(_config("sql", entity, database={"url": url}))
 
 
 @contextmanager
@@ -82,7 +83,7 @@ def _file(fmt: str, tmp: Path, soft: bool) -> Iterator[Kit]:
     }
     if soft:
         entity["deleted"] = "deleted"
-    yield _config("file", entity), None
+    yield Kit(_config("file", entity))
 
 
 @contextmanager
@@ -94,7 +95,7 @@ def _shipped(name: str, backend: str, ddl: list[str], tmp: Path) -> Iterator[Kit
         crm_layouts.create(engine, ddl)
         engine.dispose()
         shipped = load_adapter(Path(__file__).resolve().parents[2] / "config/adapters" / name)
-        yield shipped.model_copy(update={"database": DatabaseConfig(url=url)}), "contact"
+        yield Kit(shipped.model_copy(update={"database": DatabaseConfig(url=url)}), "contact")
 
 
 Case = Callable[[Path], AbstractContextManager[Kit]]
@@ -116,70 +117,13 @@ def subject(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Subject]:
     tmp = tmp_path_factory.mktemp(request.param)
-    with CASES[request.param](tmp) as kit, open_subject(kit[0], tmp / "kit", entity=kit[1]) as s:
+    with (
+        CASES[request.param](tmp) as kit,
+        open_subject(kit.config, tmp / "kit", kit.driver, kit.entity) as s,
+    ):
         yield s
 
 
 @pytest.mark.parametrize("check", list(CHECKS))
 def test_adapter_conforms(subject: Subject, check: str) -> None:
     CHECKS[check](subject)
-
-
-# -- the command -------------------------------------------------------------------------
-
-
-class LyingDriver(FileDriver):
-    """A driver whose CRM refuses nothing and never goes away: those two checks fail."""
-
-    def refused(self, entity: str) -> dict[str, Scalar]:
-        return {}
-
-    @contextmanager
-    def outage(self) -> Iterator[None]:
-        yield
-
-
-def _toml(tmp: Path) -> Path:
-    (tmp / "export").mkdir()
-    path = tmp / "export.toml"
-    path.write_text(
-        # No [write] rate: the cases above measure it; here it would only take time.
-        'name = "export"\nkind = "file"\n'
-        f"[entities.contact]\npath = {json.dumps(str(tmp / 'export' / 'contacts.csv'))}\n"
-        'fields = { email = "email", first_name = "first", last_name = "last" }\n'
-        '[entities.contact.transforms.score]\ntype = "integer"\n'
-    )
-    return path
-
-
-def _conformance(*args: str) -> Result:
-    root = Path(__file__).resolve().parents[2]
-    env = {"PYTHONPATH": str(root)}
-    return run_cli("adapter", "conformance", *args, amqp=None, cwd=root, env=env)
-
-
-def test_command_passes_a_conforming_adapter(tmp_path: Path) -> None:
-    result = _conformance(str(_toml(tmp_path)), "--verbose")
-    assert result.code == 0, result
-    lines = result.stdout.splitlines()
-    assert [line.split()[1].rstrip(":") for line in lines[:-1]] == list(CHECKS)
-    assert all(line.startswith("ok") for line in lines[:-1])
-    assert lines[-1] == f"{len(CHECKS)} of {len(CHECKS)} checks passed"
-
-
-def test_command_prints_one_line_per_failed_check_and_fails(tmp_path: Path) -> None:
-    result = _conformance(str(_toml(tmp_path)), "--driver", f"{__name__}:LyingDriver")
-    assert result.code == 1, result
-    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
-    assert [line.split()[1] for line in failed] == [
-        "refused_is_permanent:",
-        "outage_is_transient:",
-    ], result.stdout
-    assert "was applied, not refused" in failed[0]
-    assert result.stdout.splitlines()[-1] == f"{len(CHECKS) - 2} of {len(CHECKS)} checks passed"
-
-
-def test_command_reports_a_config_it_cannot_load(tmp_path: Path) -> None:
-    result = _conformance(str(tmp_path / "missing.toml"))
-    assert result.code == 1
-    assert result.stdout.splitlines()[0].startswith("FAIL setup: ConfigError: ")
