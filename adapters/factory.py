@@ -24,6 +24,10 @@ def make_adapter(config: AdapterConfig, where: str = "adapter config") -> Adapte
         from adapters.sql import SqlAdapter
 
         return SqlAdapter(config, where=where)
+    if config.kind == "file":
+        from adapters.file import FileAdapter
+
+        return FileAdapter(config, where=where)
     if config.kind == "plugin":
         assert config.plugin is not None  # AdapterConfig: kind = "plugin" names its class
         return _plugin(config, config.plugin, where)

@@ -377,3 +377,8 @@ class SqlAdapter(LinkStoreAdapter):
             return tx.execute(query, params)
         except sa.exc.DBAPIError as e:
             raise _classify(e) from e
+        except sa.exc.StatementError as e:
+            # Refused before it reached the database: a value the column's type cannot
+            # bind (text for a Boolean). The same value fails every retry.
+            name = type(e.orig).__name__  # its text quotes the value: not for logs
+            raise PermanentWriteError(f"{name}: {e.orig}", log_text=name) from e

@@ -16,7 +16,7 @@ import sys
 import typer
 
 from router import logs
-from router.cli import conflicts, dlq, identity, migrate, policy, run, status, topology
+from router.cli import conflicts, dlq, identity, kit, migrate, policy, run, status, topology
 from router.cli.common import err
 from router.errors import CrmsyncError
 
@@ -34,6 +34,7 @@ app.command()(migrate.migrate)
 app.command()(migrate.reconcile)
 app.add_typer(topology.app, name="topology")
 app.add_typer(run.adapter_app, name="adapter")
+run.adapter_app.command("conformance")(kit.conformance)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(conflicts.app, name="conflicts")
 app.add_typer(policy.app, name="policy")
