@@ -83,6 +83,13 @@ def connect_failure(e: BaseException, url: str, cfg: BrokerConfig) -> CrmsyncErr
     alerts = [m for item in chain for m in _ALERT.findall(str(item))]
     if alerts:
         return BrokerUnavailable(_handshake(alerts[0], where, cfg))
+    if url.startswith("amqps://") and _reset(chain):
+        # TLS 1.3 checks our certificate after the handshake: the broker's alert then
+        # races the reset of the AMQP header it will not read, and often loses.
+        return BrokerUnavailable(
+            f"{where} closed the TLS connection at once ({describe(e)}), as a broker that "
+            f"requires a client certificate does when it gets none it trusts; {_cert_fix(cfg)}"
+        )
     return BrokerUnavailable(
         f"cannot reach {where} ({describe(e) or 'no answer'}); {UNREACHABLE_HINT}"
     )
@@ -106,17 +113,28 @@ def _untrusted(e: ssl.SSLCertVerificationError, where: str, cfg: BrokerConfig) -
 def _handshake(alert: str, where: str, cfg: BrokerConfig) -> str:
     reason = alert.lower().replace("_", " ")
     if any(alert.endswith(a) for a in _CLIENT_CERT_ALERTS):
-        if cfg.tls is None or cfg.tls.cert_file is None:
-            fix = "it requires one: set broker.tls.cert_file and broker.tls.key_file"
-        else:
-            fix = "check that broker.tls.cert_file is signed by a CA the broker trusts"
-        return (
-            f"{where} refused the TLS connection ({reason}): "
-            f"no client certificate it accepts; {fix}"
-        )
+        return f"{where} refused our TLS client certificate ({reason}); {_cert_fix(cfg)}"
     if alert == "WRONG_VERSION_NUMBER":
         return (
             f"TLS handshake with {where} failed ({reason}): that port does not speak TLS; "
             "use the broker's TLS listener (usually 5671) with amqps://"
         )
     return f"TLS handshake with {where} failed ({reason})"
+
+
+def _cert_fix(cfg: BrokerConfig) -> str:
+    if cfg.tls is None or cfg.tls.cert_file is None:
+        return "set broker.tls.cert_file and broker.tls.key_file (none is set)"
+    return "check that broker.tls.cert_file is signed by a CA the broker trusts"
+
+
+def _reset(chain: list[BaseException]) -> bool:
+    """The peer dropped the connection after accepting it (not: refused, timed out)."""
+    early = (
+        ConnectionResetError,
+        BrokenPipeError,
+        aiormq.exceptions.IncompatibleProtocolError,
+        pika.exceptions.IncompatibleProtocolError,
+        pika.exceptions.StreamLostError,
+    )
+    return any(isinstance(i, early) or "reset by peer" in str(i) for i in chain)
