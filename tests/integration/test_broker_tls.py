@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from router.broker.aio import connect
+from router.broker.dlq import DlqBroker
 from router.config import BrokerConfig
-from router.demo.crms import CRMS
-from router.errors import EXIT_BROKER
+from router.demo.crms import CRMS, DemoDb
+from router.errors import EXIT_BROKER, BrokerUnavailable
 from router.status import run_status
 from tests.integration.cli_runner import Result, assert_one_clear_line, run_cli
 from tests.integration.spine import Spine
@@ -154,6 +155,23 @@ def test_each_tls_failure_is_one_clear_line_with_exit_3(
                 runs[case, command[0]] = pool.submit(
                     run_cli, *command, "--config", str(config), amqp=None
                 )
+        # the daemons connect as status does, and stop at once (supervisor restarts them)
+        untrusted_url, untrusted_tls = cases["untrusted"]
+        DemoDb(CRMS["legacy"], tmp_path / "legacy.db").close()  # its table: checked first
+        (tmp_path / "adapter.toml").write_text(
+            CRMS["legacy"].adapter_toml(
+                tmp_path / "legacy.db", tmp_path / "legacy.state.db", untrusted_url
+            )
+            + untrusted_tls
+        )
+        (tmp_path / "router.toml").write_text(
+            f'[broker]\nurl = "{untrusted_url}"\n[state]\n'
+            f'url = "sqlite:///{tmp_path / "router.db"}"\n' + untrusted_tls
+        )
+        for daemon in ("adapter", "router"):
+            runs["untrusted", daemon] = pool.submit(
+                run_cli, daemon, "--config", str(tmp_path / f"{daemon}.toml"), amqp=None
+            )
     for (case, client_lib), future in runs.items():
         result: Result = future.result()
         line = assert_one_clear_line(result)
@@ -174,3 +192,23 @@ def test_each_tls_failure_is_one_clear_line_with_exit_3(
             assert "guest:***@" not in line or WRONG_PASSWORD not in line
             for shown in (result.stdout, result.stderr):
                 assert "Wr0ng" not in shown and "pa55" not in shown, where
+
+
+async def test_verify_hostname_false_drops_the_name_check_and_only_that(
+    tls_node: tuple[Pki, RabbitNode], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki, node = tls_node
+    monkeypatch.delenv("CRMSYNC_AMQP_URL", raising=False)  # the env would win over url
+
+    def misnamed(ca: Path) -> BrokerConfig:
+        tls = {"ca_file": ca, "cert_file": pki.client.cert, "key_file": pki.client.key}
+        return BrokerConfig(url=node.tls_url(MISNAMED), tls={**tls, "verify_hostname": False})
+
+    conn = await connect(misnamed(pki.ca), "crmsync-test")  # aio-pika
+    await conn.close()
+    with DlqBroker(misnamed(pki.ca)) as broker:  # pika
+        assert not broker.exists("crmsync-no-such-queue")
+    with pytest.raises(BrokerUnavailable, match=r"^certificate verify failed: self-signed"):
+        await connect(misnamed(pki.stranger), "crmsync-test")
+    with pytest.raises(BrokerUnavailable, match=r"^certificate verify failed: self-signed"):
+        DlqBroker(misnamed(pki.stranger))
