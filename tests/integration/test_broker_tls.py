@@ -155,23 +155,19 @@ def test_each_tls_failure_is_one_clear_line_with_exit_3(
                 runs[case, command[0]] = pool.submit(
                     run_cli, *command, "--config", str(config), amqp=None
                 )
-        # the daemons connect as status does, and stop at once (supervisor restarts them)
+        # a daemon connects as status does (router.broker.aio.connect) and stops at once
+        # with the same line (supervisor restarts it); the adapter checks its tables first
         untrusted_url, untrusted_tls = cases["untrusted"]
-        DemoDb(CRMS["legacy"], tmp_path / "legacy.db").close()  # its table: checked first
+        DemoDb(CRMS["legacy"], tmp_path / "legacy.db").close()
         (tmp_path / "adapter.toml").write_text(
             CRMS["legacy"].adapter_toml(
                 tmp_path / "legacy.db", tmp_path / "legacy.state.db", untrusted_url
             )
             + untrusted_tls
         )
-        (tmp_path / "router.toml").write_text(
-            f'[broker]\nurl = "{untrusted_url}"\n[state]\n'
-            f'url = "sqlite:///{tmp_path / "router.db"}"\n' + untrusted_tls
+        runs["untrusted", "adapter"] = pool.submit(
+            run_cli, "adapter", "--config", str(tmp_path / "adapter.toml"), amqp=None
         )
-        for daemon in ("adapter", "router"):
-            runs["untrusted", daemon] = pool.submit(
-                run_cli, daemon, "--config", str(tmp_path / f"{daemon}.toml"), amqp=None
-            )
     for (case, client_lib), future in runs.items():
         result: Result = future.result()
         line = assert_one_clear_line(result)
@@ -189,7 +185,6 @@ def test_each_tls_failure_is_one_clear_line_with_exit_3(
             assert "set broker.tls.cert_file and broker.tls.key_file (none is set)" in line, where
         else:
             assert "refused the login of user 'guest' (ACCESS_REFUSED" in line, where
-            assert "guest:***@" not in line or WRONG_PASSWORD not in line
             for shown in (result.stdout, result.stderr):
                 assert "Wr0ng" not in shown and "pa55" not in shown, where
 
