@@ -60,9 +60,19 @@ class Strict(BaseModel):
 
 
 class TlsConfig(Strict):
+    # Without ca_file the system's CA store decides which broker certificates are trusted.
     ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    cert_file: Path | None = None  # the client certificate (a broker with verify_peer needs it)
+    key_file: Path | None = None  # absent: the key is in cert_file
+    # The broker's certificate must name the host of broker.url (subjectAltName). Off, any
+    # certificate the CA signed passes: only for a private CA that signs brokers alone.
+    verify_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsConfig:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("broker.tls.key_file needs broker.tls.cert_file (the certificate)")
+        return self
 
 
 class BrokerConfig(Strict):

@@ -56,6 +56,39 @@ def _accepts(port: int) -> bool:
         return False
 
 
+def _listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """A TLS (amqps) listener beside the plain one, on every address of ``hosts``;
+    ``mutual``: the node requires a client certificate its CA signed."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    mutual: bool = True
+    hosts: tuple[str, ...] = ("127.0.0.1",)
+
+    def conf(self, port: int) -> str:
+        listeners = "".join(
+            f"listeners.ssl.{n} = {host}:{port}\n" for n, host in enumerate(self.hosts, 1)
+        )
+        verify = "verify_peer" if self.mutual else "verify_none"
+        return (
+            f"{listeners}ssl_options.cacertfile = {self.ca}\n"
+            f"ssl_options.certfile = {self.cert}\n"
+            f"ssl_options.keyfile = {self.key}\n"
+            f"ssl_options.verify = {verify}\n"
+            f"ssl_options.fail_if_no_peer_cert = {str(self.mutual).lower()}\n"
+        )
+
+
 @dataclass
 class RabbitNode:
     """Own node under ``base``; ``start()`` it, ``kill()`` / ``stop()`` / ``start()`` again
@@ -66,6 +99,8 @@ class RabbitNode:
     port: int = field(default_factory=free_port)
     mgmt_port: int = field(default_factory=free_port)
     dist_port: int = field(default_factory=free_port)
+    tls: TlsListener | None = None
+    tls_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -78,7 +113,7 @@ class RabbitNode:
             "management.tcp.ip = 127.0.0.1\n"
             # Alarms are set by the scenarios themselves; the default disk limit (50 MB)
             # must not trip on a full /tmp by accident.
-            "disk_free_limit.absolute = 1MB\n"
+            "disk_free_limit.absolute = 1MB\n" + (self.tls.conf(self.tls_port) if self.tls else "")
         )
         (self.base / "enabled_plugins").write_text(f"[{','.join(PLUGINS)}].\n")
         (self.base / "rabbitmq-env.conf").write_text("")  # not /etc/rabbitmq's
@@ -86,6 +121,9 @@ class RabbitNode:
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def tls_url(self, host: str = "localhost", user: str = "guest:guest") -> str:
+        return f"amqps://{user}@{host}:{self.tls_port}/"
 
     @property
     def mgmt_url(self) -> str:
@@ -123,7 +161,7 @@ class RabbitNode:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: kill() reaches all of it
             )
-        while not _accepts(self.port):
+        while not _accepts(self.port) or (self.tls and not _listens(self.tls_port)):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")
             if time.monotonic() - began > timeout:

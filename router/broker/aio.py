@@ -29,9 +29,10 @@ from aio_pika.abc import (
 
 from router.broker.base import Handler
 from router.broker.errors import aio_errors, describe
-from router.broker.settings import CONNECT_TIMEOUT, UNREACHABLE_HINT, redact, ssl_context
+from router.broker.refusals import connect_failure
+from router.broker.settings import CONNECT_TIMEOUT, ssl_context
 from router.config import BrokerConfig, parse_duration
-from router.errors import BrokerUnavailable, EntityMissing, TopologyMismatch
+from router.errors import EntityMissing, TopologyMismatch
 from router.events import CONTENT_TYPE
 from router.logs import kv
 from router.messages import Delivery, Outgoing
@@ -48,7 +49,8 @@ aiormq.Connection.HEARTBEAT_GRACE_MULTIPLIER = 1.2  # type: ignore[assignment]
 
 
 async def connect(cfg: BrokerConfig, client_name: str) -> Connection:
-    """A robust connection, or :class:`BrokerUnavailable` naming the (redacted) URL."""
+    """A robust connection, or one line (:mod:`router.broker.refusals`) naming the
+    (redacted) URL and what to check: unreachable, TLS, or the login refused."""
     url = cfg.effective_url()
     # ``?heartbeat=N`` in the URL (how it was set before broker.heartbeat) still wins.
     in_url = "heartbeat" in parse_qs(urlsplit(url).query)
@@ -61,10 +63,7 @@ async def connect(cfg: BrokerConfig, client_name: str) -> Connection:
             client_properties={"connection_name": client_name},
         )
     except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as e:
-        raise BrokerUnavailable(
-            f"cannot reach RabbitMQ at {redact(url)} ({describe(e) or 'no answer'}); "
-            + UNREACHABLE_HINT
-        ) from e
+        raise connect_failure(e, url, cfg) from e
 
     connection = Connection(robust, parse_duration(cfg.confirm_timeout))
 

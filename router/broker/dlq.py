@@ -44,8 +44,9 @@ import pika.exceptions
 
 from router import dlq
 from router.broker.errors import describe, pika_errors
+from router.broker.refusals import connect_failure
 from router.broker.rpc import call_router
-from router.broker.settings import CONNECT_TIMEOUT, UNREACHABLE_HINT, redact, ssl_context
+from router.broker.settings import CONNECT_TIMEOUT, redact, ssl_context
 from router.config import BrokerConfig
 from router.control import Status, StatusRequest
 from router.errors import (
@@ -173,9 +174,7 @@ class DlqBroker:
         try:
             self.connection = pika.BlockingConnection(params)
         except (pika.exceptions.AMQPError, OSError) as e:
-            raise BrokerUnavailable(
-                f"cannot reach RabbitMQ at {redact(self._url)} ({describe(e)}); " + UNREACHABLE_HINT
-            ) from e
+            raise connect_failure(e, self._url, cfg) from e
         self._publisher: Any = None
         self._probe: Any = None
 
