@@ -29,12 +29,7 @@ from adapters.canonical import validate
 from adapters.capture import Content, Publish, capture_row
 from adapters.delivery import Aliases
 from adapters.engine import SyncEngine, _Tally
-from adapters.rules import (
-    DeliveryAction,
-    content_hash,
-    delivery_action,
-    versions_after_delivery,
-)
+from adapters.rules import DeliveryAction, content_hash, delivery_action, versions_after_delivery
 from router.batches import InvalidRow
 from router.clock import Order, compare
 from router.events import ChangeEvent, encode, new_event_id, utcnow
