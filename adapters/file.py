@@ -89,13 +89,6 @@ class _Refused:
         raise InvalidRecord(self.reason)
 
 
-def _once(reason: str) -> str:
-    """``score: score: not an integer`` (validation names the field of a transform's
-    marker, which names it already) as ``score: not an integer``."""
-    field, _, rest = reason.partition(": ")
-    return rest if rest.startswith(f"{field}: ") else reason
-
-
 @dataclass
 class _Entity:
     name: str
@@ -177,7 +170,7 @@ class FileAdapter(LinkStoreAdapter):
             fields = e.mapper.read(record)
             validate(e.name, fields, self.cleansing)
         except InvalidRecord as err:  # a transform's refusal included (its marker)
-            fields = {where: _Refused(_once(str(err)))}
+            fields = {where: _Refused(str(err))}
         return SourceRow(
             entity=e.name,
             source_record_id=at.sid,

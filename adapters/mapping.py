@@ -23,11 +23,14 @@ class Unreadable:
     :class:`InvalidRecord` (via ``str``), so capture skips and reports the row, and a
     read-back dead-letters the write, exactly as for a value the model refuses."""
 
-    def __init__(self, err: TransformError) -> None:
+    def __init__(self, err: TransformError, field: str) -> None:
         self.err = err
+        # Validation names the field the marker stands in: the reason alone then, so the
+        # report reads "score: not an integer", not "score: score: ...".
+        self._text = err.reason if field == err.field else str(err)
 
     def __str__(self) -> str:
-        raise InvalidRecord(str(self.err))
+        raise InvalidRecord(self._text)
 
 
 class Wired:
@@ -59,7 +62,7 @@ class Wired:
         except TransformError as e:
             # The row still reads; validation reports it (see Unreadable).
             field = self.first if e.field not in self.fields and self.first else e.field
-            return {field: Unreadable(e)}
+            return {field: Unreadable(e, field)}
 
     def write(self, fields: dict[str, Any]) -> dict[str, Any]:
         return self.engine.write(fields)

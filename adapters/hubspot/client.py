@@ -176,11 +176,8 @@ class HubspotClient:
 def refused(message: str, category: str) -> PermanentWriteError:
     """A permanent error whose message is HubSpot's own text, which may quote the value
     it refused ("Email address ... is invalid"): that text goes to the DLQ header, logs
-    get the category only (``log_text``, which router.errors' WriteError logs instead of
-    the message; set through ``vars`` so it also holds where the constructor predates it)."""
-    err = PermanentWriteError(message)
-    vars(err)["log_text"] = f"HubSpot {category}"
-    return err
+    get the category only (``log_text``, which logs show instead of the message)."""
+    return PermanentWriteError(message, log_text=f"HubSpot {category}")
 
 
 def _interval(headers: Mapping[str, str]) -> float:

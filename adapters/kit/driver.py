@@ -59,7 +59,8 @@ DriverFactory = Callable[[AdapterConfig, Adapter], CrmDriver]
 DRIVERS: dict[str, str] = {
     "sql": "adapters.kit.sql_driver:SqlDriver",
     "file": "adapters.kit.file_driver:FileDriver",
-    # "hubspot": "adapters.kit.hubspot_driver:HubSpotDriver",  (wip/hubspot adds it)
+    # hubspot and plugins: a driver bound to the CRM the test runs (a fake server);
+    # tests/integration/kit_cases.py has them, passed as ``driver=factory``.
 }
 
 

@@ -11,11 +11,13 @@ Behaviour follows HubSpot's CRM v3 documentation (and issue 12's facts):
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 READ_ONLY = frozenset({"hs_object_id", "createdate", "lastmodifieddate"})
 DEFAULT_PROPERTIES = ("firstname", "lastname", "email")
 # Numeric filters on these compare epoch milliseconds, as the search docs say.
@@ -178,6 +180,10 @@ class Store:
         email = props.get("email")
         if not email:
             return
+        if not EMAIL.match(email):
+            # HubSpot checks the address's syntax: 400 "Property values were not valid"
+            # with the INVALID_EMAIL error per property.
+            raise validation("Property values were not valid: INVALID_EMAIL (email)")
         other = self.by_email(email)
         if other is not None and other.id != self_id:
             raise ApiError(

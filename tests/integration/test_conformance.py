@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from adapters.kit import CHECKS, Subject, open_subject
 from adapters.kit.driver import DriverFactory
 from router.adapter_config import AdapterConfig, DatabaseConfig, load_adapter
-from tests.integration import crm_layouts
+from tests.integration import crm_layouts, kit_cases
 from tests.integration.crm_layouts import ODOO_DDL, SUITECRM_DDL
 from tests.integration.test_sql_servers import UPDATED_AT, private_database
 
@@ -108,7 +108,8 @@ CASES: dict[str, Case] = {
     "file-jsonl": lambda tmp: _file("jsonl", tmp, soft=True),
     "suitecrm-mariadb": lambda tmp: _shipped("suitecrm.toml", "mariadb", SUITECRM_DDL, tmp),
     "odoo-postgresql": lambda tmp: _shipped("odoo.toml", "postgresql", ODOO_DDL, tmp),
-    # "hubspot": lambda tmp: _hubspot(tmp),  (wip/hubspot: the fake server's config)
+    "hubspot": lambda tmp: kit_cases.hubspot(tmp, RATE),
+    "plugin-tinycrm": lambda tmp: kit_cases.tinycrm(tmp, RATE),
 }
 
 

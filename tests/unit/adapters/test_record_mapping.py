@@ -53,5 +53,6 @@ def test_a_value_a_transform_refuses_is_one_records_error_naming_the_field_not_t
     with pytest.raises(InvalidRecord) as info:
         validate("contact", fields)
     assert "phone" in str(info.value) and "not-a-number" not in str(info.value)
+    assert str(info.value).count("phone") == 1  # named once, not "phone: phone: ..."
     with pytest.raises(PermanentWriteError, match="phone"):
         m.write({"first_name": "Ada", "phone": "twelve"})
