@@ -174,7 +174,7 @@ def test_a_crm_database_restored_from_a_backup_comes_back_as_a_new_epoch(spine: 
     spine.wait("seeded", lambda: spine.dbs["mktg"].count() == 5)
     spine.wait_quiet()
     backup = spine.workdir / "legacy.backup.db"
-    _copy_sqlite(legacy.path, backup)
+    _copy_sqlite(Path(legacy.engine.url.database or ""), backup)
 
     legacy.update_by_email("user1@example.com", first_name="AfterBackup")
     spine.wait(
@@ -184,7 +184,9 @@ def test_a_crm_database_restored_from_a_backup_comes_back_as_a_new_epoch(spine: 
     spine.wait_quiet()
     assert spine.fleet.stop_one("legacy") == 0
     legacy.close()
-    _copy_sqlite(backup, legacy.path)  # the restore: links go back to legacy:1 everywhere
+    _copy_sqlite(
+        backup, Path(legacy.engine.url.database or "")
+    )  # the restore: links go back to legacy:1 everywhere
     assert legacy.contacts()["user1@example.com"]["first_name"] != "AfterBackup"
 
     spine.start_adapter("legacy")

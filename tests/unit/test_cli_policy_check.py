@@ -57,14 +57,20 @@ def test_repository_config_by_default() -> None:
     assert "contact" in result.stdout
     for name in ("email", "first_name", "last_name", "phone"):
         assert name in result.stdout
-    # The shipped SuiteCRM and Odoo configs sit beside the demo's three.
-    assert "legacy, mktg, odoo, sales, suitecrm" in result.stdout
+    # The shipped HubSpot, SuiteCRM and Odoo configs sit beside the demo's three.
+    assert "hubspot, legacy, mktg, odoo, sales, suitecrm" in result.stdout
 
 
 def test_repository_config_as_json() -> None:
     config = REPO / "config" / "router.toml"
     contact = check("--config", str(config), "--json").json()["entities"]["contact"]
-    assert contact["fields"]["phone"]["writers"] == ["legacy", "odoo", "sales", "suitecrm"]
+    assert contact["fields"]["phone"]["writers"] == [
+        "hubspot",
+        "legacy",
+        "odoo",
+        "sales",
+        "suitecrm",
+    ]
     assert {"email", "first_name", "last_name", "phone", "company_id"} <= set(contact["fields"])
     assert contact["fields"]["company_id"]["writers"] == ["odoo", "suitecrm"]
 

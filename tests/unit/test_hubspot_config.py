@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from adapters.factory import make_adapter
+from adapters.canonical import InvalidRecord, validate
 from adapters.hubspot.mapping import ObjectMapping
 from router.adapter_config import AdapterConfig, load_adapter
 from router.errors import ConfigError, PermanentWriteError
@@ -78,9 +79,10 @@ def test_transforms_read_and_write_hubspot_strings() -> None:
     assert all(isinstance(v, str) for v in written.values())
     with pytest.raises(PermanentWriteError, match="score"):
         m.write({"score": "lots"})
-    bad = m.read({"hubspotscore": "lots"})["score"]
-    with pytest.raises(ValueError, match="score"):
-        str(bad)  # canonical validation reports the row, never the value
+    bad = m.read({"hubspotscore": "lots"})
+    # canonical validation reports the row, naming the field once and never the value
+    with pytest.raises(InvalidRecord, match=r"^score: not a number$"):
+        validate("contact", bad)
 
 
 def test_a_bad_token_file_stops_the_adapter_naming_the_key(tmp_path: Path) -> None:
