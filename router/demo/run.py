@@ -110,7 +110,13 @@ class Fleet:
 
     def __init__(self, workdir: Path, url: str) -> None:
         self.workdir = workdir
-        self.env = {**os.environ, AMQP_URL_ENV: url, "PYTHONUNBUFFERED": "1"}
+        # Their logs go to files a person reads (the demo, the tests): key=value lines.
+        self.env = {
+            **os.environ,
+            AMQP_URL_ENV: url,
+            "PYTHONUNBUFFERED": "1",
+            "CRMSYNC_LOG_FORMAT": os.environ.get("CRMSYNC_LOG_FORMAT", "logfmt"),
+        }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         (workdir / "logs").mkdir(exist_ok=True)
 
