@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from adapters import migration_plan
+from adapters.inspect import where_is
 from adapters.migration import MigrationWork, summary
 from router import adapter_control as ac
 from router import control, topology
@@ -136,6 +137,15 @@ class MigrationSide:
             return ac.Republished(published=published, missing=missing)
         if isinstance(request, ac.PlanRows | ac.Hashes):
             return await self._plan(request)
+        if isinstance(request, ac.WhereIs):
+            return await db(where_is, self.runtime.engine, request.record_id)
+        if isinstance(request, ac.Resync):
+            mapped = list(self.runtime.engine.mapped)
+            if request.entity is not None and request.entity not in mapped:
+                raise control.BadRequest(f"adapter {self.name} does not map {request.entity}")
+            chosen = [request.entity] if request.entity else mapped
+            self.runtime.resync(chosen)
+            return ac.Resyncing(entities=chosen)
         raise control.BadRequest(f"no action for {request.KEY}")
 
     async def _plan(self, req: ac.PlanRows | ac.Hashes) -> control.Reply:

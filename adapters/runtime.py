@@ -96,6 +96,7 @@ class AdapterRuntime:
         self.migration = MigrationSide(self)
         # Capture waits on it between passes: the poll interval, or less when pushed.
         self.wakeup = Wakeup()
+        self._resync: set[str] = set()
         self.push: PushListener | None = None
         if config.capture.push:
             from adapters import push_trigger
@@ -106,6 +107,25 @@ class AdapterRuntime:
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def resync(self, entities: list[str]) -> None:
+        """Capture ``entities`` again from the beginning at the next pass (``crmsync
+        adapter resync``). Echo-safe: a row whose content its link already holds is no
+        change, so only what really differs is published."""
+        self._resync.update(entities)
+        self.wakeup.set()
+
+    def resync_requested(self, cursors: dict[str, Any]) -> list[str]:
+        """The entities a resync asked for since the last pass, their cursors reset."""
+        chosen, self._resync = sorted(self._resync), set()
+        for entity in chosen:
+            cursors[entity] = None
+        if chosen:
+            self.log.info(
+                "resync: capturing again from the beginning",
+                extra=kv(adapter=self.name, entities=",".join(chosen)),
+            )
+        return chosen
 
     def count(self, outcome: str, n: int = 1) -> None:
         """One more ``outcome`` (metrics.OUTCOMES): the goodbye line's and Prometheus'."""
@@ -312,6 +332,8 @@ class AdapterRuntime:
         every = self.config.capture.hard_delete_scan_every
         while True:
             try:
+                for entity in self.resync_requested(cursors):
+                    await save(entity, None)
                 done = await capture.run(cursors)
                 metrics.CAPTURED.labels(self.name).inc(done.changes)
                 if polls % every == every - 1:

@@ -8,7 +8,7 @@ models are shared by the adapter (:mod:`adapters.control_server`) and the comman
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -166,6 +166,47 @@ class Limited(Reply):
     rate: float | None = None  # the cap in force now (the adapter's own max_rate too)
 
 
+class WhereIs(AdapterRequest):
+    """``crmsync record show``: what this CRM holds of one record."""
+
+    KEY: ClassVar[str] = "record"
+    record_id: Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class HeldHere(Reply):
+    linked: bool  # the adapter has a link for the record
+    source_record_id: str | None = None  # the CRM's own id (None: not written there)
+    in_crm: bool = False  # the CRM's row exists now
+    deleted: bool = False  # as the link or the row says
+    clock: dict[str, int] = Field(default_factory=dict)  # the version the link knows
+    fields: dict[str, Any] = Field(default_factory=dict)  # the row's canonical values now
+    pending: bool = False  # a local change waits in the outbox
+    differs: bool = False  # the row's content is not the version the link knows
+
+
+class Resync(AdapterRequest):
+    """``crmsync adapter resync``: capture again from scratch (every entity, or one)."""
+
+    KEY: ClassVar[str] = "resync"
+    entity: Entity | None = None
+
+
+class Resyncing(Reply):
+    entities: list[str]
+
+
 REQUESTS: dict[str, type[AdapterRequest]] = {
-    m.KEY: m for m in (Export, Digest, MigrationLog, Republish, Count, PlanRows, Hashes, Limit)
+    m.KEY: m
+    for m in (
+        Export,
+        Digest,
+        MigrationLog,
+        Republish,
+        Count,
+        PlanRows,
+        Hashes,
+        Limit,
+        WhereIs,
+        Resync,
+    )
 }

@@ -185,6 +185,13 @@ class ResolveIdentity(Request):
         return self
 
 
+class ShowRecord(Request):
+    """``crmsync record show``: the router's state of one record."""
+
+    KEY: ClassVar[str] = "op.record.show"
+    record_id: NonEmpty
+
+
 REQUESTS: dict[str, type[Request]] = {
     model.KEY: model
     for model in (
@@ -199,6 +206,7 @@ REQUESTS: dict[str, type[Request]] = {
         ResolveConflict,
         ListIdentities,
         ResolveIdentity,
+        ShowRecord,
     )
 }
 
@@ -313,6 +321,13 @@ class Conflicts(Reply):
 
 class ConflictShown(Reply):
     conflict: dict[str, Any]
+
+
+class RecordShown(Reply):
+    # fields, per-field clock and author, tombstone, the conflict it is parked in; and
+    # the adapters that map its entity (to ask where each CRM has it)
+    record: dict[str, Any]
+    adapters: list[str]
 
 
 class Identities(Reply):

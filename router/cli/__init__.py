@@ -16,7 +16,18 @@ import sys
 import typer
 
 from router import logs
-from router.cli import conflicts, dlq, identity, kit, migrate, policy, run, status, topology
+from router.cli import (
+    conflicts,
+    dlq,
+    identity,
+    kit,
+    migrate,
+    policy,
+    record,
+    run,
+    status,
+    topology,
+)
 from router.cli.common import err
 from router.errors import CrmsyncError
 
@@ -39,6 +50,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(conflicts.app, name="conflicts")
 app.add_typer(policy.app, name="policy")
 app.add_typer(identity.app, name="identity")
+app.add_typer(record.app, name="record")
 
 
 def main() -> None:

@@ -66,6 +66,33 @@ def adapter(
     asyncio.run(run_adapter(cfg, make_adapter(cfg, where=str(config))))
 
 
+@adapter_app.command("resync")
+def adapter_resync(
+    name: str,
+    entity: Annotated[str | None, typer.Option(help="Only this entity.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Capture an adapter's CRM again from scratch (after a restore, a bulk edit made
+    around crmsync, a doubt). Echo-safe: only rows that differ from what it last recorded
+    are published."""
+    import asyncio
+
+    from router import adapter_control as ac
+    from router.broker.aio import connect
+    from router.broker.rpc import RpcClient
+
+    async def ask() -> ac.Resyncing:
+        connection = await connect(broker_config(config), "crmsync-cli")
+        try:
+            request = ac.Resync(name=name, entity=entity)
+            return await RpcClient(connection).ask_adapter(request, ac.Resyncing, name, 10.0)
+        finally:
+            await connection.close()
+
+    reply = asyncio.run(ask())
+    out.print(f"adapter {name} captures {', '.join(reply.entities)} again from the beginning")
+
+
 @adapter_app.command("remove")
 def adapter_remove(name: str, yes: YesOpt = False, config: ConfigOpt = None) -> None:
     """Unregister an adapter: it receives no deliveries from then on."""

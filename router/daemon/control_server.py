@@ -20,6 +20,7 @@ from router.daemon.identity_ops import IdentityOps
 from router.daemon.migration_ops import MigrationOps
 from router.daemon.operations import Operations
 from router.daemon.plan_ops import PlanOps
+from router.daemon.record_ops import RecordOps
 from router.daemon.stats import CONTROL_DENIED
 from router.errors import CrmsyncError, PublishFailed
 from router.logs import kv
@@ -55,6 +56,7 @@ class ControlServer:
             cm.PlanMatch: PlanOps(operations.ctx).match,
             control.ListIdentities: identity.list,
             control.ResolveIdentity: identity.resolve,
+            control.ShowRecord: RecordOps(operations.ctx).show,
         }
         missing = set(control.REQUESTS.values()) - set(self._actions)
         assert not missing, f"control requests without an action: {missing}"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.factory import make_adapter
 from adapters.canonical import InvalidRecord, validate
+from adapters.factory import make_adapter
 from adapters.hubspot.mapping import ObjectMapping
 from router.adapter_config import AdapterConfig, load_adapter
 from router.errors import ConfigError, PermanentWriteError
