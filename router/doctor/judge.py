@@ -136,7 +136,5 @@ def backlog(status: Mapping[str, Any]) -> list[Check]:
                 else ok(f"dead letters {name}", "empty")
             )
         elif name == topology.INVALID and count:
-            checks.append(
-                warn(f"invalid events {name}", f"{count} message(s)", "crmsync dlq list")
-            )
+            checks.append(warn(f"invalid events {name}", f"{count} message(s)", "crmsync dlq list"))
     return checks
