@@ -25,7 +25,13 @@ from router.broker.base import BrokerConnection
 from router.broker.refusals import login_user
 from router.broker.settings import redact
 from router.config import BrokerConfig
-from router.doctor.judge import backlog, clock_skew, exchange_check, queue_check
+from router.doctor.judge import (
+    adapter_queues_check,
+    backlog,
+    clock_skew,
+    exchange_check,
+    queue_check,
+)
 from router.doctor.verdicts import Check, fail, ok, warn
 from router.errors import CrmsyncError
 
@@ -167,9 +173,10 @@ def _permission_checks(found: _Found, mgmt: Management) -> list[Check]:
 async def _topology_checks(
     connection: BrokerConnection, found: _Found, adapters: Sequence[AdapterConfig]
 ) -> list[Check]:
-    specs = list(topology.hub_queues())
-    for cfg in adapters:
-        specs += topology.adapter_queues(cfg.name, cfg.retry.tiers())
+    hub = topology.hub_queues()
+    per_adapter = {
+        cfg.name: topology.adapter_queues(cfg.name, cfg.retry.tiers()) for cfg in adapters
+    }
     if found.exchanges is None or found.queues is None:
         checks = [
             warn(
@@ -178,12 +185,14 @@ async def _topology_checks(
                 "enable rabbitmq_management, or pass --management-url",
             )
         ]
-        for spec in specs:
+        for spec in [*hub, *(s for specs in per_adapter.values() for s in specs)]:
             counts = await connection.queue_counts(spec.name)
             checks.append(queue_check(spec, None) if counts is None else ok(f"queue {spec.name}"))
         return checks
     checks = [exchange_check(e, found.exchanges.get(e.name)) for e in topology.HUB_EXCHANGES]
-    checks += [queue_check(spec, found.queues.get(spec.name)) for spec in specs]
+    checks += [queue_check(spec, found.queues.get(spec.name)) for spec in hub]
+    for name, specs in per_adapter.items():
+        checks += adapter_queues_check(name, specs, found.queues)
     return checks
 
 

@@ -111,6 +111,22 @@ def exchange_check(spec: topology.ExchangeSpec, found: Mapping[str, Any] | None)
     return ok(what)
 
 
+def adapter_queues_check(
+    adapter: str, specs: list[topology.QueueSpec], found: Mapping[str, Mapping[str, Any]]
+) -> list[Check]:
+    """One line per queue of ``adapter``; one line in all when none of them exists (an
+    adapter never started here, or its queues deleted)."""
+    if specs and not any(spec.name in found for spec in specs):
+        return [
+            fail(
+                f"queues of adapter {adapter}",
+                f"none of its {len(specs)} queues exists",
+                _declare_fix(specs[0].name),
+            )
+        ]
+    return [queue_check(spec, found.get(spec.name)) for spec in specs]
+
+
 def _declare_fix(queue: str) -> str:
     if queue.startswith(("crmsync.sink.", "crmsync.dlq.", "crmsync.retry.")):
         return "start the adapter, or run 'crmsync topology declare --adapter-config FILE'"
@@ -125,13 +141,14 @@ def backlog(status: Mapping[str, Any]) -> list[Check]:
     """Dead letters, invalid events and parked conflicts: counted, a warning each (they
     wait for an operator; nothing is broken). ``status``: :func:`router.status.gather_status`."""
     checks: list[Check] = []
-    store = status["router"].get("store") or {}
-    parked = int(store.get("conflicts_open") or 0)
-    checks.append(
-        warn("parked conflicts", f"{parked} open", "crmsync conflicts list")
-        if parked
-        else ok("parked conflicts", "none")
-    )
+    if status["router"]["alive"]:  # only the router knows its parked conflicts
+        store = status["router"].get("store") or {}
+        parked = int(store.get("conflicts_open") or 0)
+        checks.append(
+            warn("parked conflicts", f"{parked} open", "crmsync conflicts list")
+            if parked
+            else ok("parked conflicts", "none")
+        )
     for q in status["queues"]:
         name, count = q["name"], q["messages"] or 0
         if name.startswith("crmsync.dlq."):
