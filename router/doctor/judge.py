@@ -21,9 +21,11 @@ CLOCK_FAIL = 30.0  # seconds of skew that break last-writer-wins between CRMs
 
 def python_type(type_: sa.types.TypeEngine[Any]) -> type | None:
     try:
-        return type_.python_type
+        py = type_.python_type
     except NotImplementedError:
         return None
+    # An untyped column (SQLite allows them) reflects as NullType, whose type is object.
+    return None if py is object else py
 
 
 def _shown(type_: sa.types.TypeEngine[Any]) -> str:

@@ -39,13 +39,14 @@ def fail(what: str, detail: str, fix: str = "") -> Check:
 
 
 def line(check: Check) -> str:
-    """``STATUS what: detail; fix`` on one line (newlines in a driver's message folded)."""
-    text = f"{check.status:<4} {check.what}"
+    """``STATUS what: detail; fix`` on one line (newlines in a driver's message folded);
+    the status padded so that the checks line up."""
+    text = check.what
     if check.detail:
         text += f": {check.detail}"
     if check.fix:
         text += f"; {check.fix}"
-    return " ".join(text.split())
+    return f"{check.status:<4} {' '.join(text.split())}"
 
 
 def render(checks: Iterable[Check]) -> str:
