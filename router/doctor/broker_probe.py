@@ -95,7 +95,7 @@ async def broker_checks(
             found = await _management_view(http, mgmt)
             checks += _permission_checks(found, mgmt)
             checks += await _topology_checks(connection, found, adapters)
-            checks += await _status_checks(connection, status_timeout)
+            checks += await _status_checks(connection, status_timeout, adapters)
             checks.append(_broker_clock(found, mgmt))
         finally:
             await connection.close()
@@ -196,11 +196,20 @@ async def _topology_checks(
     return checks
 
 
-async def _status_checks(connection: BrokerConnection, timeout: float) -> list[Check]:
-    from router.status import gather_status
+async def _status_checks(
+    connection: BrokerConnection, timeout: float, adapters: Sequence[AdapterConfig]
+) -> list[Check]:
+    from router.status import gather_status, queue_depths
 
     try:
         data = await gather_status(connection, timeout)
+        # The status counts the DLQs of registered adapters; a configured adapter not
+        # running now may still have dead letters waiting.
+        listed = {q["name"] for q in data["queues"]}
+        more = [topology.dlq_queue(a.name) for a in adapters]
+        for depth in await queue_depths(connection, [q for q in more if q not in listed]):
+            if depth.messages is not None:
+                data["queues"].append({"name": depth.name, "messages": depth.messages})
     except CrmsyncError as e:
         return [fail("router", f"status not available ({e})")]
     if not data["router"]["alive"]:

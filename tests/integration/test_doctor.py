@@ -1,0 +1,154 @@
+"""``crmsync doctor`` against a live system: the router running on the test's vhost and a
+SQLite CRM behind an adapter config. Healthy, it passes with exit 0; a mapped column
+renamed makes exactly that check fail, naming the table and the column; an unreachable
+broker is one line. Also: the doctor changed nothing it looked at."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from adapters.statefile import StateFile
+from router import topology
+from tests.broker import queue_depth
+from tests.integration.cli_runner import Result, arun_cli, run_cli
+from tests.integration.support import RunningRouter
+
+pytestmark = pytest.mark.integration
+
+UNREACHABLE = "amqp://guest:guest@127.0.0.1:1/"
+
+
+def _crm(tmp_path: Path) -> tuple[Path, Path]:
+    """A SQLite CRM with one mapped table, an adapter config for it (router.toml beside
+    it, on the fixture router's state), and the adapter's state file as a run leaves it."""
+    db = tmp_path / "crm.db"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE contacts (id VARCHAR(36) PRIMARY KEY, email VARCHAR(255), "
+            "first_name VARCHAR(80), updated_at DATETIME NOT NULL, deleted BOOLEAN)"
+        )
+    engine.dispose()
+    StateFile(tmp_path / "crm.state.db").close()
+    adapter = tmp_path / "crm.toml"
+    adapter.write_text(
+        'name = "crm"\nkind = "sql"\n'
+        f'[database]\nurl = "sqlite:///{db}"\n'
+        f'[state]\npath = "{tmp_path / "crm.state.db"}"\n'
+        '[entities.contact]\ntable = "contacts"\ndeleted = "deleted"\n'
+        'fields = { email = "email", first_name = "first_name" }\n'
+    )
+    return db, adapter
+
+
+def _router_toml(tmp_path: Path, amqp: str) -> Path:
+    path = tmp_path / "router.toml"
+    path.write_text(f'[broker]\nurl = "{amqp}"\n[state]\nurl = "sqlite:///{tmp_path}/router.db"\n')
+    return path
+
+
+async def _doctor(amqp: str, tmp_path: Path, *extra: str) -> Result:
+    config = _router_toml(tmp_path, amqp)
+    return await arun_cli(
+        "doctor", "--config", str(config), "--adapter-config", str(tmp_path / "crm.toml"),
+        *extra, amqp=amqp, cwd=tmp_path,
+    )  # fmt: skip
+
+
+def _checks(result: Result) -> list[str]:
+    """The check lines (the last line is the summary)."""
+    return result.stdout.splitlines()[:-1]
+
+
+async def _declared(amqp: str, tmp_path: Path) -> None:
+    # What an operator does before the adapter first starts (or the adapter does).
+    declared = await arun_cli(
+        "topology", "declare", "--adapter-config", str(tmp_path / "crm.toml"),
+        amqp=amqp, cwd=tmp_path,
+    )  # fmt: skip
+    assert declared.code == 0, declared
+
+
+async def test_a_healthy_system_passes_every_check(
+    amqp: str, tmp_path: Path, router: RunningRouter, vhost: str
+) -> None:
+    _crm(tmp_path)
+    await _declared(amqp, tmp_path)
+
+    result = await _doctor(amqp, tmp_path)
+
+    assert result.code == 0, result
+    lines = _checks(result)
+    assert all(line.startswith("ok ") for line in lines), result.stdout
+    text = result.stdout
+    for what in (
+        "broker: ",
+        f"permissions of 'guest' on vhost '{vhost}'",
+        f"queue {topology.INGRESS}",
+        f"queue {topology.sink_queue('crm')}",
+        f"queue {topology.retry_queue('crm', '10m')}",
+        "router: answering",
+        f"dead letters {topology.dlq_queue('crm')}",
+        "adapter crm: entities.contact (table contacts)",
+        "clock of adapter crm's database",
+        "clock of the broker",
+        "router state store (state.url)",
+        "adapter crm: state store (state.path)",
+    ):
+        assert what in text, what
+    assert "guest:guest" not in text  # the password never shows
+    assert result.stdout.splitlines()[-1].startswith("healthy: ")
+
+    as_json = await _doctor(amqp, tmp_path, "--json")
+    data = json.loads(as_json.stdout)
+    assert as_json.code == 0 and data["healthy"] is True
+    assert {c["status"] for c in data["checks"]} == {"ok"}
+
+    # Read-only: the state probe's row was rolled back, nothing was published.
+    assert (
+        router.store.engine.connect()
+        .execute(sa.text("SELECT count(*) FROM crmsync_meta WHERE key = 'crmsync-doctor-probe'"))
+        .scalar()
+        == 0
+    )
+    assert queue_depth(vhost, topology.INGRESS) == 0
+
+
+async def test_a_renamed_mapped_column_fails_that_check_naming_table_and_column(
+    amqp: str, tmp_path: Path, router: RunningRouter
+) -> None:
+    db, _ = _crm(tmp_path)
+    await _declared(amqp, tmp_path)
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE contacts RENAME COLUMN email TO email_address")
+    engine.dispose()
+
+    result = await _doctor(amqp, tmp_path)
+
+    assert result.code == 1, result
+    assert "Traceback" not in result.stderr
+    failed = [line for line in _checks(result) if not line.startswith("ok ")]
+    assert failed == [
+        "FAIL adapter crm: entities.contact (table contacts): table 'contacts' has no "
+        "column(s) email (entities.contact); rename the column back, or fix "
+        f"entities.contact in {tmp_path / 'crm.toml'}"
+    ], result.stdout
+    assert result.stdout.splitlines()[-1].startswith("unhealthy: ")
+
+
+def test_an_unreachable_broker_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = run_cli("doctor", amqp=UNREACHABLE, cwd=tmp_path)
+
+    assert result.code == 1, result
+    assert "Traceback" not in result.stderr
+    lines = _checks(result)
+    assert len(lines) == 1, result.stdout
+    assert lines[0].startswith(
+        "FAIL broker: cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/"
+    )
+    assert "guest:guest" not in result.stdout + result.stderr
