@@ -95,7 +95,9 @@ def _entity_check(
         return fail(what, "; ".join(p[1] for p in failed), fix)
     if problems:
         return warn(what, "; ".join(p[1] for p in problems))
-    return ok(what, f"{len(t.fields) + len(t.raw) + 2} column(s) present and typed")
+    mapped = [t.id, t.updated_at, t.created_at, t.deleted, *t.fields.values(), *t.raw.values()]
+    columns = {c.name for c in mapped if c is not None}
+    return ok(what, f"{len(columns)} column(s) present and typed")
 
 
 def _typed(entity: str, t: Any) -> list[tuple[str, str] | None]:

@@ -137,8 +137,10 @@ async def _management_view(http: httpx.AsyncClient, mgmt: Management) -> _Found:
         after = time.time()
         reply.raise_for_status()
         stamp = email.utils.parsedate_to_datetime(reply.headers["date"]).timestamp()
-        # The Date header is whole seconds: +0.5 centres it on the second it names.
-        found.offset = stamp + 0.5 - (before + after) / 2
+        # The Date header is whole seconds, and the API's web server refreshes it once a
+        # second at a phase of its own: the broker's time is in [stamp, stamp + 2), so
+        # +1 centres it (good to 1 s; the thresholds are 2 s and 30 s).
+        found.offset = stamp + 1.0 - (before + after) / 2
         perms = await http.get(
             f"{mgmt.base}/api/permissions/{quote(mgmt.vhost, safe='')}/{quote(mgmt.user, safe='')}"
         )
