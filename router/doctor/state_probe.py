@@ -52,11 +52,10 @@ def store_check(what: str, url: str, meta: tuple[str, str, str], value: object) 
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table(table):
                 return warn(what, f"{shown} has no {table} yet", "the daemon creates it at start")
-            conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar()
-            conn.execute(
-                sa.text(f"INSERT INTO {table} ({key}, {column}) VALUES (:k, :v)"),
-                {"k": PROBE_KEY, "v": value},
-            )
+            # A table clause, not SQL text: it quotes ``key`` (reserved on MariaDB).
+            kv = sa.table(table, sa.column(key), sa.column(column))
+            conn.execute(sa.select(sa.func.count()).select_from(kv)).scalar()
+            conn.execute(sa.insert(kv).values({key: PROBE_KEY, column: value}))
             conn.rollback()
     except sa.exc.DBAPIError as e:
         reason = " ".join(str(e.orig).split()) or type(e.orig).__name__

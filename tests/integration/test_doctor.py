@@ -6,6 +6,7 @@ broker is one line. Also: the doctor changed nothing it looked at."""
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,21 @@ import sqlalchemy as sa
 
 from adapters.statefile import StateFile
 from router import topology
+from router.adapter_config import AdapterConfig
+from router.doctor.adapter_probe import adapter_checks
+from router.doctor.state_probe import PROBE_KEY, router_state_check
+from router.schema import meta
+from router.state import RouterStore
 from tests.broker import queue_depth
+from tests.integration import crm_layouts as crm
 from tests.integration.cli_runner import Result, arun_cli, run_cli
 from tests.integration.support import RunningRouter
+from tests.integration.test_sql_servers import private_database
 
 pytestmark = pytest.mark.integration
 
 UNREACHABLE = "amqp://guest:guest@127.0.0.1:1/"
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "adapters"
 
 
 def _crm(tmp_path: Path) -> tuple[Path, Path]:
@@ -109,12 +118,9 @@ async def test_a_healthy_system_passes_every_check(
     assert {c["status"] for c in data["checks"]} == {"ok"}
 
     # Read-only: the state probe's row was rolled back, nothing was published.
-    assert (
-        router.store.engine.connect()
-        .execute(sa.text("SELECT count(*) FROM crmsync_meta WHERE key = 'crmsync-doctor-probe'"))
-        .scalar()
-        == 0
-    )
+    with router.store.engine.connect() as conn:
+        probes = conn.execute(sa.select(sa.func.count()).where(meta.c.key == PROBE_KEY))
+        assert probes.scalar() == 0
     assert queue_depth(vhost, topology.INGRESS) == 0
 
 
@@ -152,3 +158,59 @@ def test_an_unreachable_broker_is_one_line_and_exit_1(tmp_path: Path) -> None:
         "FAIL broker: cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/"
     )
     assert "guest:guest" not in result.stdout + result.stderr
+
+
+# -- the shipped CRM configs and the state stores on the database servers ----------------
+
+
+@pytest.mark.parametrize(
+    ("name", "backend", "ddl", "table", "column"),
+    [
+        ("suitecrm", "mariadb", crm.SUITECRM_DDL, "email_addr_bean_rel", "bean_id"),
+        ("odoo", "postgresql", crm.ODOO_DDL, "res_partner", "email"),
+    ],
+)
+def test_a_shipped_config_passes_and_a_renamed_column_is_named(
+    name: str, backend: str, ddl: list[str], table: str, column: str, tmp_path: Path
+) -> None:
+    """SuiteCRM's renamed column is in a link table (reached through a related field);
+    Odoo's in the shared partner table."""
+    where = CONFIG / f"{name}.toml"
+    with private_database(backend) as url:
+        engine = sa.create_engine(url)
+        crm.create(engine, ddl)
+        raw = tomllib.loads(where.read_text())
+        raw["database"]["url"] = url
+        cfg = AdapterConfig.model_validate(raw)
+
+        healthy = adapter_checks(cfg, where)
+        assert [c.status for c in healthy] == ["ok"] * len(healthy), healthy
+        assert len(healthy) == len(cfg.entities) + 2  # the database, each entity, its clock
+
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {table} RENAME COLUMN {column} TO {column}_x"))
+        engine.dispose()
+        broken = [c for c in adapter_checks(cfg, where) if c.status != "ok"]
+
+    assert len(broken) == 1, broken
+    assert broken[0].status == "FAIL"
+    assert f"table {table!r} has no column(s) {column} " in broken[0].detail
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_a_router_state_store_on_a_server_is_readable_and_writable(
+    backend: str, tmp_path: Path
+) -> None:
+    with private_database(backend) as url:
+        store = RouterStore(url)
+        try:
+            check = router_state_check(url)
+            with store.engine.connect() as conn:
+                probes = conn.execute(
+                    sa.select(sa.func.count()).where(meta.c.key == PROBE_KEY)
+                ).scalar()
+        finally:
+            store.close()
+    assert check.status == "ok", check
+    assert "readable and writable" in check.detail
+    assert probes == 0  # the probe row was rolled back
