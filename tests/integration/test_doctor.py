@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from aio_pika.abc import AbstractRobustConnection
 
 from adapters.statefile import StateFile
 from router import topology
@@ -117,6 +118,17 @@ async def test_a_healthy_system_passes_every_check(
     assert as_json.code == 0 and data["healthy"] is True
     assert {c["status"] for c in data["checks"]} == {"ok"}
 
+    # Without the management API: queues only checked to exist, the broker's clock not
+    # compared; two warnings, still healthy.
+    bare = await _doctor(amqp, tmp_path, "--management-url", "http://127.0.0.1:1")
+    assert bare.code == 0, bare
+    warned = [line for line in _checks(bare) if not line.startswith("ok ")]
+    assert [w.split(":")[0] for w in warned] == [
+        "warn topology arguments",
+        "warn clock of the broker",
+    ], bare.stdout
+    assert f"ok   queue {topology.sink_queue('crm')}" in bare.stdout
+
     # Read-only: the state probe's row was rolled back, nothing was published.
     with router.store.engine.connect() as conn:
         probes = conn.execute(sa.select(sa.func.count()).where(meta.c.key == PROBE_KEY))
@@ -145,6 +157,36 @@ async def test_a_renamed_mapped_column_fails_that_check_naming_table_and_column(
         f"entities.contact in {tmp_path / 'crm.toml'}"
     ], result.stdout
     assert result.stdout.splitlines()[-1].startswith("unhealthy: ")
+
+
+async def test_a_queue_with_other_arguments_is_named_with_the_argument(
+    amqp: str, tmp_path: Path, connection: AbstractRobustConnection
+) -> None:
+    _crm(tmp_path)
+    channel = await connection.channel()
+    sink = topology.sink_queue("crm")
+    await channel.declare_queue(
+        sink, durable=True, arguments={"x-queue-type": "quorum", "x-delivery-limit": 5}
+    )
+
+    result = await _doctor(amqp, tmp_path)
+
+    assert result.code == 1, result
+    assert (
+        f"FAIL queue {sink}: argument x-delivery-limit is 5, expected "
+        f"{topology.SINK_DELIVERY_LIMIT}; drain and delete it"
+    ) in result.stdout
+    assert "FAIL router: not answering" in result.stdout  # no router runs here
+
+
+def test_a_missing_vhost_is_named(amqp: str, tmp_path: Path) -> None:
+    result = run_cli("doctor", amqp=amqp + "-gone", cwd=tmp_path)
+
+    assert result.code == 1, result
+    lines = _checks(result)
+    assert len(lines) == 1, result.stdout
+    assert lines[0].startswith("FAIL broker: vhost 'crmsync-test-"), lines[0]
+    assert "-gone' does not exist; create it (rabbitmqctl add_vhost" in lines[0]
 
 
 def test_an_unreachable_broker_is_one_line_and_exit_1(tmp_path: Path) -> None:
