@@ -73,7 +73,7 @@ async def broker_checks(
 ) -> list[Check]:
     """Every broker check; an unreachable broker or a refused login is one line (the
     checks that need a connection are then not run, and say nothing)."""
-    from router.cli.common import connect
+    from router.broker.aio import connect
 
     try:
         url = cfg.effective_url()
@@ -99,6 +99,27 @@ async def broker_checks(
             checks.append(_broker_clock(found, mgmt))
         finally:
             await connection.close()
+    return checks + await _adapter_logins(adapters, url)
+
+
+async def _adapter_logins(adapters: Sequence[AdapterConfig], router_url: str) -> list[Check]:
+    """Each adapter's own broker login, where it has one (a user per adapter): the
+    router's working says nothing of theirs. Connect and close, nothing else."""
+    from router.broker.aio import connect
+
+    checks = []
+    for cfg in adapters:
+        what = f"adapter {cfg.name}: broker login"
+        try:
+            url = cfg.broker.effective_url()
+            if url == router_url:
+                continue
+            connection = await connect(cfg.broker, f"crmsync-doctor-{cfg.name}")
+        except CrmsyncError as e:
+            checks.append(fail(what, str(e)))
+            continue
+        await connection.close()
+        checks.append(ok(what, f"{redact(url)} accepts user '{login_user(url)}'"))
     return checks
 
 

@@ -40,14 +40,14 @@ def run_checks(
             broker = router.broker
             checks.append(ok(f"config {config}"))
         except CrmsyncError as e:
-            checks.append(fail(f"config {config}", str(e)))
+            checks.append(fail(f"config {config}", _without(str(e), config)))
     adapters: list[tuple[Path, AdapterConfig]] = []
     for path in adapter_paths:
         try:
             adapters.append((path, load_adapter(path)))
             checks.append(ok(f"config {path}"))
         except CrmsyncError as e:
-            checks.append(fail(f"config {path}", str(e)))
+            checks.append(fail(f"config {path}", _without(str(e), path)))
     checks += asyncio.run(
         broker_checks(broker, [a for _, a in adapters], management_url, status_timeout)
     )
@@ -58,3 +58,8 @@ def run_checks(
     for _, cfg in adapters:
         checks.append(adapter_state_check(cfg.name, cfg.state.path))
     return checks
+
+
+def _without(message: str, path: Path) -> str:
+    """A config error without the file name the check's line already starts with."""
+    return message.removeprefix(f"{path}: ")

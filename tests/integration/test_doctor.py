@@ -179,6 +179,28 @@ async def test_a_queue_with_other_arguments_is_named_with_the_argument(
     assert "FAIL router: not answering" in result.stdout  # no router runs here
 
 
+def test_an_adapter_user_refused_by_the_broker_is_named(amqp: str, tmp_path: Path) -> None:
+    """A user per adapter: its login is checked apart from the router's."""
+    _, adapter = _crm(tmp_path)
+    wrong = amqp.replace("guest:guest@", "guest:not-the-password@")
+    adapter.write_text(adapter.read_text() + f'[broker]\nurl = "{wrong}"\n')
+    config = _router_toml(tmp_path, amqp)
+
+    # No CRMSYNC_AMQP_URL: it would stand for every config's broker.url.
+    result = run_cli(
+        "doctor", "--config", str(config), "--adapter-config", str(adapter),
+        amqp=None, cwd=tmp_path,
+    )  # fmt: skip
+
+    assert result.code == 1, result
+    assert "ok   broker: " in result.stdout  # the router's own login is fine
+    refused = [line for line in _checks(result) if "broker login" in line]
+    assert len(refused) == 1, result.stdout
+    assert refused[0].startswith("FAIL adapter crm: broker login: RabbitMQ at ")
+    assert "refused the login of user 'guest'" in refused[0]
+    assert "not-the-password" not in result.stdout + result.stderr
+
+
 def test_a_missing_vhost_is_named(amqp: str, tmp_path: Path) -> None:
     result = run_cli("doctor", amqp=amqp + "-gone", cwd=tmp_path)
 
