@@ -37,7 +37,7 @@ def doctor(
 ) -> None:
     """Check the broker, topology, router, adapters' CRMs, state stores and clocks.
 
-    Read-only: nothing is declared, published or written (a state store's writability
+    Read-only: nothing of crmsync's is declared, published or written (a store's writability
     is tested by a probe row rolled back). Exits 1 when any check fails; warnings
     (dead letters, parked conflicts, small clock skew) leave it 0."""
     from router.doctor import verdicts
