@@ -9,6 +9,7 @@ import json
 import tomllib
 from pathlib import Path
 
+import aio_pika
 import pytest
 import sqlalchemy as sa
 from aio_pika.abc import AbstractRobustConnection
@@ -20,10 +21,9 @@ from router.doctor.adapter_probe import adapter_checks
 from router.doctor.state_probe import PROBE_KEY, router_state_check
 from router.schema import meta
 from router.state import RouterStore
-from tests.broker import queue_depth
 from tests.integration import crm_layouts as crm
 from tests.integration.cli_runner import Result, arun_cli, run_cli
-from tests.integration.support import RunningRouter
+from tests.integration.support import RunningRouter, depth
 from tests.integration.test_sql_servers import private_database
 
 pytestmark = pytest.mark.integration
@@ -84,7 +84,11 @@ async def _declared(amqp: str, tmp_path: Path) -> None:
 
 
 async def test_a_healthy_system_passes_every_check(
-    amqp: str, tmp_path: Path, router: RunningRouter, vhost: str
+    amqp: str,
+    tmp_path: Path,
+    router: RunningRouter,
+    vhost: str,
+    connection: AbstractRobustConnection,
 ) -> None:
     _crm(tmp_path)
     await _declared(amqp, tmp_path)
@@ -129,11 +133,22 @@ async def test_a_healthy_system_passes_every_check(
     ], bare.stdout
     assert f"ok   queue {topology.sink_queue('crm')}" in bare.stdout
 
+    # A dead letter is counted, a warning: it waits for an operator, nothing is broken.
+    channel = await connection.channel(publisher_confirms=True)
+    dead = await channel.get_exchange(topology.DEAD, ensure=False)
+    await dead.publish(aio_pika.Message(b"{}"), "crm", mandatory=True)
+    letters = await _doctor(amqp, tmp_path)
+    assert letters.code == 0, letters
+    assert [line for line in _checks(letters) if not line.startswith("ok ")] == [
+        f"warn dead letters {topology.dlq_queue('crm')}: 1 message(s); crmsync dlq list"
+    ], letters.stdout
+    assert await depth(connection, topology.dlq_queue("crm")) == 1  # looked at, left in place
+
     # Read-only: the state probe's row was rolled back, nothing was published.
     with router.store.engine.connect() as conn:
         probes = conn.execute(sa.select(sa.func.count()).where(meta.c.key == PROBE_KEY))
         assert probes.scalar() == 0
-    assert queue_depth(vhost, topology.INGRESS) == 0
+    assert await depth(connection, topology.INGRESS) == 0
 
 
 async def test_a_renamed_mapped_column_fails_that_check_naming_table_and_column(
