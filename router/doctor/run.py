@@ -48,9 +48,13 @@ def run_checks(
             checks.append(ok(f"config {path}"))
         except CrmsyncError as e:
             checks.append(fail(f"config {path}", _without(str(e), path)))
-    checks += asyncio.run(
-        broker_checks(broker, [a for _, a in adapters], management_url, status_timeout)
-    )
+    if config is not None and router is None:
+        # The defaults would name another broker than the one meant: say so instead.
+        checks.append(fail("broker", f"not checked: {config} did not load"))
+    else:
+        checks += asyncio.run(
+            broker_checks(broker, [a for _, a in adapters], management_url, status_timeout)
+        )
     for path, cfg in adapters:
         checks += adapter_checks(cfg, path)
     if router is not None:

@@ -141,3 +141,19 @@ def test_a_file_that_is_no_state_store_fails(tmp_path: Path) -> None:
     (tmp_path / "router.db").write_text("not a database")
     check = router_state_check(f"sqlite:///{tmp_path / 'router.db'}")
     assert check.status == "FAIL" and "not a database" in check.detail
+
+
+def test_a_router_config_that_does_not_load_is_not_replaced_by_the_defaults(
+    tmp_path: Path,
+) -> None:
+    from router.doctor.run import run_checks
+
+    config = tmp_path / "router.toml"
+    config.write_text("[broker]\nurl = 5\n")
+    checks = run_checks(config, [])
+    assert [(c.status, c.what) for c in checks] == [
+        ("FAIL", f"config {config}"),
+        ("FAIL", "broker"),
+    ]
+    assert "broker.url" in checks[0].detail
+    assert checks[1].detail == f"not checked: {config} did not load"
