@@ -11,6 +11,7 @@ the status request ``crmsync status`` also sends.
 from __future__ import annotations
 
 import email.utils
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,7 +83,10 @@ async def broker_checks(
     mgmt = management_for(url, management_url)
     # The management API over https is trusted like the broker: broker.tls.ca_file.
     ca = cfg.tls.ca_file if cfg.tls is not None else None
-    verify: str | bool = str(ca) if ca is not None else True
+    try:
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
+    except (OSError, ssl.SSLError) as e:
+        return [fail("broker", f"broker.tls.ca_file: cannot load {ca} ({e})")]
     async with httpx.AsyncClient(
         auth=(mgmt.user, mgmt.password), timeout=HTTP_TIMEOUT, verify=verify
     ) as http:
