@@ -5,6 +5,7 @@ broker is one line. Also: the doctor changed nothing it looked at."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tomllib
 from pathlib import Path
@@ -17,7 +18,9 @@ from aio_pika.abc import AbstractRobustConnection
 from adapters.statefile import StateFile
 from router import topology
 from router.adapter_config import AdapterConfig
+from router.doctor import verdicts
 from router.doctor.adapter_probe import adapter_checks
+from router.doctor.run import run_checks
 from router.doctor.state_probe import PROBE_KEY, router_state_check
 from router.schema import meta
 from router.state import RouterStore
@@ -67,6 +70,17 @@ async def _doctor(amqp: str, tmp_path: Path, *extra: str) -> Result:
         "doctor", "--config", str(config), "--adapter-config", str(tmp_path / "crm.toml"),
         *extra, amqp=amqp, cwd=tmp_path,
     )  # fmt: skip
+
+
+async def _in_process(
+    amqp: str, tmp_path: Path, management_url: str | None = None
+) -> tuple[int, list[str]]:
+    """The doctor's exit code and lines without a process of its own (what the CLI
+    prints, less the summary): in a thread, so this loop keeps serving the router."""
+    config = _router_toml(tmp_path, amqp)
+    adapters = [tmp_path / "crm.toml"]
+    checks = await asyncio.to_thread(run_checks, config, adapters, management_url)
+    return verdicts.exit_code(checks), [verdicts.line(c) for c in checks]
 
 
 def _checks(result: Result) -> list[str]:
@@ -124,24 +138,24 @@ async def test_a_healthy_system_passes_every_check(
 
     # Without the management API: queues only checked to exist, the broker's clock not
     # compared; two warnings, still healthy.
-    bare = await _doctor(amqp, tmp_path, "--management-url", "http://127.0.0.1:1")
-    assert bare.code == 0, bare
-    warned = [line for line in _checks(bare) if not line.startswith("ok ")]
+    code, bare = await _in_process(amqp, tmp_path, "http://127.0.0.1:1")
+    assert code == 0, bare
+    warned = [line for line in bare if not line.startswith("ok ")]
     assert [w.split(":")[0] for w in warned] == [
         "warn topology arguments",
         "warn clock of the broker",
-    ], bare.stdout
-    assert f"ok   queue {topology.sink_queue('crm')}" in bare.stdout
+    ], bare
+    assert f"ok   queue {topology.sink_queue('crm')}" in bare
 
     # A dead letter is counted, a warning: it waits for an operator, nothing is broken.
     channel = await connection.channel(publisher_confirms=True)
     dead = await channel.get_exchange(topology.DEAD, ensure=False)
     await dead.publish(aio_pika.Message(b"{}"), "crm", mandatory=True)
-    letters = await _doctor(amqp, tmp_path)
-    assert letters.code == 0, letters
-    assert [line for line in _checks(letters) if not line.startswith("ok ")] == [
+    code, letters = await _in_process(amqp, tmp_path)
+    assert code == 0, letters
+    assert [line for line in letters if not line.startswith("ok ")] == [
         f"warn dead letters {topology.dlq_queue('crm')}: 1 message(s); crmsync dlq list"
-    ], letters.stdout
+    ], letters
     assert await depth(connection, topology.dlq_queue("crm")) == 1  # looked at, left in place
 
     # Read-only: the state probe's row was rolled back, nothing was published.
@@ -184,36 +198,36 @@ async def test_a_queue_with_other_arguments_is_named_with_the_argument(
         sink, durable=True, arguments={"x-queue-type": "quorum", "x-delivery-limit": 5}
     )
 
-    result = await _doctor(amqp, tmp_path)
+    code, lines = await _in_process(amqp, tmp_path)
 
-    assert result.code == 1, result
-    assert (
+    assert code == 1, lines
+    found = [line for line in lines if line.startswith(f"FAIL queue {sink}")]
+    assert found == [
         f"FAIL queue {sink}: argument x-delivery-limit is 5, expected "
-        f"{topology.SINK_DELIVERY_LIMIT}; drain and delete it"
-    ) in result.stdout
-    assert "FAIL router: not answering" in result.stdout  # no router runs here
+        f"{topology.SINK_DELIVERY_LIMIT}; {topology.mismatch_fix(sink)}"
+    ], lines
+    assert any(line.startswith("FAIL router: not answering") for line in lines)  # none runs
 
 
-def test_an_adapter_user_refused_by_the_broker_is_named(amqp: str, tmp_path: Path) -> None:
+async def test_an_adapter_user_refused_by_the_broker_is_named(
+    amqp: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A user per adapter: its login is checked apart from the router's."""
     _, adapter = _crm(tmp_path)
     wrong = amqp.replace("guest:guest@", "guest:not-the-password@")
     adapter.write_text(adapter.read_text() + f'[broker]\nurl = "{wrong}"\n')
-    config = _router_toml(tmp_path, amqp)
-
     # No CRMSYNC_AMQP_URL: it would stand for every config's broker.url.
-    result = run_cli(
-        "doctor", "--config", str(config), "--adapter-config", str(adapter),
-        amqp=None, cwd=tmp_path,
-    )  # fmt: skip
+    monkeypatch.delenv("CRMSYNC_AMQP_URL")
 
-    assert result.code == 1, result
-    assert "ok   broker: " in result.stdout  # the router's own login is fine
-    refused = [line for line in _checks(result) if "broker login" in line]
-    assert len(refused) == 1, result.stdout
+    code, lines = await _in_process(amqp, tmp_path)
+
+    assert code == 1, lines
+    assert any(line.startswith("ok   broker: ") for line in lines)  # the router's login
+    refused = [line for line in lines if "broker login" in line]
+    assert len(refused) == 1, lines
     assert refused[0].startswith("FAIL adapter crm: broker login: RabbitMQ at ")
     assert "refused the login of user 'guest'" in refused[0]
-    assert "not-the-password" not in result.stdout + result.stderr
+    assert "not-the-password" not in "\n".join(lines)
 
 
 def test_a_missing_vhost_is_named(amqp: str, tmp_path: Path) -> None:
