@@ -19,6 +19,7 @@ from router import logs
 from router.cli import (
     conflicts,
     dlq,
+    doctor,
     identity,
     kit,
     migrate,
@@ -40,6 +41,7 @@ app = typer.Typer(
 )
 app.command()(run.router)
 app.command()(status.status)
+app.command()(doctor.doctor)
 app.command()(run.demo)
 app.command()(migrate.migrate)
 app.command()(migrate.reconcile)
