@@ -99,9 +99,10 @@ class FakeHubSpot:
         lag: float = 0.0,
         token: str = "test-token",
         clock: Callable[[], float] = time.time,
+        search_cap: int = ops.SEARCH_CAP,
     ) -> None:
         self.lock = threading.Lock()
-        self.store = Store(clock=clock, lag=lag)
+        self.store = Store(clock=clock, lag=lag, search_cap=search_cap)
         self.limits = RateLimits(per_10s, daily, clock)
         self.token = token
         self.base_url = ""

@@ -252,8 +252,8 @@ def search(store: Store, body: Any) -> Response:
     if not 1 <= limit <= SEARCH_MAX:
         raise validation(f"limit must be between 1 and {SEARCH_MAX}")
     after = _int(body.get("after", 0) or 0, "after")
-    if after >= SEARCH_CAP:
-        raise validation(f"Cannot page past {SEARCH_CAP} results: narrow the query instead")
+    if after >= store.search_cap:
+        raise validation(f"Cannot page past {store.search_cap} results: narrow the query instead")
     groups = body.get("filterGroups", [])
     if len(groups) > MAX_GROUPS or any(
         len(g.get("filters", [])) > MAX_FILTERS_PER_GROUP for g in groups

@@ -103,6 +103,9 @@ class Store:
     index: dict[str, list[tuple[float, Contact | None]]] = field(default_factory=dict)
     emails: dict[str, str] = field(default_factory=dict)  # lower-cased email -> live id
     next_id: int = 1001
+    # Results one search query may page through (HubSpot: 10,000). Tests of the
+    # re-anchoring logic lower it, to cross it with fewer contacts.
+    search_cap: int = 10_000
     # While a batch runs all-or-nothing: id -> (copy before the batch or None, index length).
     _journal: dict[str, tuple[Contact | None, int]] | None = None
 

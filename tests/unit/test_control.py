@@ -38,8 +38,13 @@ def test_every_request_parses_back_to_itself(model: control.Request) -> None:
 
 
 def test_every_request_model_has_a_distinct_key() -> None:
-    assert len(control.REQUESTS) == 18
-    assert {"op.migration.open", "op.migration.checkpoint", "op.redeliver"} <= set(control.REQUESTS)
+    assert len(control.REQUESTS) == 19
+    assert {
+        "op.migration.open",
+        "op.migration.checkpoint",
+        "op.redeliver",
+        "op.record.show",
+    } <= set(control.REQUESTS)
     assert all(key == model.KEY for key, model in control.REQUESTS.items())
 
 
