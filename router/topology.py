@@ -16,6 +16,10 @@ CHANGES: Final = "crmsync.changes"
 DELIVERIES: Final = "crmsync.deliveries"
 DEAD: Final = "crmsync.dead"
 CONTROL: Final = "crmsync.control"
+# Retry tiers have an exchange of their own (direct, keys NAME.DELAY): through the default
+# exchange a user allowed to write to one retry queue could write to any queue, another
+# adapter's sink included, since RabbitMQ cannot limit amq.default per queue.
+RETRY: Final = "crmsync.retry"
 INGRESS: Final = "crmsync.router.ingress"
 INVALID: Final = "crmsync.router.invalid"
 ROUTER_CONTROL: Final = "crmsync.router.control"
@@ -66,6 +70,12 @@ def retry_queue(adapter: str, delay: str) -> str:
     return f"crmsync.retry.{adapter}.{delay}"
 
 
+def retry_key(adapter: str, delay: str) -> str:
+    """The routing key on :data:`RETRY` of ``adapter``'s ``delay`` tier: anchored on the
+    adapter's name so a topic permission ``^NAME\\.`` can limit who writes it."""
+    return f"{adapter}.{delay}"
+
+
 def _quorum(**extra: object) -> dict[str, object]:
     return {"x-queue-type": "quorum", **extra}
 
@@ -91,6 +101,7 @@ HUB_EXCHANGES: Final = (
     ExchangeSpec(DELIVERIES, "direct"),
     ExchangeSpec(DEAD, "direct"),
     ExchangeSpec(CONTROL, "topic"),
+    ExchangeSpec(RETRY, "direct"),
 )
 
 
@@ -177,6 +188,7 @@ def adapter_queues(adapter: str, retry_tiers: Iterable[tuple[str, float]] = ()) 
                         "x-overflow": "reject-publish",
                     }
                 ),
+                ((RETRY, retry_key(adapter, label)),),
             )
         )
     return specs
