@@ -99,7 +99,7 @@ def next_hop(
         jitter = 1.0 + (rng or random).random() * topology.RETRY_JITTER
         key = topology.retry_key(adapter, label)
         return Hop(topology.RETRY, key, kept, seconds * jitter, False)
-    return Hop(topology.DEAD, adapter, kept, None, True)
+    return Hop(topology.RETRY, topology.dead_key(adapter), kept, None, True)
 
 
 def error_for_status(status: int, detail: str) -> Exception:

@@ -82,6 +82,11 @@ class Register(Keyed):
     highest: Annotated[int, Field(ge=0, le=INT_MAX)] | None = None
     entities: dict[Annotated[str, Field(pattern=ENTITY_RE)], list[str]] = {}
     version: str = ""
+    # Its retry.delays: the router declares the adapter's queues (a least-privilege
+    # adapter user may not: a queue's dead-letter exchange needs write on it).
+    retry_tiers: list[Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=list, max_length=32
+    )
 
 
 class CaptureHealth(BaseModel):

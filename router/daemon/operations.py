@@ -64,9 +64,12 @@ class Operations:
             req.highest,
             highs,
         )
-        # The adapter declared its sink already; declaring it here too means a delivery is
-        # never returned as unroutable because of the order processes started in.
-        await self._connection.declare(topology.adapter_queues(req.name), hub=False)
+        # The adapter's queues are the router's to declare (a least-privilege adapter user
+        # may not: a queue's dead-letter exchange needs write on it); declaring them here
+        # also means a delivery is never unroutable because of the order processes start.
+        await self._connection.declare(
+            topology.adapter_queues(req.name, _tiers(req.retry_tiers)), hub=False
+        )
         await self.ctx.db(self.ctx.store.save_registration, reg)
         self.ctx.registered(reg)
         log.info(
@@ -259,3 +262,11 @@ class Operations:
 def _detail(conflict: Conflict, now: datetime) -> dict[str, object]:
     """``conflicts show``: which sides' edits are in play, as the resolver decides it."""
     return conflict_detail(conflict, now, sides_of(conflict.sides, conflict.base))
+
+
+def _tiers(labels: list[str]) -> list[tuple[str, float]]:
+    """(label, seconds) of the retry tiers an adapter registered with (its retry.delays)."""
+    try:
+        return [(label, parse_duration(label)) for label in labels]
+    except ValueError as e:
+        raise control.BadRequest(f"register: retry_tiers: {e}") from None

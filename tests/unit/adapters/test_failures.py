@@ -40,9 +40,9 @@ def test_attempts_walk_the_tiers_then_dead_letter_keeping_first_failure_time() -
         "sales.1s",
         "sales.10s",
         "sales.1m",
-        "sales",
+        "sales.dead",
     ]
-    assert hop.dead and hop.exchange == topology.DEAD
+    assert hop.dead and hop.exchange == topology.RETRY
     assert hop.headers[topology.ATTEMPTS_HEADER] == 4
     assert hop.headers[topology.FIRST_FAILED_HEADER] == 10_000
     assert hop.headers[topology.LAST_FAILED_HEADER] == 13_000
