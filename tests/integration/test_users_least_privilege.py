@@ -28,7 +28,7 @@ from router.events import encode_dict
 from router.messages import Outgoing
 from tests.broker import create_user, delete_user, user_url
 from tests.integration.cli_runner import run_cli
-from tests.integration.support import event, new_id, poll, register, stop_router
+from tests.integration.support import depth, event, new_id, poll, register, stop_router
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +78,12 @@ async def test_an_adapter_runs_with_only_its_roles_permissions_and_no_more(
         amqp=amqp,
     )  # fmt: skip
     assert made.code == 0, made.stderr
+    hub = f"{name}-router"  # the router on a user of its role too
+    made = run_cli(
+        "users", "create", hub, "--role", "router", "--password-file", str(tmp_path / "pw"),
+        amqp=amqp,
+    )  # fmt: skip
+    assert made.code == 0, made.stderr
     listed = run_cli("users", "list", "--json", amqp=amqp).json()
     assert {"user": name, "role": "adapter"} in listed
 
@@ -86,7 +92,7 @@ async def test_an_adapter_runs_with_only_its_roles_permissions_and_no_more(
     (tmp_path / "contacts.csv").write_text("id,email,first\n1,ann@x.io,Ann\n")
     config = RouterConfig.model_validate(
         {
-            "broker": {"url": amqp},
+            "broker": {"url": user_url(vhost, hub, "s3cret%23%2F%3F")},
             "state": {"url": f"sqlite:///{tmp_path}/router.db"},
             "security": {"adapter_users": {name: name, "other": other[0]}},
         }
@@ -132,6 +138,11 @@ async def test_an_adapter_runs_with_only_its_roles_permissions_and_no_more(
         with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
             await queue.bind(topology.DELIVERIES, "other")
         assert router.stats.verdicts.get("spoofed-source", 0) == 0  # stopped at the broker
+        # Its own failure paths stay open: a retry tier and its DLQ, bound by the router.
+        publisher = await mine.publisher()
+        for key in (topology.retry_key(name, "2s"), topology.dead_key(name)):
+            await publisher.publish(Outgoing(topology.RETRY, key, b"x", user_id=name))
+        assert await depth(theirs, topology.dlq_queue(name)) == 1
         refused = run_cli("users", "remove", "guest", amqp=amqp)
         assert refused.code != 0 and "not made by crmsync" in refused.stderr
         assert run_cli("users", "remove", name, amqp=amqp).code == 0
@@ -143,3 +154,4 @@ async def test_an_adapter_runs_with_only_its_roles_permissions_and_no_more(
         await theirs.close()
         await stop_router(router, task)
         delete_user(other[0])
+        delete_user(hub)
