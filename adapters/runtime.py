@@ -79,6 +79,8 @@ class AdapterRuntime:
         self.actor: str | None = None
         self._rpc: RpcClient | None = None
         self.user = unquote(urlsplit(config.broker.effective_url()).username or "") or None
+        # Whose deliveries the sink accepts (told at registration; empty: anyone's).
+        self.accept_from: frozenset[str] = frozenset()
         self._publish_lock = asyncio.Lock()
         self.ready = asyncio.Event()
         self.stats: dict[str, int] = dict.fromkeys(metrics.OUTCOMES, 0)
@@ -260,6 +262,7 @@ class AdapterRuntime:
             error = raw.get("error") if isinstance(raw, dict) else "its answer is not a map"
             raise RegistrationRefused(f"router refused adapter {self.name!r}: {error}")
         reply = control.parse_reply(raw, control.Registered, request.routing_key)
+        self.accept_from = frozenset(reply.accept_from)
         actor = reply.actor
         if actor != claimed:
             await self.db(self._state.set, "actor", actor)

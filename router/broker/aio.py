@@ -93,7 +93,7 @@ async def connect(cfg: BrokerConfig, client_name: str) -> Connection:
     return connection
 
 
-def _message(item: Outgoing) -> aio_pika.Message:
+def _message(item: Outgoing, signer: str | None = None) -> aio_pika.Message:
     return aio_pika.Message(
         item.body,
         content_type=CONTENT_TYPE,
@@ -102,7 +102,7 @@ def _message(item: Outgoing) -> aio_pika.Message:
         headers=item.headers or None,
         reply_to=item.reply_to,
         correlation_id=item.correlation_id,
-        user_id=item.user_id,
+        user_id=item.user_id or signer,
         expiration=item.expiration,
     )
 
@@ -129,8 +129,11 @@ class Publisher:
     returned without error.
     """
 
-    def __init__(self, channel: AbstractChannel, confirm_timeout: float) -> None:
+    def __init__(
+        self, channel: AbstractChannel, confirm_timeout: float, signer: str | None = None
+    ) -> None:
         self._channel = channel
+        self._signer = signer  # the user_id every message carries unless it has its own
         self._exchanges: dict[str, AbstractExchange] = {}
         self._confirm_timeout = confirm_timeout
 
@@ -152,7 +155,7 @@ class Publisher:
         results = await asyncio.gather(
             *(
                 exchange.publish(
-                    _message(item),
+                    _message(item, self._signer),
                     item.routing_key,
                     mandatory=item.mandatory,
                     timeout=self._confirm_timeout,
@@ -246,11 +249,13 @@ class Connection:
         finally:
             await _close(channel)
 
-    async def publisher(self) -> Publisher:
-        """A channel with publisher confirms whose returns (unroutable) raise."""
+    async def publisher(self, *, signed: bool = False) -> Publisher:
+        """A channel with publisher confirms whose returns (unroutable) raise; ``signed``:
+        every message carries this connection's user as ``user_id`` (the router's
+        deliveries, which sinks accept only from it)."""
         with aio_errors("open a publishing channel"):
             channel = await self._robust.channel(publisher_confirms=True, on_return_raises=True)
-        return Publisher(channel, self._confirm_timeout)
+        return Publisher(channel, self._confirm_timeout, self.user if signed else None)
 
     async def consume(
         self,

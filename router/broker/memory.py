@@ -165,14 +165,17 @@ class MemoryBroker:
 
 
 class MemoryPublisher:
-    def __init__(self, broker: MemoryBroker) -> None:
+    def __init__(self, broker: MemoryBroker, signer: str | None = None) -> None:
         self._broker = broker
+        self._signer = signer
 
     async def publish_many(self, items: Sequence[Outgoing]) -> None:
         for item in items:
-            self._broker.route(item)
+            await self.publish(item)
 
     async def publish(self, item: Outgoing) -> None:
+        if self._signer and not item.user_id:
+            item = replace(item, user_id=self._signer)
         self._broker.route(item)
 
 
@@ -191,8 +194,8 @@ class MemoryConnection:
         for queue in [*(hub_queues() if hub else []), *queues]:
             self.broker.declare_queue(queue)
 
-    async def publisher(self) -> MemoryPublisher:
-        return MemoryPublisher(self.broker)
+    async def publisher(self, *, signed: bool = False) -> MemoryPublisher:
+        return MemoryPublisher(self.broker, self._user if signed else None)
 
     async def consume(
         self, queue: str | QueueSpec, handler: Handler, *, prefetch: int, exclusive: bool = False

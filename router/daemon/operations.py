@@ -81,7 +81,19 @@ class Operations:
                 "adapter state behind what it published: issued a new epoch",
                 extra=kv(adapter=req.name, claimed=req.actor or "", actor=reg.actor),
             )
-        return control.Registered(actor=reg.actor, epoch=reg.epoch, rewound=behind or "")
+        return control.Registered(
+            actor=reg.actor, epoch=reg.epoch, rewound=behind or "", accept_from=self._senders()
+        )
+
+    def _senders(self) -> list[str]:
+        """Who may publish into a sink (item 4 of issue 13): this router's user (what it
+        signs its deliveries with) and the operators' (DLQ replays); nothing when
+        ``[security]`` is not set."""
+        principals = self.ctx.principals
+        if not principals.enforced:
+            return []
+        mine = [u for u in (self._connection.user, principals.router_user) if u]
+        return sorted({*mine, *principals.operators})
 
     async def heartbeat(self, req: control.Heartbeat) -> None:
         self.ctx.beats[req.name] = time.time()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aio_pika
 import aiormq
+import prometheus_client as prom
 import pytest
 
 from adapters.factory import make_adapter
@@ -28,7 +29,7 @@ from router.events import encode_dict
 from router.messages import Outgoing
 from tests.broker import create_user, delete_user, user_url
 from tests.integration.cli_runner import run_cli
-from tests.integration.support import depth, event, new_id, poll, register, stop_router
+from tests.integration.support import collect, depth, event, new_id, poll, register, stop_router
 
 pytestmark = pytest.mark.integration
 
@@ -140,9 +141,30 @@ async def test_an_adapter_runs_with_only_its_roles_permissions_and_no_more(
         assert router.stats.verdicts.get("spoofed-source", 0) == 0  # stopped at the broker
         # Its own failure paths stay open: a retry tier and its DLQ, bound by the router.
         publisher = await mine.publisher()
-        for key in (topology.retry_key(name, "2s"), topology.dead_key(name)):
+        for key in (topology.retry_key(name, "1s"), topology.dead_key(name)):
             await publisher.publish(Outgoing(topology.RETRY, key, b"x", user_id=name))
-        assert await depth(theirs, topology.dlq_queue(name)) == 1
+
+        # Item 4: a delivery another user managed to publish into the sink (loose
+        # permissions) is not written: it goes to the DLQ, logged and counted.
+        forged = event("other", new_id(), {"other": 2}, {"email": "eve@x.io", "first_name": "E"})
+        deliveries = await channel.get_exchange(topology.DELIVERIES, ensure=False)
+        await deliveries.publish(aio_pika.Message(encode_dict(forged), user_id=other[0]), name)
+        # ... while the copy back from its own retry tier is its own: b"x" is judged
+        # (undecodable), not refused.
+        dlq = topology.dlq_queue(name)
+
+        async def all_parked() -> bool:
+            return await depth(theirs, dlq) == 3
+
+        assert await poll(all_parked, 10)
+        parked = await collect(await theirs.channel(), dlq, 3)
+        kinds = sorted(str(m.headers.get(topology.ERROR_TYPE_HEADER)) for m in parked)
+        assert kinds == ["None", "undecodable", "untrusted-sender"]
+        assert "eve@x.io" not in _emails(tmp_path / "contacts.csv")
+        refused = prom.REGISTRY.get_sample_value(
+            "crmsync_adapter_deliveries_refused_total", {"adapter": name}
+        )
+        assert refused == 1
         refused = run_cli("users", "remove", "guest", amqp=amqp)
         assert refused.code != 0 and "not made by crmsync" in refused.stderr
         assert run_cli("users", "remove", name, amqp=amqp).code == 0
