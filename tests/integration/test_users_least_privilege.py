@@ -177,3 +177,29 @@ async def test_an_adapter_runs_with_only_its_roles_permissions_and_no_more(
         await stop_router(router, task)
         delete_user(other[0])
         delete_user(hub)
+
+
+def test_an_adapter_missing_a_permission_stops_with_one_line_naming_it(
+    amqp: str, vhost: str, tmp_path: Path, name: str
+) -> None:
+    """An adapter started on a user made for another name: the broker refuses its
+    registration (topic permission on crmsync.control), and the adapter stops with one
+    line naming the user, the permission and the resource, exit 3 (no traceback)."""
+    assert run_cli("topology", "declare", amqp=amqp).code == 0
+    (tmp_path / "pw").write_text("pw\n")
+    (tmp_path / "pw").chmod(0o600)
+    made = run_cli(
+        "users", "create", name, "--role", "adapter", "--password-file", str(tmp_path / "pw"),
+        amqp=amqp,
+    )  # fmt: skip
+    assert made.code == 0, made.stderr
+    (tmp_path / "contacts.csv").write_text("id,email,first\n")
+    # Its broker user is NAME, but it calls itself NAMEx: register.NAMEx is not its key.
+    toml = _adapter_toml(tmp_path, name, user_url(vhost, name, "pw"))
+    toml.write_text(toml.read_text().replace(f'name = "{name}"', f'name = "{name}x"', 1))
+    result = run_cli("adapter", "--config", str(toml), amqp=None)
+    assert result.code == 3, result
+    assert "Traceback" not in result.stderr
+    [line] = [x for x in result.error_lines if x.startswith("crmsync: error:")]
+    assert f"user '{name}'" in line and "topic write permission" in line, line
+    assert f"routing key 'register.{name}x'" in line and "pw" not in line.split("'")[1]
