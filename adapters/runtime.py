@@ -212,10 +212,12 @@ class AdapterRuntime:
         least-privilege adapter user has no write on the dead-letter exchanges a queue
         declaration names): the router declares them when the adapter registers."""
         assert self._connection is not None
-        await self._connection.declare(hub=False)
+        await self._connection.declare(hub=False, check_exchanges=True)
         try:
             await self._connection.declare(
-                topology.adapter_queues(self.name, self.config.retry.tiers()), hub=False
+                topology.adapter_queues(self.name, self.config.retry.tiers()),
+                hub=False,
+                check_exchanges=True,
             )
         except AccessRefused:
             self.log.info(

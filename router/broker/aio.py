@@ -211,19 +211,21 @@ class Connection:
         with aio_errors("open a channel"):
             return await self._robust.channel()
 
-    async def declare(self, queues: Iterable[QueueSpec] = (), *, hub: bool = True) -> None:
-        """Declare the hub's exchanges and queues (``hub``), then ``queues``.
+    async def declare(
+        self, queues: Iterable[QueueSpec] = (), *, hub: bool = True, check_exchanges: bool = False
+    ) -> None:
+        """Declare the hub's exchanges, its queues (``hub``), then ``queues``.
 
         Idempotent. A queue that exists with other arguments is a
-        :class:`TopologyMismatch` that says how to fix it, never a crash loop. Without
-        ``hub`` the hub's exchanges are only checked (passively): they are the router's
-        (or ``crmsync topology declare``'s) to create, so an adapter's user needs no
-        configure permission on them.
+        :class:`TopologyMismatch` that says how to fix it, never a crash loop. With
+        ``check_exchanges`` (adapters) the hub's exchanges are only checked, passively:
+        they are the router's (or ``crmsync topology declare``'s) to create, so an
+        adapter's user needs no configure permission on them.
         """
         channel = await self._scratch()
         try:
             for exchange in HUB_EXCHANGES:
-                if not hub:
+                if check_exchanges:
                     with aio_errors(f"check exchange {exchange.name}"):
                         await channel.get_exchange(exchange.name, ensure=True)
                     continue

@@ -188,8 +188,12 @@ class MemoryConnection:
     def user(self) -> str | None:
         return self._user
 
-    async def declare(self, queues: Iterable[QueueSpec] = (), *, hub: bool = True) -> None:
+    async def declare(
+        self, queues: Iterable[QueueSpec] = (), *, hub: bool = True, check_exchanges: bool = False
+    ) -> None:
         for spec in HUB_EXCHANGES:
+            if check_exchanges and spec.name not in self.broker.exchanges:
+                raise EntityMissing(f"check exchange {spec.name}: no such exchange")
             self.broker.exchanges.setdefault(spec.name, spec.kind)
         for queue in [*(hub_queues() if hub else []), *queues]:
             self.broker.declare_queue(queue)
