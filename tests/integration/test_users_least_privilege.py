@@ -203,3 +203,15 @@ def test_an_adapter_missing_a_permission_stops_with_one_line_naming_it(
     [line] = [x for x in result.error_lines if x.startswith("crmsync: error:")]
     assert f"user '{name}'" in line and "topic write permission" in line, line
     assert f"routing key 'register.{name}x'" in line and "pw" not in line.split("'")[1]
+
+
+def test_an_adapter_before_any_router_says_who_creates_the_hub(amqp: str, tmp_path: Path) -> None:
+    """Adapters only check the hub's exchanges: on a vhost where neither the router nor
+    `crmsync topology declare` ran, one line says so, exit 3."""
+    (tmp_path / "contacts.csv").write_text("id,email,first\n")
+    toml = _adapter_toml(tmp_path, "early", amqp)
+    result = run_cli("adapter", "--config", str(toml), amqp=None)
+    assert result.code == 3, result
+    [line] = [x for x in result.error_lines if x.startswith("crmsync: error:")]
+    assert f"exchange '{topology.CHANGES}' does not exist" in line
+    assert "crmsync topology declare" in line
