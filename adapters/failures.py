@@ -97,8 +97,9 @@ def next_hop(
         # Upward only: a write keeps retrying at least the sum of the configured delays
         # (the "retry budget" operators plan outages against).
         jitter = 1.0 + (rng or random).random() * topology.RETRY_JITTER
-        return Hop("", topology.retry_queue(adapter, label), kept, seconds * jitter, False)
-    return Hop(topology.DEAD, adapter, kept, None, True)
+        key = topology.retry_key(adapter, label)
+        return Hop(topology.RETRY, key, kept, seconds * jitter, False)
+    return Hop(topology.RETRY, topology.dead_key(adapter), kept, None, True)
 
 
 def error_for_status(status: int, detail: str) -> Exception:

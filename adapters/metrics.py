@@ -71,3 +71,11 @@ WRITE_SECONDS = prom.Histogram(
 def serve(port: int) -> None:
     if port:
         prom.start_http_server(port, addr="127.0.0.1")
+
+
+DELIVERIES_REFUSED = prom.Counter(
+    "crmsync_adapter_deliveries_refused",
+    "Deliveries the sink refused because neither the router's nor an operator's broker "
+    "user published them ([security] on the router); each went to the DLQ unwritten",
+    ["adapter"],
+)

@@ -102,9 +102,10 @@ class MigrationSide:
             self.log.exception("adapter request failed", extra=kv(key=message.routing_key))
             reply = control.Failure(error=f"adapter {self.name} failed on {verb}: {e}")
         if message.reply_to:
+            exchange, key = topology.reply_route(message.reply_to)
             answer = Outgoing(
-                "",
-                message.reply_to,
+                exchange,
+                key,
                 reply.body(),
                 correlation_id=message.correlation_id,
                 mandatory=False,

@@ -35,6 +35,7 @@ from router.broker.aio import Connection, Publisher, connect
 from router.broker.rpc import RpcClient
 from router.config import parse_duration
 from router.errors import (
+    AccessRefused,
     BrokerUnavailable,
     PublishFailed,
     RegistrationRefused,
@@ -78,6 +79,8 @@ class AdapterRuntime:
         self.actor: str | None = None
         self._rpc: RpcClient | None = None
         self.user = unquote(urlsplit(config.broker.effective_url()).username or "") or None
+        # Whose deliveries the sink accepts (told at registration; empty: anyone's).
+        self.accept_from: frozenset[str] = frozenset()
         self._publish_lock = asyncio.Lock()
         self.ready = asyncio.Event()
         self.stats: dict[str, int] = dict.fromkeys(metrics.OUTCOMES, 0)
@@ -156,9 +159,7 @@ class AdapterRuntime:
         self._state = await self.db(StateFile, self.config.state.path)
         self._connection = await connect(self.config.broker, f"crmsync-adapter-{self.name}")
         try:
-            await self._connection.declare(
-                topology.adapter_queues(self.name, self.config.retry.tiers()), hub=False
-            )
+            own_queues = await self._declare_own_queues()
             self.actor = await self._register()
             self._engine = SyncEngine(
                 self.adapter,
@@ -169,10 +170,10 @@ class AdapterRuntime:
             )
             self._publisher = await self._connection.publisher()
             await self.publish_pending()
-            # By its spec: a sink deleted under us is declared again at once, not waited for.
-            await self._connection.consume(
-                topology.sink_spec(self.name), self.sink.batcher.add, prefetch=SINK_PREFETCH
-            )
+            # By its spec: a sink deleted under us is declared again at once, not waited for;
+            # a least-privilege user consumes the sink the router declared at registration.
+            sink = topology.sink_spec(self.name) if own_queues else topology.sink_queue(self.name)
+            await self._connection.consume(sink, self.sink.batcher.add, prefetch=SINK_PREFETCH)
             await self.migration.serve()
             capture = "push" if self.push is not None else "polling"
             self.log.info(
@@ -205,6 +206,27 @@ class AdapterRuntime:
             self.log.info("adapter stopped", extra=kv(adapter=self.name, **self.stats))
 
     # -- registration -------------------------------------------------------------------
+    async def _declare_own_queues(self) -> bool:
+        """Check the hub's exchanges (passively: they are the router's) and declare this
+        adapter's sink, DLQ and retry tiers. False when the broker user may not (a
+        least-privilege adapter user has no write on the dead-letter exchanges a queue
+        declaration names): the router declares them when the adapter registers."""
+        assert self._connection is not None
+        await self._connection.declare(hub=False, check_exchanges=True)
+        try:
+            await self._connection.declare(
+                topology.adapter_queues(self.name, self.config.retry.tiers()),
+                hub=False,
+                check_exchanges=True,
+            )
+        except AccessRefused:
+            self.log.info(
+                "adapter queues left to the router (this broker user may not declare them)",
+                extra=kv(adapter=self.name, user=self._connection.user or ""),
+            )
+            return False
+        return True
+
     async def _register(self) -> str:
         assert self._connection is not None and self._state is not None
         rpc = RpcClient(self._connection)
@@ -222,6 +244,7 @@ class AdapterRuntime:
             highest=await self.db(highest),
             entities=self.adapter.entities(),
             version=__version__,
+            retry_tiers=[label for label, _ in self.config.retry.tiers()],
         )
         waited = False
         while True:
@@ -241,6 +264,7 @@ class AdapterRuntime:
             error = raw.get("error") if isinstance(raw, dict) else "its answer is not a map"
             raise RegistrationRefused(f"router refused adapter {self.name!r}: {error}")
         reply = control.parse_reply(raw, control.Registered, request.routing_key)
+        self.accept_from = frozenset(reply.accept_from)
         actor = reply.actor
         if actor != claimed:
             await self.db(self._state.set, "actor", actor)

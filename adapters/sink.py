@@ -67,11 +67,36 @@ class Sink:
             if batch:
                 await self.apply_batch(batch)
 
+    def trusts(self, message: Delivery) -> bool:
+        """Whether ``message`` was published by a user the router named at registration
+        (itself, the operators) or came back from this adapter's own retry tier."""
+        accept = self.runtime.accept_from
+        if not accept:
+            return True
+        user = message.user_id
+        return user is not None and (user in accept or user == self.runtime.user)
+
+    async def refuse(self, message: Delivery) -> None:
+        """A delivery nobody trusted published: to the DLQ unwritten (kept for an operator
+        to see who wrote into this sink; dropping it would hide that)."""
+        who = repr(message.user_id) if message.user_id else "a message without user_id"
+        self.log.warning(
+            "delivery refused: not published by the router or an operator",
+            extra=kv(
+                adapter=self.name, event_id=message.message_id or "", user=message.user_id or ""
+            ),
+        )
+        metrics.DELIVERIES_REFUSED.labels(self.name).inc()
+        err = PermanentWriteError(f"published by {who}, not by the router or an operator")
+        await self.fail(message, None, err, kind="untrusted-sender")
+
     async def apply_batch(self, batch: list[Delivery]) -> None:
         live: list[Delivery] = []
         for message in batch:
             # Settled one by one before the live messages' multiple-ack covers them.
-            if is_batch(message.headers):
+            if not self.trusts(message):
+                await self.refuse(message)
+            elif is_batch(message.headers):
                 await self.runtime.migration.apply_batch_message(message)
             elif REPAIR_HEADER in message.headers:
                 await self.runtime.migration.apply_repair(message)
@@ -162,6 +187,8 @@ class Sink:
             message.body,
             message.message_id,
             hop.headers,
+            # Signed: back from the retry tier, the sink knows it as its own copy.
+            user_id=self.runtime.user,
             expiration=hop.expiration,
         )
         try:

@@ -85,6 +85,9 @@ class BrokerConfig(Strict):
     # A publish whose confirm has not come by then fails and is retried on a fresh channel:
     # a confirm lost with a dead connection must not stall an outbox forever.
     confirm_timeout: Duration = "30s"
+    # RabbitMQ's management API, for `crmsync users` only; default http://HOST:15672 of
+    # broker.url (https for amqps://).
+    management_url: str | None = None
 
     @field_validator("heartbeat")
     @classmethod

@@ -82,6 +82,11 @@ class Register(Keyed):
     highest: Annotated[int, Field(ge=0, le=INT_MAX)] | None = None
     entities: dict[Annotated[str, Field(pattern=ENTITY_RE)], list[str]] = {}
     version: str = ""
+    # Its retry.delays: the router declares the adapter's queues (a least-privilege
+    # adapter user may not: a queue's dead-letter exchange needs write on it).
+    retry_tiers: list[Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=list, max_length=32
+    )
 
 
 class CaptureHealth(BaseModel):
@@ -274,10 +279,14 @@ class Registered(Reply):
     actor: str
     epoch: int
     rewound: str = ""  # why a new epoch was issued for a claimed actor (its state was behind)
+    # With [security] set: the broker users whose deliveries the adapter's sink accepts
+    # (the router's, the operators'); empty: any (a development hub's single user).
+    accept_from: list[str] = Field(default_factory=list)
 
     def body(self) -> bytes:
         # Said only when it happened: the usual reply stays what older adapters know.
-        return pack(self.model_dump(mode="json", exclude=set() if self.rewound else {"rewound"}))
+        unsaid = {k for k in ("rewound", "accept_from") if not getattr(self, k)}
+        return pack(self.model_dump(mode="json", exclude=unsaid))
 
 
 class AdapterStatus(BaseModel):

@@ -16,6 +16,12 @@ CHANGES: Final = "crmsync.changes"
 DELIVERIES: Final = "crmsync.deliveries"
 DEAD: Final = "crmsync.dead"
 CONTROL: Final = "crmsync.control"
+# An adapter's own failure paths (its retry tiers, keys NAME.DELAY, and its DLQ, key
+# NAME.dead) have an exchange of their own. Through the default exchange or
+# crmsync.dead a user allowed to write there could write into any queue, another
+# adapter's sink included; RabbitMQ narrows writes by routing key only on a *topic*
+# exchange (topic permissions), so this one is a topic exchange bound by exact keys.
+RETRY: Final = "crmsync.retry"
 INGRESS: Final = "crmsync.router.ingress"
 INVALID: Final = "crmsync.router.invalid"
 ROUTER_CONTROL: Final = "crmsync.router.control"
@@ -66,6 +72,35 @@ def retry_queue(adapter: str, delay: str) -> str:
     return f"crmsync.retry.{adapter}.{delay}"
 
 
+def retry_key(adapter: str, delay: str) -> str:
+    """The routing key on :data:`RETRY` of ``adapter``'s ``delay`` tier: anchored on the
+    adapter's name so a topic permission ``^NAME\\.`` can limit who writes it."""
+    return f"{adapter}.{delay}"
+
+
+def dead_key(adapter: str) -> str:
+    """The routing key on :data:`RETRY` of ``adapter``'s DLQ (an adapter dead-letters a
+    write itself through it; the broker's own dead-lettering uses crmsync.dead)."""
+    return f"{adapter}.dead"
+
+
+# Reply and request queues are named by the broker user that owns them, so a permission
+# can be written for them (server-named amq.gen-* queues cannot be scoped to a user).
+REPLY_PREFIX: Final = "crmsync.reply"
+REQUESTS_PREFIX: Final = "crmsync.requests"
+REPLY_KEY_PREFIX: Final = "reply"
+
+
+def reply_route(reply_to: str) -> tuple[str, str]:
+    """(exchange, routing key) that reaches the reply queue ``reply_to``. crmsync's own
+    reply queues are bound on crmsync.control under ``reply.QUEUE`` (write on the
+    default exchange would reach every queue); any other name is a queue of an older
+    client, reached through the default exchange."""
+    if reply_to.startswith(REPLY_PREFIX + "."):
+        return CONTROL, f"{REPLY_KEY_PREFIX}.{reply_to}"
+    return "", reply_to
+
+
 def _quorum(**extra: object) -> dict[str, object]:
     return {"x-queue-type": "quorum", **extra}
 
@@ -91,6 +126,7 @@ HUB_EXCHANGES: Final = (
     ExchangeSpec(DELIVERIES, "direct"),
     ExchangeSpec(DEAD, "direct"),
     ExchangeSpec(CONTROL, "topic"),
+    ExchangeSpec(RETRY, "topic"),
 )
 
 
@@ -160,7 +196,8 @@ def sink_spec(adapter: str) -> QueueSpec:
 
 def adapter_queues(adapter: str, retry_tiers: Iterable[tuple[str, float]] = ()) -> list[QueueSpec]:
     """The sink, its DLQ and its back-off tiers (``(label, seconds)``)."""
-    specs = [QueueSpec(dlq_queue(adapter), _quorum(), ((DEAD, adapter),)), sink_spec(adapter)]
+    dlq = QueueSpec(dlq_queue(adapter), _quorum(), ((DEAD, adapter), (RETRY, dead_key(adapter))))
+    specs = [dlq, sink_spec(adapter)]
     for label, seconds in retry_tiers:
         # One queue per tier: a per-message TTL only expires at the head of a queue. The
         # queue TTL caps the jittered per-message expiry the adapter sets.
@@ -177,6 +214,7 @@ def adapter_queues(adapter: str, retry_tiers: Iterable[tuple[str, float]] = ()) 
                         "x-overflow": "reject-publish",
                     }
                 ),
+                ((RETRY, retry_key(adapter, label)),),
             )
         )
     return specs

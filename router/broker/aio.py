@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,12 +22,12 @@ from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
-    AbstractRobustChannel,
     AbstractRobustConnection,
     DeliveryMode,
     ExchangeType,
 )
 
+from router.broker.aio_queues import _close, _declare_on, _say_when_cancelled
 from router.broker.base import Handler
 from router.broker.errors import aio_errors, describe
 from router.broker.refusals import connect_failure
@@ -36,7 +37,15 @@ from router.errors import EntityMissing, TopologyMismatch
 from router.events import CONTENT_TYPE
 from router.logs import kv
 from router.messages import Delivery, Outgoing
-from router.topology import HUB_EXCHANGES, QueueSpec, hub_queues, mismatch_fix
+from router.topology import (
+    CONTROL,
+    HUB_EXCHANGES,
+    REPLY_PREFIX,
+    REQUESTS_PREFIX,
+    QueueSpec,
+    hub_queues,
+    reply_route,
+)
 
 log = logging.getLogger("crmsync.broker")
 
@@ -84,7 +93,7 @@ async def connect(cfg: BrokerConfig, client_name: str) -> Connection:
     return connection
 
 
-def _message(item: Outgoing) -> aio_pika.Message:
+def _message(item: Outgoing, signer: str | None = None) -> aio_pika.Message:
     return aio_pika.Message(
         item.body,
         content_type=CONTENT_TYPE,
@@ -93,7 +102,7 @@ def _message(item: Outgoing) -> aio_pika.Message:
         headers=item.headers or None,
         reply_to=item.reply_to,
         correlation_id=item.correlation_id,
-        user_id=item.user_id,
+        user_id=item.user_id or signer,
         expiration=item.expiration,
     )
 
@@ -120,8 +129,11 @@ class Publisher:
     returned without error.
     """
 
-    def __init__(self, channel: AbstractChannel, confirm_timeout: float) -> None:
+    def __init__(
+        self, channel: AbstractChannel, confirm_timeout: float, signer: str | None = None
+    ) -> None:
         self._channel = channel
+        self._signer = signer  # the user_id every message carries unless it has its own
         self._exchanges: dict[str, AbstractExchange] = {}
         self._confirm_timeout = confirm_timeout
 
@@ -143,7 +155,7 @@ class Publisher:
         results = await asyncio.gather(
             *(
                 exchange.publish(
-                    _message(item),
+                    _message(item, self._signer),
                     item.routing_key,
                     mandatory=item.mandatory,
                     timeout=self._confirm_timeout,
@@ -199,15 +211,24 @@ class Connection:
         with aio_errors("open a channel"):
             return await self._robust.channel()
 
-    async def declare(self, queues: Iterable[QueueSpec] = (), *, hub: bool = True) -> None:
-        """Declare the hub's exchanges (always), its queues (``hub``) and ``queues``.
+    async def declare(
+        self, queues: Iterable[QueueSpec] = (), *, hub: bool = True, check_exchanges: bool = False
+    ) -> None:
+        """Declare the hub's exchanges, its queues (``hub``), then ``queues``.
 
         Idempotent. A queue that exists with other arguments is a
-        :class:`TopologyMismatch` that says how to fix it, never a crash loop.
+        :class:`TopologyMismatch` that says how to fix it, never a crash loop. With
+        ``check_exchanges`` (adapters) the hub's exchanges are only checked, passively:
+        they are the router's (or ``crmsync topology declare``'s) to create, so an
+        adapter's user needs no configure permission on them.
         """
         channel = await self._scratch()
         try:
             for exchange in HUB_EXCHANGES:
+                if check_exchanges:
+                    with aio_errors(f"check exchange {exchange.name}"):
+                        await channel.get_exchange(exchange.name, ensure=True)
+                    continue
                 try:
                     with aio_errors(f"declare exchange {exchange.name}"):
                         await channel.declare_exchange(
@@ -230,11 +251,13 @@ class Connection:
         finally:
             await _close(channel)
 
-    async def publisher(self) -> Publisher:
-        """A channel with publisher confirms whose returns (unroutable) raise."""
+    async def publisher(self, *, signed: bool = False) -> Publisher:
+        """A channel with publisher confirms whose returns (unroutable) raise; ``signed``:
+        every message carries this connection's user as ``user_id`` (the router's
+        deliveries, which sinks accept only from it)."""
         with aio_errors("open a publishing channel"):
             channel = await self._robust.channel(publisher_confirms=True, on_return_raises=True)
-        return Publisher(channel, self._confirm_timeout)
+        return Publisher(channel, self._confirm_timeout, self.user if signed else None)
 
     async def consume(
         self,
@@ -269,34 +292,54 @@ class Connection:
                 await _say_when_cancelled(channel, name)
             await declared.consume(on_message, exclusive=exclusive)
 
+    def _own_queue(self, prefix: str) -> str:
+        """``PREFIX.USER.<hex>``: named by the user, so its permissions can be written."""
+        return f"{prefix}.{self.user or 'guest'}.{uuid.uuid4().hex[:16]}"
+
     async def reply_queue(self, handler: Handler) -> str:
-        """A server-named, exclusive queue for answers to this connection's requests;
-        its messages are acked on arrival (an answer nobody waits for is worthless)."""
+        """An exclusive queue ``crmsync.reply.USER.<hex>`` for answers to this
+        connection's requests, bound on crmsync.control under ``reply.QUEUE``
+        (:func:`router.topology.reply_route`); its messages are acked on arrival (an
+        answer nobody waits for is worthless)."""
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             await handler(_delivery(message))
 
-        with aio_errors("declare a reply queue"):
+        name = self._own_queue(REPLY_PREFIX)
+        # Before the queue: a missing exchange must not leave an unused queue behind.
+        check = await self._scratch()
+        try:
+            with aio_errors(f"check exchange {CONTROL}"):
+                await check.get_exchange(CONTROL, ensure=True)
+        finally:
+            await _close(check)
+        with aio_errors(f"declare reply queue {name}"):
             channel = await self._robust.channel()
-            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
+        with aio_errors(f"bind reply queue {name} to {CONTROL}"):
+            await queue.bind(CONTROL, reply_route(name)[1])
+        with aio_errors(f"consume {name}"):
             await queue.consume(on_message, no_ack=True)
-        return queue.name
+        return name
 
     async def serve(self, bindings: Iterable[tuple[str, str]], handler: Handler) -> str:
-        """A server-named, exclusive queue bound to ``bindings`` whose messages go to
-        ``handler`` unacked-free (requests: one lost with the process is timed out by its
-        caller). It lives as long as this connection, so requests to a process that is
-        not running are unroutable instead of piling up."""
+        """An exclusive queue ``crmsync.requests.USER.<hex>`` bound to ``bindings`` whose
+        messages go to ``handler`` unacked-free (requests: one lost with the process is
+        timed out by its caller). It lives as long as this connection, so requests to a
+        process that is not running are unroutable instead of piling up."""
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             await handler(_delivery(message))
 
-        with aio_errors("declare a request queue"):
+        name = self._own_queue(REQUESTS_PREFIX)
+        with aio_errors(f"declare request queue {name}"):
             channel = await self._robust.channel()
             await channel.set_qos(prefetch_count=4)
-            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-            for exchange, key in bindings:
+            queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
+        for exchange, key in bindings:
+            with aio_errors(f"bind request queue {name} to {exchange}"):
                 await queue.bind(exchange, key)
+        with aio_errors(f"consume {name}"):
             await queue.consume(on_message, no_ack=True)
         return queue.name
 
@@ -331,47 +374,3 @@ class Connection:
         finally:
             await _close(channel)
         return None if message is None else (message.body, dict(message.headers))
-
-
-async def _declare_on(channel: AbstractChannel, spec: QueueSpec) -> AbstractQueue:
-    """Declare ``spec`` (durable, its arguments) and its bindings on ``channel``."""
-    with aio_errors(f"declare queue {spec.name}"):
-        try:
-            queue = await channel.declare_queue(
-                spec.name,
-                durable=True,
-                arguments=spec.arguments,  # type: ignore[arg-type]
-            )
-        except aio_pika.exceptions.ChannelPreconditionFailed as e:
-            raise TopologyMismatch(
-                f"queue {spec.name} already exists with other arguments "
-                f"({e.args[0] if e.args else e}); {mismatch_fix(spec.name)}"
-            ) from e
-        for exchange, key in spec.bindings:
-            await queue.bind(exchange, key)
-    return queue
-
-
-async def _say_when_cancelled(channel: AbstractRobustChannel, queue: str) -> None:
-    """Log the broker cancelling our consumer (its queue was deleted): aio-pika then
-    declares the queue again by itself, but what the deleted queue held is gone."""
-
-    def on_cancel(_frame: object) -> None:
-        log.error(
-            "sink queue was deleted under its consumer; declared it again and resumed; "
-            "what it held is lost (docs/operations.md, 'sink queue was deleted')",
-            extra=kv(queue=queue),
-        )
-
-    async def watch(*_: object) -> None:
-        underlay = await channel.get_underlay_channel()
-        underlay.on_consumer_cancel_callbacks.add(on_cancel)
-
-    await watch()
-    channel.reopen_callbacks.add(watch)
-
-
-async def _close(channel: AbstractChannel) -> None:
-    if not channel.is_closed:
-        with aio_errors("close a channel"):
-            await channel.close()

@@ -25,9 +25,11 @@ class BrokerConnection(Protocol):
     def user(self) -> str | None:
         """The broker user this connection logged in as (the ``user_id`` it may set)."""
 
-    async def declare(self, queues: Iterable[QueueSpec] = (), *, hub: bool = True) -> None: ...
+    async def declare(
+        self, queues: Iterable[QueueSpec] = (), *, hub: bool = True, check_exchanges: bool = False
+    ) -> None: ...
 
-    async def publisher(self) -> BrokerPublisher: ...
+    async def publisher(self, *, signed: bool = False) -> BrokerPublisher: ...
 
     async def consume(
         self, queue: str | QueueSpec, handler: Handler, *, prefetch: int, exclusive: bool = False

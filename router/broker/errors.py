@@ -15,6 +15,7 @@ import aio_pika.exceptions
 import aiormq.exceptions
 import pika.exceptions
 
+from router.broker.denials import access_refused, not_found
 from router.errors import (
     AccessRefused,
     BrokerUnavailable,
@@ -33,6 +34,18 @@ def describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+def _refusal(code: int, text: str, where: str) -> CrmsyncError | None:
+    """A 403 or a missing hub exchange as one line (:mod:`router.broker.denials`)."""
+    from router.topology import HUB_EXCHANGES
+
+    if code == 403:
+        return AccessRefused(access_refused(text, where) or f"{where}: {text}")
+    if code == 404:
+        line = not_found(text, where, frozenset(x.name for x in HUB_EXCHANGES))
+        return EntityMissing(line or f"{where}: {text}")
+    return None
+
+
 def _from_aio(e: BaseException, where: str) -> CrmsyncError | None:
     if isinstance(e, aio_pika.exceptions.PublishError):
         return Unroutable(f"{where} was returned as unroutable")
@@ -40,8 +53,10 @@ def _from_aio(e: BaseException, where: str) -> CrmsyncError | None:
         return PublishFailed(f"the broker refused {where} (nack)")
     if isinstance(e, aiormq.exceptions.ChannelPreconditionFailed):
         return TopologyMismatch(f"{where}: {e.args[0] if e.args else e}")
+    if isinstance(e, aiormq.exceptions.ChannelAccessRefused):
+        return _refusal(403, str(e.args[0] if e.args else e), where)
     if isinstance(e, aiormq.exceptions.ChannelNotFoundEntity):
-        return EntityMissing(f"{where}: {e.args[0] if e.args else e}")
+        return _refusal(404, str(e.args[0] if e.args else e), where)
     # ChannelInvalidStateError (a RuntimeError): the robust channel is mid-reconnect.
     gone = (
         aiormq.exceptions.AMQPError,
@@ -89,10 +104,9 @@ def _from_pika(e: BaseException, where: str) -> CrmsyncError | None:
     if isinstance(e, pika.exceptions.NackError):
         return PublishFailed(f"the broker refused {where} (nack)")
     if isinstance(e, pika.exceptions.ChannelClosedByBroker):
-        if e.reply_code == 404:
-            return EntityMissing(f"{where}: {e.reply_text}")
-        if e.reply_code == 403:
-            return AccessRefused(f"{where}: {e.reply_text}")
+        mapped = _refusal(e.reply_code, e.reply_text, where)
+        if mapped is not None:
+            return mapped
         return CrmsyncError(f"RabbitMQ refused {where}: {e.reply_code} {e.reply_text}")
     if isinstance(e, (pika.exceptions.AMQPError, OSError)):
         return BrokerUnavailable(f"lost the connection to RabbitMQ during {where} ({describe(e)})")

@@ -165,14 +165,17 @@ class MemoryBroker:
 
 
 class MemoryPublisher:
-    def __init__(self, broker: MemoryBroker) -> None:
+    def __init__(self, broker: MemoryBroker, signer: str | None = None) -> None:
         self._broker = broker
+        self._signer = signer
 
     async def publish_many(self, items: Sequence[Outgoing]) -> None:
         for item in items:
-            self._broker.route(item)
+            await self.publish(item)
 
     async def publish(self, item: Outgoing) -> None:
+        if self._signer and not item.user_id:
+            item = replace(item, user_id=self._signer)
         self._broker.route(item)
 
 
@@ -185,14 +188,18 @@ class MemoryConnection:
     def user(self) -> str | None:
         return self._user
 
-    async def declare(self, queues: Iterable[QueueSpec] = (), *, hub: bool = True) -> None:
+    async def declare(
+        self, queues: Iterable[QueueSpec] = (), *, hub: bool = True, check_exchanges: bool = False
+    ) -> None:
         for spec in HUB_EXCHANGES:
+            if check_exchanges and spec.name not in self.broker.exchanges:
+                raise EntityMissing(f"check exchange {spec.name}: no such exchange")
             self.broker.exchanges.setdefault(spec.name, spec.kind)
         for queue in [*(hub_queues() if hub else []), *queues]:
             self.broker.declare_queue(queue)
 
-    async def publisher(self) -> MemoryPublisher:
-        return MemoryPublisher(self.broker)
+    async def publisher(self, *, signed: bool = False) -> MemoryPublisher:
+        return MemoryPublisher(self.broker, self._user if signed else None)
 
     async def consume(
         self, queue: str | QueueSpec, handler: Handler, *, prefetch: int, exclusive: bool = False

@@ -33,7 +33,10 @@ class RpcClient:
 
     async def _ensure(self) -> tuple[BrokerPublisher, str]:
         if self._reply_to is None:
-            self._reply_to = await self._connection.reply_queue(self._on_reply)
+            try:
+                self._reply_to = await self._connection.reply_queue(self._on_reply)
+            except EntityMissing:  # its binding on crmsync.control
+                raise _no_control() from None
         if self._publisher is None:
             self._publisher = await self._connection.publisher()
         return self._publisher, self._reply_to
@@ -53,10 +56,7 @@ class RpcClient:
             await publisher.publish(item)
         except EntityMissing:
             self._publisher = None  # the broker closed that channel
-            raise RouterUnavailable(
-                f"{CONTROL} does not exist on this broker/vhost: no router has run here yet "
-                "(start 'crmsync router' or run 'crmsync topology declare')"
-            ) from None
+            raise _no_control() from None
 
     async def call(self, routing_key: str, payload: Any, timeout: float = 10.0) -> Any:
         """Send ``payload`` (any msgpack value) and return the raw answer."""
@@ -133,3 +133,10 @@ def call_router(cfg: BrokerConfig, request: Request, expected: type[R], timeout:
             await connection.close()
 
     return asyncio.run(go())
+
+
+def _no_control() -> RouterUnavailable:
+    return RouterUnavailable(
+        f"{CONTROL} does not exist on this broker/vhost: no router has run here yet "
+        "(start 'crmsync router' or run 'crmsync topology declare')"
+    )

@@ -28,6 +28,7 @@ from router.cli import (
     run,
     status,
     topology,
+    users,
 )
 from router.cli.common import err
 from router.errors import CrmsyncError
@@ -53,6 +54,7 @@ app.add_typer(conflicts.app, name="conflicts")
 app.add_typer(policy.app, name="policy")
 app.add_typer(identity.app, name="identity")
 app.add_typer(record.app, name="record")
+app.add_typer(users.app, name="users")
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from router import control
+from router import control, topology
 from router import control_migration as cm
 from router.authz import ADAPTER_REQUESTS
 from router.broker.base import BrokerPublisher
@@ -94,9 +94,8 @@ class ControlServer:
             return control.Failure(error=f"the router failed on {routing_key}: {e}")
 
     async def _reply(self, request: Delivery, reply: control.Reply) -> None:
-        with_id = Outgoing(
-            "", request.reply_to or "", reply.body(), correlation_id=request.correlation_id
-        )
+        exchange, key = topology.reply_route(request.reply_to or "")
+        with_id = Outgoing(exchange, key, reply.body(), correlation_id=request.correlation_id)
         try:
             await self._publisher.publish(with_id)
         except PublishFailed:

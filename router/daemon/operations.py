@@ -64,9 +64,12 @@ class Operations:
             req.highest,
             highs,
         )
-        # The adapter declared its sink already; declaring it here too means a delivery is
-        # never returned as unroutable because of the order processes started in.
-        await self._connection.declare(topology.adapter_queues(req.name), hub=False)
+        # The adapter's queues are the router's to declare (a least-privilege adapter user
+        # may not: a queue's dead-letter exchange needs write on it); declaring them here
+        # also means a delivery is never unroutable because of the order processes start.
+        await self._connection.declare(
+            topology.adapter_queues(req.name, _tiers(req.retry_tiers)), hub=False
+        )
         await self.ctx.db(self.ctx.store.save_registration, reg)
         self.ctx.registered(reg)
         log.info(
@@ -78,7 +81,19 @@ class Operations:
                 "adapter state behind what it published: issued a new epoch",
                 extra=kv(adapter=req.name, claimed=req.actor or "", actor=reg.actor),
             )
-        return control.Registered(actor=reg.actor, epoch=reg.epoch, rewound=behind or "")
+        return control.Registered(
+            actor=reg.actor, epoch=reg.epoch, rewound=behind or "", accept_from=self._senders()
+        )
+
+    def _senders(self) -> list[str]:
+        """Who may publish into a sink (item 4 of issue 13): this router's user (what it
+        signs its deliveries with) and the operators' (DLQ replays); nothing when
+        ``[security]`` is not set."""
+        principals = self.ctx.principals
+        if not principals.enforced:
+            return []
+        mine = [u for u in (self._connection.user, principals.router_user) if u]
+        return sorted({*mine, *principals.operators})
 
     async def heartbeat(self, req: control.Heartbeat) -> None:
         self.ctx.beats[req.name] = time.time()
@@ -259,3 +274,11 @@ class Operations:
 def _detail(conflict: Conflict, now: datetime) -> dict[str, object]:
     """``conflicts show``: which sides' edits are in play, as the resolver decides it."""
     return conflict_detail(conflict, now, sides_of(conflict.sides, conflict.base))
+
+
+def _tiers(labels: list[str]) -> list[tuple[str, float]]:
+    """(label, seconds) of the retry tiers an adapter registered with (its retry.delays)."""
+    try:
+        return [(label, parse_duration(label)) for label in labels]
+    except ValueError as e:
+        raise control.BadRequest(f"register: retry_tiers: {e}") from None

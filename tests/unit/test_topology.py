@@ -35,3 +35,18 @@ def test_an_old_ingress_gets_a_safe_upgrade_path_in_one_line() -> None:
     assert "\n" not in fix
     assert fix.index("stop the adapters") < fix.index("delete_queue")
     assert "topology declare" in topology.mismatch_fix("crmsync.sink.x")
+
+
+def test_retry_tiers_are_reached_through_their_own_exchange_under_the_adapters_key() -> None:
+    specs = {q.name: q for q in topology.adapter_queues("sales", [("1s", 1.0), ("1m", 60.0)])}
+    tier = specs[topology.retry_queue("sales", "1m")]
+    # Not the default exchange: write on amq.default reaches every queue (issue 13).
+    assert tier.bindings == ((topology.RETRY, "sales.1m"),)
+    assert topology.RETRY in {e.name for e in topology.HUB_EXCHANGES}
+    # ... and back to the adapter's own sink when the tier's TTL runs out.
+    args = tier.arguments
+    assert (args["x-dead-letter-exchange"], args["x-dead-letter-routing-key"]) == (
+        topology.DELIVERIES,
+        "sales",
+    )
+    assert (topology.DELIVERIES, "sales") in specs[topology.sink_queue("sales")].bindings

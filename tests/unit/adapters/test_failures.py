@@ -18,7 +18,7 @@ TIERS = [("1s", 1.0), ("10s", 10.0), ("1m", 60.0)]
 def test_first_transient_failure_goes_to_the_first_tier_with_history() -> None:
     hop = next_hop("sales", {"x-record-key": "r1"}, TransientWriteError("locked"), TIERS, now=100.0)
     assert not hop.dead
-    assert (hop.exchange, hop.routing_key) == ("", "crmsync.retry.sales.1s")
+    assert (hop.exchange, hop.routing_key) == (topology.RETRY, "sales.1s")
     assert hop.headers[topology.ATTEMPTS_HEADER] == 1
     assert hop.headers[topology.ERROR_TYPE_HEADER] == "transient"
     assert hop.headers[topology.ERROR_HEADER] == "locked"  # the type is in error-type
@@ -37,12 +37,12 @@ def test_attempts_walk_the_tiers_then_dead_letter_keeping_first_failure_time() -
         seen.append(hop.routing_key)
         headers = {**hop.headers, "x-death": [{"queue": "x"}], "x-delivery-count": 3}
     assert seen == [
-        "crmsync.retry.sales.1s",
-        "crmsync.retry.sales.10s",
-        "crmsync.retry.sales.1m",
-        "sales",
+        "sales.1s",
+        "sales.10s",
+        "sales.1m",
+        "sales.dead",
     ]
-    assert hop.dead and hop.exchange == topology.DEAD
+    assert hop.dead and hop.exchange == topology.RETRY
     assert hop.headers[topology.ATTEMPTS_HEADER] == 4
     assert hop.headers[topology.FIRST_FAILED_HEADER] == 10_000
     assert hop.headers[topology.LAST_FAILED_HEADER] == 13_000

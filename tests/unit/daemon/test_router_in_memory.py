@@ -170,7 +170,7 @@ async def test_a_later_batch_confirmed_first_is_not_acked_before_the_earlier_one
     async def connect(_cfg: object = None, _name: str = "") -> MemoryConnection:
         connection = MemoryConnection(broker)
 
-        async def publisher() -> MemoryPublisher:
+        async def publisher(*, signed: bool = False) -> MemoryPublisher:
             return gated
 
         connection.publisher = publisher  # type: ignore[method-assign]
