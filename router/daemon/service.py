@@ -143,8 +143,7 @@ class Router:
         try:
             await connection.declare()
             await self._declare_sinks()
-            # Signed: with [security] set, sinks accept deliveries only from this user.
-            self._publisher = await connection.publisher(signed=True)
+            self._publisher = await connection.publisher(signed=True)  # sinks trust its user
             await self._flush_outbox()
             server = ControlServer(Operations(self.ctx, connection, self.publisher), self.publisher)
             await connection.consume(topology.ROUTER_CONTROL, server.on_message, prefetch=32)
