@@ -233,6 +233,14 @@ def run_demo(directory: Path | None, records: int, keep_running: bool, console: 
     codes: dict[str, int | None] = {}
     try:
         fleet.start("router", "router", "--config", "router.toml")
+        # Adapters only check the hub's exchanges, which the router declares: first it.
+        _wait(
+            console,
+            "router up",
+            1,
+            lambda: int(bool(_router_status(url)["router"]["alive"])),
+            fleet,
+        )
         for name in CRMS:
             fleet.start(name, "adapter", "--config", f"{name}.toml")
         _wait(

@@ -16,13 +16,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 import httpx
 
 from router import topology
 from router.adapter_config import AdapterConfig
 from router.broker.base import BrokerConnection
+from router.broker.management import management_base, vhost_of
 from router.broker.refusals import login_user
 from router.broker.settings import redact
 from router.config import BrokerConfig
@@ -36,7 +37,6 @@ from router.doctor.judge import (
 from router.doctor.verdicts import Check, fail, ok, warn
 from router.errors import CrmsyncError
 
-MANAGEMENT_PORT = 15672
 HTTP_TIMEOUT = 5.0
 
 
@@ -55,10 +55,8 @@ class Management:
 
 
 def management_for(url: str, base: str | None) -> Management:
-    parts = urlsplit(url)
-    scheme = "https" if url.startswith("amqps://") else "http"
-    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-    root = base or f"{scheme}://{parts.hostname or '127.0.0.1'}:{MANAGEMENT_PORT}"
+    # The same address `crmsync users` uses: broker.management_url, else HOST:15672.
+    root, vhost = management_base(url, base), vhost_of(url)
     # The password as the broker sees it: login_user's counterpart, never printed.
     rest = url.partition("://")[2]
     creds = rest[: rest.rfind("@")] if "@" in rest else "guest:guest"
@@ -80,7 +78,7 @@ async def broker_checks(
         url = cfg.effective_url()
     except CrmsyncError as e:
         return [fail("broker", str(e))]
-    mgmt = management_for(url, management_url)
+    mgmt = management_for(url, management_url or cfg.management_url)
     # The management API over https is trusted like the broker: broker.tls.ca_file.
     ca = cfg.tls.ca_file if cfg.tls is not None else None
     try:
