@@ -137,10 +137,7 @@ def read_secret(path: Path, key: str) -> str:
     except OSError as e:
         raise ConfigError(f"{key}: cannot read {path} ({e.strerror})") from None
     if mode & (stat.S_IRGRP | stat.S_IROTH):
-        logging.getLogger("crmsync.config").warning(
-            "a secret file is readable by other users: chmod 600 it",
-            extra=kv(key=key, path=str(path)),
-        )
+        _warn_if_shared(path, key)
     if not text:
         raise ConfigError(f"{key}: {path} is empty")
     return text
@@ -314,9 +311,34 @@ def load(model: type[M], path: Path | str, base: dict[str, Any] | None = None) -
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     try:
-        return model.model_validate({**(base or {}), **raw})
+        config = model.model_validate({**(base or {}), **raw})
     except ValidationError as e:
         raise ConfigError(_explain(e, path)) from None
+    broker = getattr(config, "broker", None)
+    if isinstance(broker, BrokerConfig) and _has_password(broker.url):
+        _warn_if_shared(path, "broker.url (it holds a password)")
+    return config
+
+
+def _has_password(url: str) -> bool:
+    """A password that is a secret: RabbitMQ's guest:guest (which it accepts only from
+    localhost) is everyone's, and the shipped demo configs use it."""
+    rest = url.partition("://")[2]
+    creds = rest[: rest.rfind("@")] if "@" in rest else ""
+    return ":" in creds and creds != "guest:guest"
+
+
+def _warn_if_shared(path: Path, what: str) -> None:
+    """A file holding a secret that other users may read: said once, never its content."""
+    try:
+        shared = path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH)
+    except OSError:
+        return
+    if shared:
+        logging.getLogger("crmsync.config").warning(
+            "a secret file is readable by other users: chmod 600 it",
+            extra=kv(key=what, path=str(path)),
+        )
 
 
 def load_router(path: Path | str) -> RouterConfig:

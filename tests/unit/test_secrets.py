@@ -95,3 +95,27 @@ def test_tls_with_a_plaintext_url_is_a_configuration_error(
     monkeypatch.setenv("CRMSYNC_AMQP_URL", "amqp://u:p@h/")
     with pytest.raises(ConfigError, match="is not an amqps:// URL"):
         ok.effective_url()
+
+
+def test_a_config_holding_a_password_that_others_can_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from router.config import load_router
+
+    config = tmp_path / "router.toml"
+    config.write_text('[broker]\nurl = "amqp://ops:s3cr3t@rabbit:5672/"\n')
+    config.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="crmsync.config"):
+        load_router(config)
+    assert "readable by other users" in caplog.text and "s3cr3t" not in caplog.text
+    caplog.clear()
+    config.write_text('[broker]\nurl = "amqp://rabbit:5672/"\n')  # no secret: no warning
+    with caplog.at_level(logging.WARNING, logger="crmsync.config"):
+        load_router(config)
+    assert caplog.text == ""
+    config.write_text(
+        '[broker]\nurl = "amqp://guest:guest@127.0.0.1:5672/"\n'
+    )  # RabbitMQ's default
+    with caplog.at_level(logging.WARNING, logger="crmsync.config"):
+        load_router(config)
+    assert caplog.text == ""
