@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import Iterator
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import aiormq.exceptions
 import pika.exceptions
@@ -60,6 +60,15 @@ def _chain(e: BaseException) -> Iterator[BaseException]:
         todo += [a for a in (*item.args, nested) if isinstance(a, BaseException)]
 
 
+def _vhost_refused(e: BaseException) -> bool:
+    """The broker closed the connection at ``Connection.Open``: the vhost is unknown or
+    forbidden to the user (aiormq keeps only the frame's name; pika says so)."""
+    if isinstance(e, pika.exceptions.ProbableAccessDeniedError):
+        return True
+    text = str(e)
+    return "Connection.OpenOk" in text and "Connection.Close" in text
+
+
 def login_user(url: str) -> str:
     """The user of ``url`` as the broker sees it (the clients' default is guest)."""
     rest = url.partition("://")[2]
@@ -79,6 +88,13 @@ def connect_failure(e: BaseException, url: str, cfg: BrokerConfig) -> CrmsyncErr
             f"{where} refused the login of user '{login_user(url)}' (ACCESS_REFUSED: "
             "wrong password, or no such user); check broker.password_file or the password "
             "in broker.url / CRMSYNC_AMQP_URL"
+        )
+    if any(_vhost_refused(item) for item in chain):
+        vhost = unquote(urlsplit(url).path[1:]) or "/"
+        return AccessRefused(
+            f"{where} refused user '{login_user(url)}' the vhost '{vhost}' (NOT_ALLOWED: "
+            "it does not exist, or the user has no permissions on it); create it "
+            "(rabbitmqctl add_vhost) or grant them (crmsync users create)"
         )
     alerts = [m for item in chain for m in _ALERT.findall(str(item))]
     if alerts:

@@ -123,6 +123,19 @@ def test_unreachable_broker_is_one_clear_line(args: tuple[str, ...], tmp_path: P
     assert "guest:guest" not in result.stderr  # the password is redacted
 
 
+@pytest.mark.parametrize("args", [("status",), ("dlq", "list", "--adapter", "legacy")])
+def test_a_missing_vhost_is_one_line_naming_it_and_the_user(
+    args: tuple[str, ...], tmp_path: Path
+) -> None:
+    """Both clients (aio-pika, pika) see the broker close the connection at open."""
+    missing = "amqp://guest:guest@127.0.0.1:5672/crmsync-no-such-vhost"
+    result = crmsync(*args, amqp=missing, cwd=tmp_path)
+    assert result.code == 3, result
+    line = assert_one_clear_line(result)
+    assert "refused user 'guest' the vhost 'crmsync-no-such-vhost'" in line, line
+    assert "rabbitmqctl add_vhost" in line and "guest:guest" not in result.stderr
+
+
 def test_router_with_unreachable_broker_is_one_clear_line(tmp_path: Path) -> None:
     config = tmp_path / "router.toml"
     config.write_text(
