@@ -1,6 +1,6 @@
 """config/supervisord.conf as shipped (issue 13, item 7): `supervisord -c` on a copy of
 the checkout's config/ brings up a syncing system from nothing (the demo CRMs' databases
-included), and `supervisorctl stop all` drains every process to exit 0 with nothing
+included, empty), and `supervisorctl stop all` drains every process to exit 0 with nothing
 lost: the edits made just before the stop are all there once it starts again.
 
 The copy lives in this test's temp dir (its `%(here)s/..` is the temp dir, with the
@@ -22,6 +22,7 @@ import pytest
 
 from router.demo.crms import CRMS, DemoDb
 from tests.broker import queue_depth
+from tests.integration.spine import hub_status
 
 pytestmark = pytest.mark.integration
 
@@ -62,14 +63,17 @@ class Supervised:
 
     def wait(self, what: str, predicate: Callable[[], bool], timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
+        last: Exception | None = None
         while True:
             try:
                 if predicate():
                     return
-            except Exception:
-                pass
+            except Exception as e:  # a database not created yet, a router not up: again
+                last = e
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; {self.ctl('status')}")
+                raise AssertionError(
+                    f"timed out waiting for {what} (last error: {last!r}); {self.ctl('status')}"
+                )
             time.sleep(0.3)
 
 
@@ -110,8 +114,19 @@ def test_supervisord_brings_up_a_syncing_system_and_stop_all_drains_without_loss
 ) -> None:
     s = supervised
     s.wait(
-        "the seeded contacts in sales and mktg",
+        "router and adapters up",
+        lambda: {a["name"] for a in hub_status(s.env["CRMSYNC_AMQP_URL"])["adapters"]} == set(CRMS),
+        timeout=150,
+    )
+    legacy = s.db("legacy")
+    try:
+        legacy.insert_contacts(200)
+    finally:
+        legacy.close()
+    s.wait(
+        "the first contacts in sales and mktg",
         lambda: s.count("sales") == 200 and s.count("mktg") == 200,
+        timeout=150,
     )
     legacy = s.db("legacy")
     try:
@@ -131,6 +146,7 @@ def test_supervisord_brings_up_a_syncing_system_and_stop_all_drains_without_loss
     s.wait(
         "everything once the system is back",
         lambda: s.count("sales") == 500 and s.count("mktg") == 500,
+        timeout=150,
     )
     for name in ("sales", "mktg"):
         db = s.db(name)
