@@ -26,6 +26,8 @@ from adapters import metrics
 from router.errors import ConfigError
 from router.logs import kv
 
+LIVENESS_TIMEOUT = 10.0  # seconds a SELECT 1 may take before the connection counts as dead
+
 
 class Wakeup:
     """Many notifications, one wake: a flag the listener sets and the capture loop
@@ -160,7 +162,9 @@ class PushListener:
                     self.wakeup.set()
                 # Every check_every seconds: is the connection still there? (psycopg
                 # >= 3.2.4 keeps a notification arriving meanwhile for notifies().)
-                await asyncio.wait_for(conn.execute("SELECT 1"), self._check_every)
+                # Its own timeout, not check_every: a busy server (or a short check_every)
+                # must not cancel a healthy check mid-query, which psycopg can hang on.
+                await asyncio.wait_for(conn.execute("SELECT 1"), LIVENESS_TIMEOUT)
         finally:
             self._down()
             await conn.close()
