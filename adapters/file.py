@@ -51,10 +51,10 @@ from adapters.base import SourceRow, VersionMismatch
 from adapters.canonical import InvalidRecord, validate
 from adapters.cleansing import Cleansing
 from adapters.cursor import Horizon
-from adapters.file_codec import Mapper
 from adapters.file_index import Located
 from adapters.file_store import FileStore
 from adapters.linkstore import LinkStoreAdapter
+from adapters.mapping import RecordMapping
 from router.adapter_config import AdapterConfig, EntityMapping
 from router.errors import ConfigError, TransientWriteError
 from router.events import Scalar
@@ -93,7 +93,7 @@ class _Refused:
 class _Entity:
     name: str
     mapping: EntityMapping
-    mapper: Mapper
+    mapper: RecordMapping
     store: FileStore
 
 
@@ -108,7 +108,7 @@ class FileAdapter(LinkStoreAdapter):
         paths: dict[Path, str] = {}
         for entity, mapping in config.entities.items():
             assert mapping.path is not None  # AdapterConfig: file entities name one
-            mapper = Mapper(entity, mapping)
+            mapper = RecordMapping(entity, mapping)
             taken = {mapping.id, mapping.deleted or mapping.id} & set(mapper.columns)
             if taken:
                 raise ConfigError(

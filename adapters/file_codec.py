@@ -9,9 +9,8 @@
   back. CSV holds text only: an empty value reads as null, null writes as empty,
   booleans as ``true``/``false``, other values as ``str``; typed fields come back
   through transforms. JSON Lines keeps JSON's types.
-* :class:`Mapper` is the entity's mapping both ways (``fields`` renames, transforms,
-  name split, constants: :class:`~adapters.mapping.RecordMapping`) and the columns a
-  write sets.
+* The entity's mapping both ways (``fields`` renames, transforms, name split,
+  constants, the columns a write sets) is :class:`~adapters.mapping.RecordMapping`.
 
 Errors never quote a value: :class:`BadRecord` says what is wrong with a record.
 """
@@ -25,9 +24,6 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
-
-from adapters.mapping import RecordMapping
-from router.adapter_config import EntityMapping
 
 Format = Literal["csv", "jsonl"]
 
@@ -149,15 +145,3 @@ def is_true(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes", "t", "y")
     return bool(value)
-
-
-class Mapper(RecordMapping):
-    """An entity's mapping (:class:`~adapters.mapping.RecordMapping`), plus every column
-    a write sets: a new CSV file's header lists them."""
-
-    def __init__(self, entity: str, mapping: EntityMapping) -> None:
-        super().__init__(entity, mapping)
-        transformed = {t.column or mapping.fields.get(n, n) for n, t in mapping.transforms.items()}
-        if mapping.names is not None:
-            transformed.add(mapping.names.column)
-        self.columns = sorted(set(self.renames.values()) | transformed | set(mapping.constants))

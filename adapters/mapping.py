@@ -90,6 +90,9 @@ class RecordMapping:
         self.properties = sorted(
             set(self.renames.values()) | (wired.read_columns if wired else set())
         )
+        # Every CRM property a write may set (a new CSV file's header lists them).
+        written = wired.columns if wired else set()
+        self.columns = sorted(set(self.renames.values()) | written | set(mapping.constants))
 
     def read(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """The canonical fields of a record as the CRM returned it. A value a transform
