@@ -195,7 +195,7 @@ class RabbitNode:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
         deadline = time.monotonic() + 10
-        while any(_alive(p) for p in with_pids) and time.monotonic() < deadline:
+        while any(alive(p) for p in with_pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.proc = None
 
@@ -249,7 +249,8 @@ class RabbitNode:
         self.kill()
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

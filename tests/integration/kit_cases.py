@@ -25,9 +25,11 @@ NAMES = {"email": "email", "first_name": "firstname", "last_name": "lastname"}
 
 
 class Kit(NamedTuple):
+    """One conformance case: the adapter config and how the kit drives its CRM."""
+
     config: AdapterConfig
-    entity: str | None = None
-    driver: DriverFactory | None = None
+    entity: str | None = None  # the entity to check (None: the first)
+    driver: DriverFactory | None = None  # None: the kind's from adapters.kit.DRIVERS
 
 
 def _token(tmp: Path, token: str) -> str:

@@ -6,20 +6,14 @@ outbox depth as gauges, every outcome present from the start."""
 from __future__ import annotations
 
 import re
-import socket
 import urllib.request
 
 import pytest
 
 from tests.integration.spine import Spine
+from tests.rabbit_node import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -34,7 +28,7 @@ def _scrape(port: int) -> dict[str, float]:
 
 
 def test_counters_move_during_a_sync(spine: Spine) -> None:
-    ports = {name: _free_port() for name in ("legacy", "sales")}
+    ports = {name: free_port() for name in ("legacy", "sales")}
     for name, port in ports.items():
         with (spine.workdir / f"{name}.toml").open("a") as toml:
             toml.write(f"[metrics]\nport = {port}\n")

@@ -12,27 +12,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from adapters.kit import CHECKS, Subject, open_subject
-from adapters.kit.driver import DriverFactory
 from router.adapter_config import AdapterConfig, DatabaseConfig, load_adapter
 from tests.integration import crm_layouts, kit_cases
 from tests.integration.crm_layouts import ODOO_DDL, SUITECRM_DDL
+from tests.integration.kit_cases import Kit
 from tests.integration.test_sql_servers import UPDATED_AT, private_database
 
 pytestmark = pytest.mark.integration
 
 RATE = "40/s"  # every case holds a [write] rate, so rate_limit measures it
-
-
-class Kit(NamedTuple):
-    config: AdapterConfig
-    entity: str | None = None  # the entity to check (None: the first)
-    driver: DriverFactory | None = None  # None: the kind's from adapters.kit.DRIVERS
 
 
 def _config(kind: str, entity: dict[str, Any], **sections: Any) -> AdapterConfig:

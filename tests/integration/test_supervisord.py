@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -23,17 +22,12 @@ import pytest
 from router.demo.crms import CRMS, DemoDb
 from tests.broker import queue_depth
 from tests.integration.spine import hub_status
+from tests.rabbit_node import alive, free_port
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Supervised:
@@ -84,7 +78,7 @@ def supervised(amqp: str, tmp_path: Path) -> Iterator[Supervised]:
     (tmp_path / "state" / "logs").mkdir(parents=True)
     router_toml = tmp_path / "config" / "router.demo.toml"
     router_toml.write_text(
-        re.sub(r"(?m)^port = 9464$", f"port = {_free_port()}", router_toml.read_text())
+        re.sub(r"(?m)^port = 9464$", f"port = {free_port()}", router_toml.read_text())
     )
     env = {**os.environ, "CRMSYNC_AMQP_URL": amqp}
     s = Supervised(tmp_path, env)
@@ -95,18 +89,10 @@ def supervised(amqp: str, tmp_path: Path) -> Iterator[Supervised]:
     finally:
         s.ctl("shutdown")
         deadline = time.monotonic() + 60
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _alive(pid):  # only the supervisord this test started, by its pid
+        if alive(pid):  # only the supervisord this test started, by its pid
             os.kill(pid, 9)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_supervisord_brings_up_a_syncing_system_and_stop_all_drains_without_loss(
