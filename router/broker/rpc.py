@@ -135,6 +135,21 @@ def call_router(cfg: BrokerConfig, request: Request, expected: type[R], timeout:
     return asyncio.run(go())
 
 
+def call_adapter(
+    cfg: BrokerConfig, request: Request, expected: type[R], adapter: str, timeout: float
+) -> R:
+    """One request to an adapter from a short command (its silence names the adapter)."""
+
+    async def go() -> R:
+        connection = await connect(cfg, "crmsync-cli")
+        try:
+            return await RpcClient(connection).ask_adapter(request, expected, adapter, timeout)
+        finally:
+            await connection.close()
+
+    return asyncio.run(go())
+
+
 def _no_control() -> RouterUnavailable:
     return RouterUnavailable(
         f"{CONTROL} does not exist on this broker/vhost: no router has run here yet "

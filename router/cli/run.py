@@ -75,21 +75,11 @@ def adapter_resync(
     """Capture an adapter's CRM again from scratch (after a restore, a bulk edit made
     around crmsync, a doubt). Echo-safe: only rows that differ from what it last recorded
     are published."""
-    import asyncio
-
     from router import adapter_control as ac
-    from router.broker.aio import connect
-    from router.broker.rpc import RpcClient
+    from router.broker.rpc import call_adapter
 
-    async def ask() -> ac.Resyncing:
-        connection = await connect(broker_config(config), "crmsync-cli")
-        try:
-            request = ac.Resync(name=name, entity=entity)
-            return await RpcClient(connection).ask_adapter(request, ac.Resyncing, name, 10.0)
-        finally:
-            await connection.close()
-
-    reply = asyncio.run(ask())
+    request = ac.Resync(name=name, entity=entity)
+    reply = call_adapter(broker_config(config), request, ac.Resyncing, name, 10.0)
     out.print(f"adapter {name} captures {', '.join(reply.entities)} again from the beginning")
 
 
